@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "resnet-convert",
+    products: [
+        .library(name: "ResNetKit", targets: ["ResNetKit"]),
+        .executable(name: "resnet-convert", targets: ["resnet-convert"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", exact: "0.9.20"),
+    ],
+    targets: [
+        // libhdf5 (Debian libhdf5-dev). Only Sources/ResNetKit/Keras/HDF5.swift imports it.
+        .systemLibrary(
+            name: "CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
+        // OpenBLAS cblas (Debian libopenblas-dev).
+        .systemLibrary(
+            name: "COpenBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // protoc-c output for rnw.proto (committed; tools/regen-proto.sh regenerates it).
+        // Only Sources/ResNetKit/RNW/RNWProto.swift imports it.
+        .target(
+            name: "CRNWProto",
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        .target(
+            name: "ResNetKit",
+            dependencies: [
+                "CHDF5", "COpenBLAS", "CRNWProto",
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ],
+            exclude: ["ResNetKit.docc"]
+        ),
+        .executableTarget(
+            name: "resnet-convert",
+            dependencies: [
+                "ResNetKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "ResNetKitTests", dependencies: ["ResNetKit"]),
+        .testTarget(name: "CLITests", dependencies: ["ResNetKit"]),
+    ]
+)

@@ -1,0 +1,3 @@
+#pragma once
+// Debian's libopenblas-dev installs cblas.h on the default include path.
+#include <cblas.h>
