@@ -1,0 +1,296 @@
+import Foundation
+
+/// A named architecture for `--arch`, used when a file carries weights but no layer graph.
+///
+/// Keras presets are built as the Keras layer graph the original Python code creates (same layer
+/// order, names and defaults), so the same graph walker and graph interpreter that handle a file
+/// with a config handle a preset too. A preset fixes the structure; widths, class count and input
+/// channels come from the weights.
+public struct PresetInfo: Sendable, Hashable, Codable {
+    /// The `--arch` value.
+    public var name: String
+    /// What it describes and where that structure comes from.
+    public var summary: String
+    /// `keras` or `torch`: which kind of file it is meant for.
+    public var framework: String
+}
+
+/// The architectures `--arch` accepts.
+public enum Presets {
+    /// Every preset, in the order `inspect --list-presets` prints them.
+    public static let all: [PresetInfo] = [
+        .init(name: "keras-resnet50", summary: "keras.applications ResNet50 (v1: stride on the first 1x1, conv bias, BN eps 1.001e-5), blocks 3-4-6-3", framework: "keras"),
+        .init(name: "keras-resnet101", summary: "keras.applications ResNet101 (v1), blocks 3-4-23-3", framework: "keras"),
+        .init(name: "keras-resnet152", summary: "keras.applications ResNet152 (v1), blocks 3-8-36-3", framework: "keras"),
+        .init(name: "keras-resnet50v2", summary: "keras.applications ResNet50V2 (pre-activation, stride in the last block of a stack), blocks 3-4-6-3", framework: "keras"),
+        .init(name: "keras-resnet101v2", summary: "keras.applications ResNet101V2, blocks 3-4-23-3", framework: "keras"),
+        .init(name: "keras-resnet152v2", summary: "keras.applications ResNet152V2, blocks 3-8-36-3", framework: "keras"),
+        .init(name: "seed-keras", summary: "the seed write-up's Keras ResNet: conv-BN-ReLU, ReLU'd 1x1 conv shortcut, TF 'same' padding, no BN in the stem, blocks 3-4-6-3", framework: "keras"),
+    ]
+
+    static func kerasBlocks(_ name: String) -> (blocks: [Int], v2: Bool)? {
+        switch name {
+        case "keras-resnet50": return ([3, 4, 6, 3], false)
+        case "keras-resnet101": return ([3, 4, 23, 3], false)
+        case "keras-resnet152": return ([3, 8, 36, 3], false)
+        case "keras-resnet50v2": return ([3, 4, 6, 3], true)
+        case "keras-resnet101v2": return ([3, 4, 23, 3], true)
+        case "keras-resnet152v2": return ([3, 8, 36, 3], true)
+        default: return nil
+        }
+    }
+
+    /// Builds the Keras layer graph of a Keras preset, with widths, classes and input channels
+    /// read from the variables, and attaches the variables to its layers.
+    ///
+    /// - Parameters:
+    ///   - layerWeights: the file's weight groups in file order.
+    ///   - namesAreSaveOrder: true for Keras 3 `.weights.h5` files, whose group names
+    ///     (`conv2d_3`) are given at save time in the model's layer order; false for legacy files
+    ///     whose names were given when each layer was created.
+    static func kerasGraph(preset: String, layerWeights: [(layer: String, variables: [SourceTensor])],
+                           namesAreSaveOrder: Bool, file: String) throws -> KerasGraph {
+        let groups = layerWeights.filter { !$0.variables.isEmpty }
+        guard let stem = groups.first(where: { $0.variables.first.map { $0.tensor.shape.count == 4 && $0.tensor.shape[0] == 7 } ?? false }),
+              let head = groups.last(where: { $0.variables.first.map { $0.tensor.shape.count == 2 } ?? false }) else {
+            throw ResNetError.mapping(file: file, reason: "preset \(preset): cannot find the 7x7 stem convolution and the dense classifier among the variables")
+        }
+        let k = stem.variables[0].tensor.shape   // HWIO
+        let inputChannels = k[2], width = k[3]
+        let classes = head.variables[0].tensor.shape[1]
+        var b = KerasGraphBuilder()
+        if let (blocks, v2) = kerasBlocks(preset) {
+            buildKerasApplications(&b, blocks: blocks, v2: v2, width: width, inputChannels: inputChannels, classes: classes)
+        } else if preset == "seed-keras" {
+            buildSeed(&b, blocks: [3, 4, 6, 3], width: width, inputChannels: inputChannels, classes: classes)
+        } else {
+            let known = all.filter { $0.framework == "keras" }.map(\.name).joined(separator: ", ")
+            throw ResNetError.usage("unknown Keras preset '\(preset)'; known: \(known)")
+        }
+        return try b.attach(groups, namesAreSaveOrder: namesAreSaveOrder, file: file, preset: preset)
+    }
+
+    /// keras.applications ResNet (v1 `block1`/`stack1`) and ResNetV2 (`block2`/`stack2`), as keras writes them.
+    private static func buildKerasApplications(_ b: inout KerasGraphBuilder, blocks: [Int], v2: Bool, width: Int, inputChannels: Int, classes: Int) {
+        let eps = 1.001e-5   // keras.applications ResNet BN epsilon
+        var x = b.input(channels: inputChannels)
+        x = b.zeroPad(x, 3, name: "conv1_pad")
+        x = b.conv(x, width, 7, strides: 2, name: "conv1_conv")
+        if !v2 {
+            x = b.bn(x, eps: eps, name: "conv1_bn")
+            x = b.act(x, "relu", name: "conv1_relu")
+        }
+        x = b.zeroPad(x, 1, name: "pool1_pad")
+        x = b.maxPool(x, 3, strides: 2, name: "pool1_pool")
+        for (s, n) in blocks.enumerated() {
+            let filters = width << s
+            let stack = "conv\(s + 2)"
+            if !v2 {
+                for i in 1...n {
+                    let name = "\(stack)_block\(i)"
+                    let stride = (i == 1 && s > 0) ? 2 : 1
+                    let shortcut: Int
+                    if i == 1 {
+                        let sc = b.conv(x, 4 * filters, 1, strides: stride, name: name + "_0_conv")
+                        shortcut = b.bn(sc, eps: eps, name: name + "_0_bn")
+                    } else {
+                        shortcut = x
+                    }
+                    var y = b.conv(x, filters, 1, strides: stride, name: name + "_1_conv")
+                    y = b.bn(y, eps: eps, name: name + "_1_bn")
+                    y = b.act(y, "relu", name: name + "_1_relu")
+                    y = b.conv(y, filters, 3, padding: "same", name: name + "_2_conv")
+                    y = b.bn(y, eps: eps, name: name + "_2_bn")
+                    y = b.act(y, "relu", name: name + "_2_relu")
+                    y = b.conv(y, 4 * filters, 1, name: name + "_3_conv")
+                    y = b.bn(y, eps: eps, name: name + "_3_bn")
+                    y = b.add([shortcut, y], name: name + "_add")
+                    x = b.act(y, "relu", name: name + "_out")
+                }
+            } else {
+                for i in 1...n {
+                    let name = "\(stack)_block\(i)"
+                    // stack2: the stride sits in the last block of every stack but the last.
+                    let stride = (i == n && s < blocks.count - 1) ? 2 : 1
+                    var preact = b.bn(x, eps: eps, name: name + "_preact_bn")
+                    preact = b.act(preact, "relu", name: name + "_preact_relu")
+                    let shortcut: Int
+                    if i == 1 {
+                        shortcut = b.conv(preact, 4 * filters, 1, strides: stride, name: name + "_0_conv")
+                    } else {
+                        shortcut = stride > 1 ? b.maxPool(x, 1, strides: stride, name: nil) : x
+                    }
+                    var y = b.conv(preact, filters, 1, useBias: false, name: name + "_1_conv")
+                    y = b.bn(y, eps: eps, name: name + "_1_bn")
+                    y = b.act(y, "relu", name: name + "_1_relu")
+                    y = b.zeroPad(y, 1, name: name + "_2_pad")
+                    y = b.conv(y, filters, 3, strides: stride, useBias: false, name: name + "_2_conv")
+                    y = b.bn(y, eps: eps, name: name + "_2_bn")
+                    y = b.act(y, "relu", name: name + "_2_relu")
+                    y = b.conv(y, 4 * filters, 1, name: name + "_3_conv")
+                    x = b.add([shortcut, y], name: name + "_out")
+                }
+            }
+        }
+        if v2 {
+            x = b.bn(x, eps: eps, name: "post_bn")
+            x = b.act(x, "relu", name: "post_relu")
+        }
+        x = b.globalAvgPool(x, name: "avg_pool")
+        x = b.dense(x, classes, activation: "softmax", name: "predictions")
+        b.output = x
+    }
+
+    /// The seed write-up's Keras model (`ResNet.buildNet` / `resblock`), layers created in its order.
+    private static func buildSeed(_ b: inout KerasGraphBuilder, blocks: [Int], width: Int, inputChannels: Int, classes: Int) {
+        let eps = 1e-3   // Keras' BatchNormalization default, which the seed does not override
+        var x = b.input(channels: inputChannels)
+        x = b.conv(x, width, 7, strides: 2, padding: "same", name: nil)
+        x = b.maxPool(x, 3, strides: 2, name: nil)
+        for (k, n) in blocks.enumerated() {
+            for idx in 0..<n {
+                let downsample = idx == 0 && k != 0
+                let filters = width << k
+                var y = b.conv(x, filters, 3, strides: downsample ? 2 : 1, padding: "same", name: nil)
+                y = b.bn(y, eps: eps, name: nil)
+                y = b.act(y, "relu", name: nil)
+                y = b.conv(y, filters, 3, padding: "same", name: nil)
+                y = b.bn(y, eps: eps, name: nil)
+                y = b.act(y, "relu", name: nil)
+                var inputs = x
+                if downsample {
+                    inputs = b.conv(x, filters, 1, strides: 2, padding: "same", activation: "relu", name: nil)
+                }
+                let sum = b.add([inputs, y], name: nil)
+                x = b.act(sum, "relu", name: nil)
+            }
+        }
+        x = b.globalAvgPool(x, name: nil)
+        x = b.dense(x, classes, activation: "softmax", name: nil)
+        b.output = x
+    }
+}
+
+/// Builds a Keras layer graph the way Keras code would: same classes, configs, default names.
+struct KerasGraphBuilder {
+    private(set) var nodes: [KerasNode] = []
+    private var counters: [String: Int] = [:]
+    var output = 0
+
+    private static func snake(_ cls: String) -> String {
+        // Keras' generic names: Conv2D → conv2d, BatchNormalization → batch_normalization.
+        var out = ""
+        let chars = Array(cls)
+        for (i, c) in chars.enumerated() {
+            if c.isUppercase, i > 0, chars[i - 1].isLowercase || (i + 1 < chars.count && chars[i + 1].isLowercase && chars[i - 1].isUppercase) {
+                out += "_"
+            }
+            out += c.lowercased()
+        }
+        return out
+    }
+
+    private mutating func layer(_ cls: String, name: String?, _ config: [String: JSONValue], inputs: [Int]) -> Int {
+        let base = Self.snake(cls)
+        let n = counters[base, default: 0]
+        counters[base] = n + 1
+        let layerName = name ?? (n == 0 ? base : "\(base)_\(n)")
+        var cfg = config
+        cfg["name"] = .string(layerName)
+        nodes.append(KerasNode(id: nodes.count, path: layerName, className: cls, config: .object(cfg), inputs: inputs))
+        return nodes.count - 1
+    }
+
+    mutating func input(channels: Int) -> Int {
+        layer("InputLayer", name: "input_1", [:], inputs: [])
+    }
+    mutating func conv(_ x: Int, _ filters: Int, _ kernel: Int, strides: Int = 1, padding: String = "valid",
+                       useBias: Bool = true, activation: String = "linear", name: String?) -> Int {
+        layer("Conv2D", name: name, [
+            "filters": .number(Double(filters)), "kernel_size": .array([.number(Double(kernel)), .number(Double(kernel))]),
+            "strides": .array([.number(Double(strides)), .number(Double(strides))]), "padding": .string(padding),
+            "use_bias": .bool(useBias), "activation": .string(activation), "groups": .number(1),
+        ], inputs: [x])
+    }
+    mutating func bn(_ x: Int, eps: Double, name: String?) -> Int {
+        layer("BatchNormalization", name: name, ["epsilon": .number(eps), "axis": .number(-1)], inputs: [x])
+    }
+    mutating func act(_ x: Int, _ fn: String, name: String?) -> Int {
+        layer("Activation", name: name, ["activation": .string(fn)], inputs: [x])
+    }
+    mutating func add(_ xs: [Int], name: String?) -> Int {
+        layer("Add", name: name, [:], inputs: xs)
+    }
+    mutating func zeroPad(_ x: Int, _ p: Int, name: String?) -> Int {
+        let pp: JSONValue = .array([.number(Double(p)), .number(Double(p))])
+        return layer("ZeroPadding2D", name: name, ["padding": .array([pp, pp])], inputs: [x])
+    }
+    mutating func maxPool(_ x: Int, _ k: Int, strides: Int, name: String?) -> Int {
+        layer("MaxPooling2D", name: name, ["pool_size": .number(Double(k)), "strides": .number(Double(strides)), "padding": .string("valid")], inputs: [x])
+    }
+    mutating func globalAvgPool(_ x: Int, name: String?) -> Int {
+        layer("GlobalAveragePooling2D", name: name, [:], inputs: [x])
+    }
+    mutating func dense(_ x: Int, _ units: Int, activation: String, name: String?) -> Int {
+        layer("Dense", name: name, ["units": .number(Double(units)), "activation": .string(activation)], inputs: [x])
+    }
+
+    /// The order of `model.layers` in Keras: by decreasing depth (longest path to the output), ties
+    /// broken by first visit in a depth-first walk from the output that follows inputs in call order.
+    func kerasLayerOrder() -> [Int] {
+        var consumers = [[Int]](repeating: [], count: nodes.count)
+        for n in nodes { for i in n.inputs { consumers[i].append(n.id) } }
+        var depth = [Int](repeating: 0, count: nodes.count)
+        for n in nodes.reversed() {
+            depth[n.id] = consumers[n.id].map { depth[$0] + 1 }.max() ?? 0
+        }
+        var visitIndex = [Int: Int]()
+        var stack = [output]
+        // Iterative pre-order DFS from the output, inputs in call order.
+        while let n = stack.popLast() {
+            if visitIndex[n] != nil { continue }
+            visitIndex[n] = visitIndex.count
+            for i in nodes[n].inputs.reversed() where visitIndex[i] == nil { stack.append(i) }
+        }
+        return nodes.map(\.id).filter { visitIndex[$0] != nil }.sorted {
+            depth[$0] != depth[$1] ? depth[$0] > depth[$1] : visitIndex[$0]! < visitIndex[$1]!
+        }
+    }
+
+    /// Attaches the file's variables to the weighted layers: by layer name when every name
+    /// matches, otherwise class by class in the order Keras gives the generic names.
+    mutating func attach(_ groups: [(layer: String, variables: [SourceTensor])], namesAreSaveOrder: Bool,
+                         file: String, preset: String) throws -> KerasGraph {
+        let weighted = nodes.filter { ["Conv2D", "BatchNormalization", "Dense"].contains($0.className) }
+        let byName = Dictionary(groups.map { (($0.layer as NSString).lastPathComponent, $0.variables) }, uniquingKeysWith: { a, _ in a })
+        if weighted.allSatisfy({ byName[$0.path] != nil }) && groups.count == weighted.count {
+            for n in weighted { nodes[n.id].weights = byName[n.path]! }
+        } else {
+            let order = namesAreSaveOrder ? kerasLayerOrder() : nodes.map(\.id)
+            for cls in ["Conv2D", "BatchNormalization", "Dense"] {
+                let base = Self.snake(cls)
+                let ours = order.filter { nodes[$0].className == cls }
+                // File groups of this class, by the counter in their generic name.
+                let theirs = groups.compactMap { g -> (Int, (layer: String, variables: [SourceTensor]))? in
+                    let name = (g.layer as NSString).lastPathComponent
+                    if name == base { return (0, g) }
+                    guard name.hasPrefix(base + "_"), let n = Int(name.dropFirst(base.count + 1)) else { return nil }
+                    return (n, g)
+                }.sorted { $0.0 < $1.0 }.map(\.1)
+                guard ours.count == theirs.count else {
+                    throw ResNetError.mapping(file: file, reason: "preset \(preset) has \(ours.count) \(cls) layers with weights, the file has \(theirs.count) groups named \(base)*")
+                }
+                for (id, g) in zip(ours, theirs) { nodes[id].weights = g.variables }
+            }
+            let matched = nodes.filter { !$0.weights.isEmpty }.count
+            guard matched == groups.count else {
+                throw ResNetError.mapping(file: file, reason: "preset \(preset) uses \(matched) weight groups, the file has \(groups.count)")
+            }
+        }
+        return KerasGraph(nodes: nodes, input: 0, output: output, inputShape: [nil, nil, channels])
+    }
+
+    private var channels: Int? {
+        nodes.first(where: { $0.className == "Conv2D" })?.weights.first?.tensor.shape[2]
+    }
+}
