@@ -1,0 +1,102 @@
+import Foundation
+
+/// The kinds of files `resnet-convert` reads, recognised by their first bytes, never by name.
+public enum InputFormat: String, Sendable, Codable {
+    case hdf5
+    case zip
+    case torchLegacy = "torch-legacy"
+    case rnw
+    case unknown
+
+    /// Looks at the first bytes of the file.
+    public static func detect(path: String) throws -> InputFormat {
+        guard let h = FileHandle(forReadingAtPath: path) else {
+            if !FileManager.default.fileExists(atPath: path) {
+                throw ResNetError.io(file: path, reason: "no such file")
+            }
+            throw ResNetError.io(file: path, reason: "cannot open for reading")
+        }
+        defer { try? h.close() }
+        let head = [UInt8]((try? h.read(upToCount: 8)) ?? Data())
+        if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
+        if head.starts(with: [0x80, 0x02, 0x8A, 0x0A]) { return .torchLegacy }   // pickle proto 2, then the torch magic number as LONG1
+        if head.starts(with: Array(RNWFile.magic)) { return .rnw }
+        // HDF5 allows a user block: the signature may sit at 512, 1024, … (the HDF5 reader checks that).
+        if head.count == 8 && head.allSatisfy({ $0 == 0 }) { return .hdf5 }
+        return .unknown
+    }
+}
+
+/// A weight file read and mapped onto the canonical ResNet.
+public struct LoadedModel: Sendable {
+    /// The file it came from.
+    public var path: String
+    /// Human-readable format and variant, e.g. `keras-h5-model (Keras 2.4.0)`.
+    public var format: String
+    /// The canonical model.
+    public var model: ResNetModel
+    /// For Keras files: the source layer graph with the source weights, for the graph self-check.
+    public var kerasGraph: KerasGraph?
+    /// Canonical module → where it came from in the source file.
+    public var mapping: [(canonical: String, source: String)]
+    /// What was chosen while reading (preset, unwrapping, ignored entries).
+    public var notes: [String]
+    /// The parity record stored in the file, for `.rnw` inputs.
+    public var storedParity: [ParityRecord]
+}
+
+/// Reads any supported weight file and maps it onto the canonical ResNet.
+///
+/// - Parameters:
+///   - path: a Keras `.h5` / `.keras` / `.weights.h5` file or a `.rnw` file.
+///   - arch: a preset name (``Presets/all``), needed for weights-only files.
+public func loadModel(path: String, arch: String? = nil) throws -> LoadedModel {
+    switch try InputFormat.detect(path: path) {
+    case .hdf5:
+        return try loadKeras(try readKerasFile(path: path), arch: arch)
+    case .zip:
+        if try zipHasMember(path: path, named: "config.json") {
+            return try loadKeras(try readKerasFile(path: path), arch: arch)
+        }
+        throw ResNetError.unsupported(file: path, place: "", reason: "a zip archive that is not a Keras .keras file (PyTorch archives are not supported yet)")
+    case .torchLegacy:
+        throw ResNetError.unsupported(file: path, place: "", reason: "legacy PyTorch files are not supported yet")
+    case .rnw:
+        let file = try RNWFile.open(path: path)
+        return LoadedModel(path: path, format: "rnw \(file.version)", model: try file.model(),
+                           kerasGraph: nil, mapping: [], notes: [], storedParity: file.manifest.parity)
+    case .unknown:
+        throw ResNetError.invalidInput(file: path, place: "first bytes", reason: "not a Keras HDF5 file, a .keras zip, a PyTorch archive or a .rnw file")
+    }
+}
+
+private func zipHasMember(path: String, named: String) throws -> Bool {
+    try ZipMembers.names(path: path).contains(named)
+}
+
+func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
+    var notes: [String] = []
+    let graph: KerasGraph
+    var family = "keras-graph"
+    if let arch {
+        guard Presets.all.contains(where: { $0.name == arch && $0.framework == "keras" }) else {
+            let known = Presets.all.filter { $0.framework == "keras" }.map(\.name).joined(separator: ", ")
+            throw ResNetError.usage("--arch \(arch) is not a Keras preset; known: \(known)")
+        }
+        if k.graph != nil { notes.append("--arch \(arch) given: the file's own layer graph was not used") }
+        graph = try Presets.kerasGraph(preset: arch, layerWeights: k.layerWeights,
+                                       namesAreSaveOrder: k.kind == .v3Weights, file: k.path)
+        family = arch
+        notes.append("architecture from preset \(arch); weights matched \(k.kind == .v3Weights ? "by class in Keras' layer order" : "by layer name or creation order")")
+    } else if let g = k.graph {
+        graph = g
+        notes.append("architecture from the file's Keras layer graph (\(g.nodes.count) layers)")
+    } else {
+        throw ResNetError.usage("\(k.path): the file holds weights but no model config; pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
+    }
+    let result = try KerasGraphWalker(graph: graph, file: k.path).walk(family: family)
+    let version = k.kerasVersion.map { " (Keras \($0))" } ?? ""
+    return LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graph,
+                       mapping: result.sources, notes: notes, storedParity: [])
+}
