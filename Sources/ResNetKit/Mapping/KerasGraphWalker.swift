@@ -11,11 +11,11 @@ import Foundation
 /// 3. canonical names are given by position (torchvision style) and tensors are moved from the
 ///    Keras layout (HWIO kernels, (in, out) dense) into the canonical one.
 public struct KerasGraphWalker {
-    /// Result of a walk: the model plus, for every canonical module, the Keras layer it came from.
+    /// Result of a walk: the model plus where every canonical tensor came from.
     public struct Result: Sendable {
         public var model: ResNetModel
-        /// Canonical module name → Keras layer path.
-        public var sources: [(canonical: String, keras: String)]
+        /// Canonical tensor name → source tensor, in canonical order.
+        public var sources: [TensorOrigin]
     }
 
     let file: String
@@ -53,6 +53,8 @@ public struct KerasGraphWalker {
         var shape: Shape
         /// Canonical tensors by role: weight/bias/running_mean/running_var (filled for weighted ops).
         var tensors: [String: Tensor] = [:]
+        /// The source variable behind each role.
+        var origins: [String: SourceTensor] = [:]
         /// Layer path of the Keras layer that produced it.
         var consumers: [Int] = []
     }
@@ -70,8 +72,9 @@ public struct KerasGraphWalker {
         .unsupported(file: file, place: place, reason: reason)
     }
 
-    private mutating func append(_ kind: Kind, inputs: [Int], source: String, shape: Shape, tensors: [String: Tensor] = [:]) -> Int {
-        nodes.append(Node(kind: kind, inputs: inputs, source: source, shape: shape, tensors: tensors))
+    private mutating func append(_ kind: Kind, inputs: [Int], source: String, shape: Shape,
+                                 tensors: [String: Tensor] = [:], origins: [String: SourceTensor] = [:]) -> Int {
+        nodes.append(Node(kind: kind, inputs: inputs, source: source, shape: shape, tensors: tensors, origins: origins))
         return nodes.count - 1
     }
 
@@ -262,8 +265,10 @@ public struct KerasGraphWalker {
             throw ResNetError.mapping(file: file, reason: "\(k.name): kernel shape \(k.tensor.shape), the config implies \(wantK) (HWIO)")
         }
         var tensors = ["weight": k.tensor.permuted([3, 2, 0, 1])]   // HWIO → OIHW
+        var origins = ["weight": k]
         if useBias {
             let b = kn.weights[1]
+            origins["bias"] = b
             guard b.tensor.shape == [filters] else {
                 throw ResNetError.mapping(file: file, reason: "\(b.name): bias shape \(b.tensor.shape), expected [\(filters)]")
             }
@@ -277,7 +282,7 @@ public struct KerasGraphWalker {
         if let h = outShape.h, let w = outShape.w, h <= 0 || w <= 0 { throw fail(place, "output would be empty (\(h)x\(w))") }
         let op = ConvOp(name: "", inChannels: inC, outChannels: filters, kernel: kernel, stride: stride,
                         dilation: dilation, padding: padding, groups: groups, bias: useBias)
-        let id = append(.op(.conv(op)), inputs: [input], source: kn.path, shape: outShape, tensors: tensors)
+        let id = append(.op(.conv(op)), inputs: [input], source: kn.path, shape: outShape, tensors: tensors, origins: origins)
         return try activation(cfg["activation"]?.string ?? "linear", x: id, source: kn.path, place: place)
     }
 
@@ -298,14 +303,16 @@ public struct KerasGraphWalker {
             throw ResNetError.mapping(file: file, reason: "layer '\(kn.path)' (BatchNormalization, scale=\(scale), center=\(center)) has \(kn.weights.count) variables, expected \(roles.count)")
         }
         var tensors: [String: Tensor] = [:]
+        var origins: [String: SourceTensor] = [:]
         for (role, v) in zip(roles, kn.weights) {
+            origins[role] = v
             guard v.tensor.shape == [c] else {
                 throw ResNetError.mapping(file: file, reason: "\(v.name): shape \(v.tensor.shape), expected [\(c)]")
             }
             tensors[role] = v.tensor
         }
         let op = BatchNormOp(name: "", channels: c, epsilon: eps, scale: scale, center: center)
-        return append(.op(.batchNorm(op)), inputs: [x], source: kn.path, shape: nodes[x].shape, tensors: tensors)
+        return append(.op(.batchNorm(op)), inputs: [x], source: kn.path, shape: nodes[x].shape, tensors: tensors, origins: origins)
     }
 
     private mutating func activation(_ name: String, x: Int, source: String, place: String) throws -> Int {
@@ -371,14 +378,16 @@ public struct KerasGraphWalker {
             throw ResNetError.mapping(file: file, reason: "\(kn.weights[0].name): kernel shape \(kn.weights[0].tensor.shape), expected [\(inF), \(units)]")
         }
         var tensors = ["weight": kn.weights[0].tensor.permuted([1, 0])]   // (in, out) → (out, in)
+        var origins = ["weight": kn.weights[0]]
         if useBias {
+            origins["bias"] = kn.weights[1]
             guard kn.weights[1].tensor.shape == [units] else {
                 throw ResNetError.mapping(file: file, reason: "\(kn.weights[1].name): bias shape \(kn.weights[1].tensor.shape), expected [\(units)]")
             }
             tensors["bias"] = kn.weights[1].tensor
         }
         let op = DenseOp(name: "", inFeatures: inF, outFeatures: units, bias: useBias)
-        let id = append(.op(.dense(op)), inputs: [x], source: kn.path, shape: Shape(c: units, h: nil, w: nil, flat: true), tensors: tensors)
+        let id = append(.op(.dense(op)), inputs: [x], source: kn.path, shape: Shape(c: units, h: nil, w: nil, flat: true), tensors: tensors, origins: origins)
         return try activation(cfg["activation"]?.string ?? "linear", x: id, source: kn.path, place: place)
     }
 
@@ -574,7 +583,7 @@ public struct KerasGraphWalker {
 
         // Step 3: names and tensors.
         var tensors: [String: Tensor] = [:]
-        var sources: [(String, String)] = []
+        var sources: [TensorOrigin] = []
         func ops(_ ids: [Int], naming: (Op) -> String?) -> [Op] {
             ids.compactMap { id -> Op? in
                 guard case var .op(op) = nodes[id].kind else { return nil }
@@ -587,7 +596,13 @@ public struct KerasGraphWalker {
                     default: break
                     }
                     for (role, t) in nodes[id].tensors { tensors["\(name).\(role)"] = t }
-                    sources.append((name, nodes[id].source))
+                    for p in op.parameters {
+                        let role = String(p.name.dropFirst(name.count + 1))
+                        if let o = nodes[id].origins[role] {
+                            let layout = role == "weight" ? (op.moduleKind == "conv" ? "HWIO→OIHW" : op.moduleKind == "dense" ? "(in,out)→(out,in)" : "") : ""
+                            sources.append(TensorOrigin(canonical: p.name, source: o.name, sourceDType: o.sourceDType, shape: p.shape, transform: layout))
+                        }
+                    }
                 }
                 return op
             }
@@ -661,6 +676,8 @@ public struct KerasGraphWalker {
                               stem: stem, stages: stages, head: head)
         let model = ResNetModel(spec: spec, tensors: tensors)
         try model.validate(file: file)
+        let order = Dictionary(spec.parameters.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        sources.sort { order[$0.canonical, default: .max] < order[$1.canonical, default: .max] }
         return Result(model: model, sources: sources)
     }
 }

@@ -129,6 +129,16 @@ public enum Op: Hashable, Sendable {
         }
     }
 
+    /// `conv`, `batch_norm`, `dense` for ops that own tensors, else nil.
+    public var moduleKind: String? {
+        switch self {
+        case .conv: return "conv"
+        case .batchNorm: return "batch_norm"
+        case .dense: return "dense"
+        default: return nil
+        }
+    }
+
     /// Canonical tensor names and shapes this op owns, in a stable order.
     public var parameters: [(name: String, shape: [Int])] {
         switch self {
@@ -313,5 +323,24 @@ public struct ResNetModel: Sendable {
             if !extra.isEmpty { parts.append("unexpected tensors: \(extra.joined(separator: ", "))") }
             throw ResNetError.mapping(file: file, reason: parts.joined(separator: "; "))
         }
+    }
+}
+
+/// Where one canonical tensor came from.
+public struct TensorOrigin: Sendable, Codable, Hashable {
+    /// Canonical tensor name (`layer1.0.conv1.weight`).
+    public var canonical: String
+    /// Name or path in the source file.
+    public var source: String
+    /// Element type in the source file.
+    public var sourceDType: DType
+    /// Canonical shape.
+    public var shape: [Int]
+    /// Layout change applied, e.g. `HWIO→OIHW`; empty when none.
+    public var transform: String
+
+    public init(canonical: String, source: String, sourceDType: DType, shape: [Int], transform: String) {
+        self.canonical = canonical; self.source = source; self.sourceDType = sourceDType
+        self.shape = shape; self.transform = transform
     }
 }

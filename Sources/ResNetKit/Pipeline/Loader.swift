@@ -1,4 +1,5 @@
 import Foundation
+import ZIPFoundation
 
 /// The kinds of files `resnet-convert` reads, recognised by their first bytes, never by name.
 public enum InputFormat: String, Sendable, Codable {
@@ -21,7 +22,7 @@ public enum InputFormat: String, Sendable, Codable {
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
         if head.starts(with: [0x80, 0x02, 0x8A, 0x0A]) { return .torchLegacy }   // pickle proto 2, then the torch magic number as LONG1
-        if head.starts(with: Array(RNWFile.magic)) { return .rnw }
+        if head.starts(with: RNWFormat.magic) { return .rnw }
         // HDF5 allows a user block: the signature may sit at 512, 1024, … (the HDF5 reader checks that).
         if head.count == 8 && head.allSatisfy({ $0 == 0 }) { return .hdf5 }
         return .unknown
@@ -38,12 +39,12 @@ public struct LoadedModel: Sendable {
     public var model: ResNetModel
     /// For Keras files: the source layer graph with the source weights, for the graph self-check.
     public var kerasGraph: KerasGraph?
-    /// Canonical module → where it came from in the source file.
-    public var mapping: [(canonical: String, source: String)]
+    /// Where every canonical tensor came from in the source file (empty for `.rnw`).
+    public var mapping: [TensorOrigin]
     /// What was chosen while reading (preset, unwrapping, ignored entries).
     public var notes: [String]
     /// The parity record stored in the file, for `.rnw` inputs.
-    public var storedParity: [ParityRecord]
+    public var storedParity: [RNWParityRecord]
 }
 
 /// Reads any supported weight file and maps it onto the canonical ResNet.
@@ -63,8 +64,8 @@ public func loadModel(path: String, arch: String? = nil) throws -> LoadedModel {
     case .torchLegacy:
         throw ResNetError.unsupported(file: path, place: "", reason: "legacy PyTorch files are not supported yet")
     case .rnw:
-        let file = try RNWFile.open(path: path)
-        return LoadedModel(path: path, format: "rnw \(file.version)", model: try file.model(),
+        let file = try RNWReader(path: path)
+        return LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: try file.model(),
                            kerasGraph: nil, mapping: [], notes: [], storedParity: file.manifest.parity)
     case .unknown:
         throw ResNetError.invalidInput(file: path, place: "first bytes", reason: "not a Keras HDF5 file, a .keras zip, a PyTorch archive or a .rnw file")
@@ -72,7 +73,12 @@ public func loadModel(path: String, arch: String? = nil) throws -> LoadedModel {
 }
 
 private func zipHasMember(path: String, named: String) throws -> Bool {
-    try ZipMembers.names(path: path).contains(named)
+    do {
+        let archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
+        return archive[named] != nil
+    } catch {
+        throw ResNetError.invalidInput(file: path, place: "zip directory", reason: "not a readable zip archive (\(error))")
+    }
 }
 
 func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {

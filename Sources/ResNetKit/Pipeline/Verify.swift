@@ -10,7 +10,19 @@ public enum Layout: String, Sendable, Codable, CaseIterable {
 public struct ParityCheck: Sendable, Codable {
     /// `golden io.npz`, `keras graph self-check` or `read-back`.
     public var reference: String
-    public var report: ParityReport
+    public var passed: Bool
+    /// The numbers, for checks that compare outputs.
+    public var report: ParityReport?
+    /// The verdict in words.
+    public var detail: String
+
+    public init(reference: String, passed: Bool, report: ParityReport?, detail: String) {
+        self.reference = reference; self.passed = passed; self.report = report; self.detail = detail
+    }
+
+    init(reference: String, report: ParityReport) {
+        self.init(reference: reference, passed: report.passed, report: report, detail: report.text)
+    }
 }
 
 /// Reference goldens: an input batch and the source framework's output for it.

@@ -1,0 +1,51 @@
+import ArgumentParser
+import ResNetKit
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read a weight file, map it onto the canonical ResNet, verify it and write a .rnw file.")
+
+    @Argument(help: "Input weight file (.h5, .keras, .weights.h5, .rnw).")
+    var input: String
+
+    @Argument(help: "Output .rnw file.")
+    var output: String
+
+    @Option(help: "Architecture preset for files without a model config (see `inspect --list-presets`).")
+    var arch: String?
+
+    @Option(help: "Goldens (io.npz with input, output, optional layout) from the source framework.")
+    var expect: String?
+
+    @Option(help: "Layout of the goldens' input when io.npz does not say: nchw or nhwc.")
+    var layout: Layout?
+
+    @Flag(help: "Write the output even if a parity check fails.")
+    var force = false
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func validate() throws {
+        if layout != nil && expect == nil { throw ValidationError("--layout only applies with --expect") }
+        if !output.hasSuffix(".rnw") { throw ValidationError("the output must be a .rnw file (got \(output))") }
+    }
+
+    func run() throws {
+        let report = try ResNetKit.convert(input: input, output: output,
+                                           options: .init(arch: arch, expect: expect, layout: layout, force: force),
+                                           progress: Terminal.progress)
+        if json {
+            try Terminal.json(report)
+        } else {
+            print("\(report.passed ? "OK" : "WRITTEN DESPITE FAILED PARITY (--force)"): \(report.input) → \(report.output ?? "")")
+            print("  format \(report.format), architecture \(report.family), \(report.classes) classes, \(report.tensors) tensors")
+            for check in report.checks {
+                print("  [\(check.passed ? "pass" : "FAIL")] \(check.reference)")
+                for line in check.detail.split(separator: "\n") { print("      \(line)") }
+            }
+            for note in report.notes { print("  note: \(note)") }
+        }
+        if !report.passed { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,35 @@
+import ArgumentParser
+import ResNetKit
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a file's format, detected architecture and tensor table (source name → canonical name).")
+
+    @Argument(help: "A weight file.")
+    var file: String?
+
+    @Option(help: "Architecture preset for files without a model config.")
+    var arch: String?
+
+    @Flag(help: "List the architecture presets --arch accepts.")
+    var listPresets = false
+
+    @Flag(help: "Print as JSON.")
+    var json = false
+
+    func validate() throws {
+        if file == nil && !listPresets { throw ValidationError("give a FILE or --list-presets") }
+    }
+
+    func run() throws {
+        if listPresets {
+            if json { try Terminal.json(Presets.all); return }
+            for p in Presets.all { print("\(p.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(p.framework.padding(toLength: 6, withPad: " ", startingAt: 0)) \(p.summary)") }
+            return
+        }
+        guard let file else { return }
+        let summary = try inspectFile(path: file, arch: arch)
+        if json { try Terminal.json(summary); return }
+        print(summary.text)
+    }
+}

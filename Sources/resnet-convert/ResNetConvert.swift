@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import ResNetKit
+
+@main
+struct ResNetConvert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resnet-convert",
+        abstract: "Convert ResNet weights between frameworks, proving parity with a reference forward pass.",
+        discussion: """
+        Exit codes: 0 ok, 1 parity failed, 2 usage, 3 invalid/unsupported/refused input, 4 I/O error.
+        """,
+        subcommands: [Convert.self, Verify.self, Inspect.self],
+        defaultSubcommand: Convert.self
+    )
+
+    /// Maps every failure onto the documented exit codes (ArgumentParser's own usage code is 64).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as ResNetError {
+            Terminal.error(error.description)
+            exit(error.exitCode)
+        } catch let code as ExitCode {
+            exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                exit(0)
+            }
+            Terminal.error(fullMessage(for: error))
+            exit(2)
+        }
+    }
+}
+
+/// Output helpers: results on stdout, errors and progress on stderr (progress only on a terminal).
+enum Terminal {
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    }
+
+    static let isInteractive = isatty(STDERR_FILENO) == 1
+
+    static func progress(_ message: String) {
+        guard isInteractive else { return }
+        FileHandle.standardError.write(Data("… \(message)\n".utf8))
+    }
+
+    static func json<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+}
+
+extension Layout: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
+}
