@@ -58,7 +58,7 @@ public enum Presets {
         let k = stem.variables[0].tensor.shape   // HWIO
         let inputChannels = k[2], width = k[3]
         let classes = head.variables[0].tensor.shape[1]
-        var b = KerasGraphBuilder()
+        var b = PresetGraphBuilder()
         if let (blocks, v2) = kerasBlocks(preset) {
             buildKerasApplications(&b, blocks: blocks, v2: v2, width: width, inputChannels: inputChannels, classes: classes)
         } else if preset == "seed-keras" {
@@ -71,7 +71,7 @@ public enum Presets {
     }
 
     /// keras.applications ResNet (v1 `block1`/`stack1`) and ResNetV2 (`block2`/`stack2`), as keras writes them.
-    private static func buildKerasApplications(_ b: inout KerasGraphBuilder, blocks: [Int], v2: Bool, width: Int, inputChannels: Int, classes: Int) {
+    private static func buildKerasApplications(_ b: inout PresetGraphBuilder, blocks: [Int], v2: Bool, width: Int, inputChannels: Int, classes: Int) {
         let eps = 1.001e-5   // keras.applications ResNet BN epsilon
         var x = b.input(channels: inputChannels)
         x = b.zeroPad(x, 3, name: "conv1_pad")
@@ -142,7 +142,7 @@ public enum Presets {
     }
 
     /// The seed write-up's Keras model (`ResNet.buildNet` / `resblock`), layers created in its order.
-    private static func buildSeed(_ b: inout KerasGraphBuilder, blocks: [Int], width: Int, inputChannels: Int, classes: Int) {
+    private static func buildSeed(_ b: inout PresetGraphBuilder, blocks: [Int], width: Int, inputChannels: Int, classes: Int) {
         let eps = 1e-3   // Keras' BatchNormalization default, which the seed does not override
         var x = b.input(channels: inputChannels)
         x = b.conv(x, width, 7, strides: 2, padding: "same", name: nil)
@@ -172,7 +172,7 @@ public enum Presets {
 }
 
 /// Builds a Keras layer graph the way Keras code would: same classes, configs, default names.
-struct KerasGraphBuilder {
+struct PresetGraphBuilder {
     private(set) var nodes: [KerasNode] = []
     private var counters: [String: Int] = [:]
     var output = 0
