@@ -262,15 +262,16 @@ private struct V3Weights {
         return tensors
     }
 
-    /// Every layer group holding variables, depth first, for files without a config.
-    func allLayers() throws -> [(layer: String, variables: [SourceTensor])] {
-        var out: [(layer: String, variables: [SourceTensor])] = []
+    /// Every layer group holding variables, depth first: (generic-name path, HDF5 group).
+    /// Reads structure only.
+    func layerGroups() throws -> [(layer: String, group: String)] {
+        var out: [(layer: String, group: String)] = []
         func walk(_ group: String, _ label: [String], depth: Int) throws {
             guard depth < 64 else {
                 throw ResNetError.invalidInput(file: h5.name, place: group, reason: "layer groups nested more than 64 deep")
             }
-            if !label.isEmpty, let vars = try variables(of: group), !vars.isEmpty {
-                out.append((label.joined(separator: "/"), vars))
+            if try h5.kind(at: group + "/vars") == .group, try !h5.members(of: group + "/vars").isEmpty {
+                out.append((label.joined(separator: "/"), group.isEmpty ? "/" : group))
             }
             guard let c = try container(in: group) else { return }
             for member in try orderedMembers(group + "/" + c) where try h5.kind(at: "\(group)/\(c)/\(member)") == .group {
@@ -278,8 +279,12 @@ private struct V3Weights {
             }
         }
         try walk("", [], depth: 0)
-        if let top = try variables(of: ""), !top.isEmpty { out.insert(("", top), at: 0) }
         return out
+    }
+
+    /// Every layer's variables, for files without a config.
+    func allLayers() throws -> [(layer: String, variables: [SourceTensor])] {
+        try layerGroups().map { ($0.layer, try variables(of: $0.group == "/" ? "" : $0.group) ?? []) }
     }
 
     /// Attaches each config layer's variables to its graph node by Keras' generic naming rule,
@@ -322,23 +327,10 @@ private struct V3Weights {
             graph.nodes[node.id].weights = vars
             claimed.insert(group)
         }
-        for (layer, vars) in try allLayers() {
-            let group = try groupPath(forLabel: layer)
-            if !claimed.contains(group) {
-                throw ResNetError.invalidInput(file: h5.name, place: group,
-                    reason: "\(vars.count) variables belong to no layer of the model config")
-            }
+        for (_, group) in try layerGroups() where !claimed.contains(group) {
+            throw ResNetError.invalidInput(file: h5.name, place: group,
+                reason: "variables that belong to no layer of the model config")
         }
-    }
-
-    /// Rebuilds the HDF5 group path for a label produced by `allLayers`.
-    private func groupPath(forLabel label: String) throws -> String {
-        var group = ""
-        for part in label.split(separator: "/") {
-            guard let c = try container(in: group) else { return group }
-            group += "/\(c)/\(part)"
-        }
-        return group
     }
 }
 
