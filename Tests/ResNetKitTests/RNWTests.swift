@@ -138,7 +138,7 @@ private func place(_ e: ResNetError?) -> String? {
     #expect(reader.manifest.provenance?.sourcePath == "model.h5")
     #expect(reader.manifest.parity == parity)
     #expect(reader.manifest.metadata == ["note": "hello", "a": "b"])
-    #expect(reader.manifest.formatMajor == UInt32(RNWFormat.major))
+    #expect(reader.manifest.formatMajor == UInt32(RNWFormatVersion.major))
 }
 
 @Test func layoutAlignsEveryTensorAndEndsAtTheLastOne() throws {
@@ -345,14 +345,14 @@ private func withHeader(_ bytes: [UInt8], major: UInt16? = nil, flags: UInt32? =
 
 @Test func aNewerMajorVersionIsRefusedNamingBothVersions() throws {
     let (clean, _, _) = try tinyImage()
-    let e = parseError(withHeader(clean, major: RNWFormat.major + 1))
+    let e = parseError(withHeader(clean, major: RNWFormatVersion.major + 1))
     guard case let .unsupported(_, location, reason)? = e else {
         Issue.record("expected .unsupported, got \(String(describing: e))")
         return
     }
     #expect(location == "header")
-    #expect(reason.contains("\(RNWFormat.major + 1).\(RNWFormat.minor)"))
-    #expect(reason.contains("\(RNWFormat.major).\(RNWFormat.minor)"))
+    #expect(reason.contains("\(RNWFormatVersion.major + 1).\(RNWFormatVersion.minor)"))
+    #expect(reason.contains("\(RNWFormatVersion.major).\(RNWFormatVersion.minor)"))
     #expect(place(parseError(withHeader(clean, major: 0))) == "header")
 }
 

@@ -3,8 +3,8 @@ import Foundation
 /// Version of the `.rnw` format this library writes and the newest it reads.
 ///
 /// A reader refuses a file with a newer major version and reads any minor version of its own
-/// major; see the RNWFormat article for the rules.
-public enum RNWFormat {
+/// major; see <doc:RNWFormat> for the rules.
+public enum RNWFormatVersion {
     /// Major version: changes only when an older reader could misread a file.
     public static let major: UInt16 = 1
     /// Minor version: additions an older reader of the same major may ignore.

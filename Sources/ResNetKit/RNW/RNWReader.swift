@@ -20,8 +20,10 @@ public final class RNWReader: @unchecked Sendable {
 
     /// Opens and validates the file at `path`.
     ///
-    /// - Parameter verifyChecksums: check each tensor's xxHash64 (a full read of the file); the
-    ///   header and manifest checksums are always checked.
+    /// - Parameters:
+    ///   - path: The file to open.
+    ///   - verifyChecksums: Check each tensor's xxHash64 (a full read of the file); the header and
+    ///     manifest checksums are always checked.
     /// - Throws: ``ResNetError/invalidInput(file:place:reason:)`` for a damaged or malformed file,
     ///   ``ResNetError/unsupported(file:place:reason:)`` for a newer major version or unknown flags,
     ///   ``ResNetError/io(file:reason:)`` when the file cannot be read.
@@ -160,17 +162,17 @@ func parseRNW(_ bytes: UnsafeRawBufferPointer, file: String, verifyChecksums: Bo
     let flags = readLE(bytes, 12, as: UInt32.self)
     let manifestLength = readLE(bytes, 16, as: UInt64.self)
     let storedManifestSum = readLE(bytes, 24, as: UInt64.self)
-    guard major <= RNWFormat.major else {
+    guard major <= RNWFormatVersion.major else {
         throw ResNetError.unsupported(
             file: file, place: "header",
-            reason: "format version \(major).\(minor) is newer than this reader's \(RNWFormat.major).\(RNWFormat.minor); a newer resnet-convert is needed")
+            reason: "format version \(major).\(minor) is newer than this reader's \(RNWFormatVersion.major).\(RNWFormatVersion.minor); a newer resnet-convert is needed")
     }
-    guard major == RNWFormat.major else {
+    guard major == RNWFormatVersion.major else {
         throw corrupt("header", "format major version \(major) was never released")
     }
     guard flags == 0 else {
         throw ResNetError.unsupported(file: file, place: "header",
-                                      reason: "flags \(hex64(UInt64(flags))) are not defined in format \(RNWFormat.major).\(RNWFormat.minor)")
+                                      reason: "flags \(hex64(UInt64(flags))) are not defined in format \(RNWFormatVersion.major).\(RNWFormatVersion.minor)")
     }
 
     // Manifest.

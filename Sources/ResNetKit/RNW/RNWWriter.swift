@@ -80,13 +80,13 @@ public enum RNWWriter {
                                               offset: offset, length: length, checksum: sum))
                 offset = alignedUp(offset + length)!
             }
-            let manifest = RNWManifest(formatMajor: UInt32(RNWFormat.major), formatMinor: UInt32(RNWFormat.minor),
+            let manifest = RNWManifest(formatMajor: UInt32(RNWFormatVersion.major), formatMinor: UInt32(RNWFormatVersion.minor),
                                        specJSON: specJSON, tensors: entries, provenance: provenance,
                                        parity: parity, metadata: metadata)
             let bytes = try packManifest(manifest, file: file)
             let needed = alignedUp(UInt64(RNWHeader.size) + UInt64(bytes.count))!
             if needed <= dataStart || (tensors.isEmpty && dataStart == 0) {
-                let header = RNWHeader(major: RNWFormat.major, minor: RNWFormat.minor, flags: 0,
+                let header = RNWHeader(major: RNWFormatVersion.major, minor: RNWFormatVersion.minor, flags: 0,
                                        manifestLength: UInt64(bytes.count),
                                        manifestChecksum: bytes.withUnsafeBytes { xxHash64($0) })
                 return (header.encoded(), bytes, entries)
