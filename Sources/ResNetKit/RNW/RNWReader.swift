@@ -1,0 +1,310 @@
+import Foundation
+
+/// An opened `.rnw` file: the validated manifest and spec, with tensors read on demand.
+///
+/// Opening maps the file read-only and checks every byte of it: header checksum, manifest
+/// checksum, the placement of every tensor, zero padding, and (unless skipped) every tensor's
+/// checksum. Any damage is reported as ``ResNetError/invalidInput(file:place:reason:)`` naming
+/// the header, the manifest or the tensor.
+public final class RNWReader: @unchecked Sendable {
+    // @unchecked: the mapping is read-only and never changes after init.
+
+    /// The path the file was opened from.
+    public let path: String
+    /// The decoded manifest.
+    public let manifest: RNWManifest
+    /// The model structure stored in the manifest.
+    public let spec: ResNetSpec
+    private let storage: FileBytes
+    private let index: [String: Int]
+
+    /// Opens and validates the file at `path`.
+    ///
+    /// - Parameters:
+    ///   - path: The file to open.
+    ///   - verifyChecksums: Check each tensor's xxHash64 (a full read of the file); the header and
+    ///     manifest checksums are always checked.
+    /// - Throws: ``ResNetError/invalidInput(file:place:reason:)`` for a damaged or malformed file,
+    ///   ``ResNetError/unsupported(file:place:reason:)`` for a newer major version or unknown flags,
+    ///   ``ResNetError/io(file:reason:)`` when the file cannot be read.
+    public init(path: String, verifyChecksums: Bool = true) throws {
+        self.path = path
+        let storage = try FileBytes(path: path)
+        let parsed = try parseRNW(storage.bytes, file: path, verifyChecksums: verifyChecksums)
+        self.storage = storage
+        self.manifest = parsed.manifest
+        self.spec = parsed.spec
+        var index: [String: Int] = [:]
+        for (i, e) in parsed.manifest.tensors.enumerated() { index[e.name] = i }
+        self.index = index
+    }
+
+    /// Reads the file at `path` into a model; shorthand for `RNWReader(path:).model()`.
+    public static func readModel(at path: String, verifyChecksums: Bool = true) throws -> ResNetModel {
+        try RNWReader(path: path, verifyChecksums: verifyChecksums).model()
+    }
+
+    /// The entry of the tensor with canonical name `name`, if the file has one.
+    public func entry(named name: String) -> RNWTensorEntry? {
+        index[name].map { manifest.tensors[$0] }
+    }
+
+    /// Copies one tensor out of the file as float32 without touching the others.
+    ///
+    /// - Throws: ``ResNetError/invalidInput(file:place:reason:)`` when there is no such tensor,
+    ///   ``ResNetError/unsupported(file:place:reason:)`` for a dtype this version cannot convert.
+    public func tensor(named name: String) throws -> Tensor {
+        guard let e = entry(named: name) else {
+            throw ResNetError.invalidInput(file: path, place: "tensor \(name)", reason: "no tensor with this name in the file")
+        }
+        guard e.dtype == .float32 else {
+            throw ResNetError.unsupported(file: path, place: "tensor \(name)", reason: "dtype \(e.dtype.rawValue) cannot be read yet (only f32)")
+        }
+        // Offsets and lengths were bounds-checked when the file was opened.
+        let bytes = UnsafeRawBufferPointer(rebasing: storage.bytes[Int(e.offset)..<Int(e.offset + e.length)])
+        let count = Int(e.length) / 4
+        let data = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes)
+            #if _endian(big)
+            for i in 0..<count { buffer[i] = Float(bitPattern: UInt32(littleEndian: buffer[i].bitPattern)) }
+            #endif
+            initialized = count
+        }
+        return Tensor(shape: e.shape, data: data)
+    }
+
+    /// Copies every tensor into a float32 ``ResNetModel``.
+    public func model() throws -> ResNetModel {
+        var tensors: [String: Tensor] = [:]
+        for e in manifest.tensors { tensors[e.name] = try tensor(named: e.name) }
+        return ResNetModel(spec: spec, tensors: tensors)
+    }
+}
+
+/// The whole file as bytes: a read-only private mapping, or a heap copy when mmap is refused
+/// (e.g. by some FUSE or pipe-backed files).
+private final class FileBytes: @unchecked Sendable {
+    let bytes: UnsafeRawBufferPointer
+    private let mapped: Bool
+
+    init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open: \(errnoText())") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ResNetError.io(file: path, reason: "cannot stat: \(errnoText())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ResNetError.io(file: path, reason: "not a regular file") }
+        guard let size = Int(exactly: st.st_size), size >= 0 else {
+            throw ResNetError.io(file: path, reason: "file size \(st.st_size) is not addressable")
+        }
+        if size == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            mapped = false
+            return
+        }
+        if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
+            bytes = UnsafeRawBufferPointer(start: p, count: size)
+            mapped = true
+            return
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: Int(RNWHeader.alignment))
+        var done = 0
+        while done < size {
+            let n = read(fd, buffer + done, size - done)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                let reason = n < 0 ? errnoText() : "file shrank while being read"
+                buffer.deallocate()
+                throw ResNetError.io(file: path, reason: "read failed at byte \(done): \(reason)")
+            }
+            done += n
+        }
+        bytes = UnsafeRawBufferPointer(start: buffer, count: size)
+        mapped = false
+    }
+
+    deinit {
+        guard let base = bytes.baseAddress else { return }
+        if mapped { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) } else { base.deallocate() }
+    }
+}
+
+private func hex(_ bytes: some Sequence<UInt8>) -> String {
+    bytes.map { String(format: "%02X", $0) }.joined(separator: " ")
+}
+
+private func hex64(_ v: UInt64) -> String { "0x" + String(v, radix: 16, uppercase: false) }
+
+/// Validates a whole `.rnw` image and decodes its manifest and spec. Nothing from the file is
+/// trusted: every length and offset is checked before it is used.
+func parseRNW(_ bytes: UnsafeRawBufferPointer, file: String, verifyChecksums: Bool)
+    throws -> (manifest: RNWManifest, spec: ResNetSpec) {
+    func corrupt(_ place: String, _ reason: String) -> ResNetError {
+        .invalidInput(file: file, place: place, reason: reason)
+    }
+    let fileSize = UInt64(bytes.count)
+
+    // Header.
+    let magicSeen = Array(bytes.prefix(RNWHeader.magic.count))
+    guard magicSeen == Array(RNWHeader.magic.prefix(magicSeen.count)) else {
+        throw corrupt("header bytes 0..<8", "magic is \(hex(magicSeen)), expected \(hex(RNWHeader.magic)): not an .rnw file or damaged")
+    }
+    guard bytes.count >= RNWHeader.size else {
+        throw corrupt("header", "file is \(bytes.count) bytes, shorter than the \(RNWHeader.size)-byte header: truncated")
+    }
+    let storedHeaderSum = readLE(bytes, RNWHeader.checksummedSize, as: UInt64.self)
+    let headerSum = xxHash64(UnsafeRawBufferPointer(rebasing: bytes[0..<RNWHeader.checksummedSize]))
+    guard storedHeaderSum == headerSum else {
+        throw corrupt("header", "checksum mismatch (stored \(hex64(storedHeaderSum)), computed \(hex64(headerSum))): header is corrupt")
+    }
+    let major = readLE(bytes, 8, as: UInt16.self)
+    let minor = readLE(bytes, 10, as: UInt16.self)
+    let flags = readLE(bytes, 12, as: UInt32.self)
+    let manifestLength = readLE(bytes, 16, as: UInt64.self)
+    let storedManifestSum = readLE(bytes, 24, as: UInt64.self)
+    guard major <= RNWFormatVersion.major else {
+        throw ResNetError.unsupported(
+            file: file, place: "header",
+            reason: "format version \(major).\(minor) is newer than this reader's \(RNWFormatVersion.major).\(RNWFormatVersion.minor); a newer resnet-convert is needed")
+    }
+    guard major == RNWFormatVersion.major else {
+        throw corrupt("header", "format major version \(major) was never released")
+    }
+    guard flags == 0 else {
+        throw ResNetError.unsupported(file: file, place: "header",
+                                      reason: "flags \(hex64(UInt64(flags))) are not defined in format \(RNWFormatVersion.major).\(RNWFormatVersion.minor)")
+    }
+
+    // Manifest.
+    let manifestStart = UInt64(RNWHeader.size)
+    guard manifestLength <= fileSize - manifestStart else {
+        throw corrupt("manifest", "length \(manifestLength) runs past the end of the \(fileSize)-byte file: truncated")
+    }
+    let manifestEnd = manifestStart + manifestLength
+    let manifestBytes = UnsafeRawBufferPointer(rebasing: bytes[Int(manifestStart)..<Int(manifestEnd)])
+    let manifestSum = xxHash64(manifestBytes)
+    guard manifestSum == storedManifestSum else {
+        throw corrupt("manifest bytes \(manifestStart)..<\(manifestEnd)",
+                      "checksum mismatch (header says \(hex64(storedManifestSum)), computed \(hex64(manifestSum))): manifest is corrupt")
+    }
+    let manifest = try unpackManifest(manifestBytes, file: file)
+    guard manifest.formatMajor == UInt32(major), manifest.formatMinor == UInt32(minor) else {
+        throw corrupt("manifest", "says format \(manifest.formatMajor).\(manifest.formatMinor) but the header says \(major).\(minor)")
+    }
+    let spec: ResNetSpec
+    do { spec = try JSONDecoder().decode(ResNetSpec.self, from: Data(manifest.specJSON)) } catch {
+        throw corrupt("manifest spec_json", "not a valid ResNetSpec: \(error)")
+    }
+    let expected = try specParameters(spec, file: file)
+
+    // Tensor entries: placement, sizes, names, shapes.
+    var seen = Set<String>()
+    for e in manifest.tensors {
+        let place = "tensor \(e.name)"
+        guard !e.name.isEmpty else { throw corrupt("manifest", "a tensor entry has an empty name") }
+        guard seen.insert(e.name).inserted else { throw corrupt(place, "name appears more than once in the manifest") }
+        var elements: UInt64 = 1
+        for d in e.shape {
+            let (p, overflow) = elements.multipliedReportingOverflow(by: UInt64(d))
+            guard !overflow else { throw corrupt(place, "shape \(e.shape) overflows") }
+            elements = p
+        }
+        let (byteCount, overflow) = elements.multipliedReportingOverflow(by: UInt64(e.dtype.size))
+        guard !overflow, byteCount == e.length else {
+            throw corrupt(place, "length \(e.length) does not equal \(e.shape) × \(e.dtype.size) bytes (\(e.dtype.rawValue))")
+        }
+        guard e.offset % RNWHeader.alignment == 0 else {
+            throw corrupt(place, "offset \(e.offset) is not a multiple of \(RNWHeader.alignment)")
+        }
+        guard e.offset >= manifestEnd else {
+            throw corrupt(place, "offset \(e.offset) lies inside the header or manifest (which end at \(manifestEnd))")
+        }
+        guard e.offset <= fileSize, e.length <= fileSize - e.offset else {
+            throw corrupt(place, "bytes \(e.offset)..<\(e.offset &+ e.length) run past the end of the \(fileSize)-byte file: truncated")
+        }
+        if e.dtype == .int8 {
+            guard let channels = e.shape.first, e.scales.count == channels else {
+                throw corrupt(place, "int8 tensor needs one scale per output channel, has \(e.scales.count)")
+            }
+        } else if !e.scales.isEmpty {
+            throw corrupt(place, "scales are only allowed on int8 tensors")
+        }
+    }
+
+    // The spec and the entries must describe the same tensors.
+    var present: [String: RNWTensorEntry] = [:]
+    for e in manifest.tensors { present[e.name] = e }
+    for p in expected {
+        guard let e = present[p.name] else { throw corrupt("tensor \(p.name)", "the spec needs it but the manifest has no entry") }
+        guard e.shape == p.shape else { throw corrupt("tensor \(p.name)", "shape \(e.shape) but the spec needs \(p.shape)") }
+    }
+    if manifest.tensors.count != expected.count {
+        let wanted = Set(expected.map(\.name))
+        let extra = manifest.tensors.map(\.name).filter { !wanted.contains($0) }
+        throw corrupt("tensor \(extra.first ?? "?")", "not a parameter of the spec")
+    }
+
+    // Every byte outside header, manifest and tensors is padding and must be zero; together with
+    // the checksums this makes every byte of the file checked.
+    func checkZero(_ from: UInt64, _ to: UInt64, _ place: String) throws {
+        for i in Int(from)..<Int(to) where bytes[i] != 0 {
+            throw corrupt(place, "padding byte at offset \(i) is \(bytes[i]), must be 0: file is corrupt")
+        }
+    }
+    var cursor = manifestEnd
+    var previous = "manifest"
+    for e in manifest.tensors.sorted(by: { $0.offset < $1.offset }) {
+        guard e.offset >= cursor else {
+            throw corrupt("tensor \(e.name)", "bytes \(e.offset)..<\(e.offset + e.length) overlap \(previous), which ends at \(cursor)")
+        }
+        try checkZero(cursor, e.offset, "padding before tensor \(e.name)")
+        cursor = e.offset + e.length
+        previous = "tensor \(e.name)"
+    }
+    guard cursor == fileSize else {
+        throw corrupt("end of file", "\(fileSize - cursor) bytes follow the end of \(previous) at \(cursor)")
+    }
+
+    if verifyChecksums {
+        for e in manifest.tensors {
+            let sum = xxHash64(UnsafeRawBufferPointer(rebasing: bytes[Int(e.offset)..<Int(e.offset + e.length)]))
+            guard sum == e.checksum else {
+                throw corrupt("tensor \(e.name) bytes \(e.offset)..<\(e.offset + e.length)",
+                              "checksum mismatch (manifest says \(hex64(e.checksum)), computed \(hex64(sum))): tensor data is corrupt")
+            }
+        }
+    }
+    return (manifest, spec)
+}
+
+/// The spec's parameters, after checking the fields `ResNetSpec.parameters` indexes into, so that
+/// a hostile spec cannot crash it.
+private func specParameters(_ spec: ResNetSpec, file: String) throws -> [(name: String, shape: [Int])] {
+    func bad(_ reason: String) -> ResNetError { .invalidInput(file: file, place: "manifest spec_json", reason: reason) }
+    for op in spec.allOps {
+        switch op {
+        case let .conv(c):
+            guard c.kernel.count == 2, c.stride.count == 2, c.dilation.count == 2 else {
+                throw bad("conv \(c.name) needs 2-element kernel, stride and dilation")
+            }
+            guard c.groups >= 1, c.inChannels >= 1, c.outChannels >= 1, c.inChannels % c.groups == 0,
+                  (c.kernel + c.stride + c.dilation).allSatisfy({ $0 >= 1 }) else {
+                throw bad("conv \(c.name) has non-positive sizes or channels not divisible by groups")
+            }
+        case let .batchNorm(b):
+            guard b.channels >= 1 else { throw bad("batch norm \(b.name) has \(b.channels) channels") }
+        case let .dense(d):
+            guard d.inFeatures >= 1, d.outFeatures >= 1 else { throw bad("dense \(d.name) has non-positive features") }
+        case let .maxPool(p), let .avgPool(p):
+            guard p.kernel.count == 2, p.stride.count == 2 else { throw bad("pool needs 2-element kernel and stride") }
+        default:
+            break
+        }
+    }
+    let parameters = spec.parameters
+    var names = Set<String>()
+    for p in parameters where !names.insert(p.name).inserted {
+        throw bad("two ops own a tensor named \(p.name)")
+    }
+    return parameters
+}

@@ -1,0 +1,168 @@
+import Foundation
+
+/// Writes a ``ResNetModel`` as a `.rnw` file.
+///
+/// The write is atomic: bytes go to a new temporary file in the destination's directory, which is
+/// flushed to disk and then renamed over the destination. On any failure the temporary file is
+/// removed and an existing destination is left as it was.
+public enum RNWWriter {
+    /// Writes `model` to `path` with float32 tensors in the spec's parameter order.
+    ///
+    /// - Throws: ``ResNetError/mapping(file:reason:)`` when the model's tensors do not match its
+    ///   spec, ``ResNetError/io(file:reason:)`` with the operating system's message when writing fails.
+    public static func write(_ model: ResNetModel, to path: String, provenance: RNWProvenance? = nil,
+                             parity: [RNWParityRecord] = [], metadata: [String: String] = [:]) throws {
+        try write(model, to: path, provenance: provenance, parity: parity, metadata: metadata, failAfterBytes: nil)
+    }
+
+    /// `failAfterBytes` makes the write fail once that many bytes are in the temporary file, so
+    /// tests can prove a failure halfway through leaves nothing behind.
+    static func write(_ model: ResNetModel, to path: String, provenance: RNWProvenance?, parity: [RNWParityRecord],
+                      metadata: [String: String], failAfterBytes: Int?) throws {
+        try model.validate(file: path)
+        let ordered = model.spec.parameters.map { (name: $0.name, tensor: model.tensors[$0.name]!) }
+        let (header, manifest, entries) = try layout(spec: model.spec, tensors: ordered, provenance: provenance,
+                                                      parity: parity, metadata: metadata, file: path)
+
+        let (directory, base) = split(path)
+        guard !base.isEmpty, base != ".", base != ".." else {
+            throw ResNetError.io(file: path, reason: "destination is not a file name")
+        }
+        let (fd, tempPath) = try createTemporary(directory: directory, base: base, for: path)
+        var sink = FileSink(fd: fd, file: path, failAfter: failAfterBytes)
+        var closed = false
+        var renamed = false
+        defer {
+            if !closed { close(fd) }
+            if !renamed { unlink(tempPath) }
+        }
+
+        try sink.write(header)
+        try sink.write(manifest)
+        for (entry, item) in zip(entries, ordered) {
+            try sink.writeZeros(Int(entry.offset) - sink.position)
+            try withLittleEndianBytes(item.tensor.data) { try sink.write($0) }
+        }
+        guard fsync(fd) == 0 else { throw ResNetError.io(file: path, reason: "fsync of temporary file failed: \(errnoText())") }
+        closed = true
+        guard close(fd) == 0 else { throw ResNetError.io(file: path, reason: "close of temporary file failed: \(errnoText())") }
+        guard rename(tempPath, path) == 0 else {
+            throw ResNetError.io(file: path, reason: "cannot replace destination: \(errnoText())")
+        }
+        renamed = true
+        // Makes the rename itself durable. The new file is complete and in place already, so a
+        // failure here is not reported: it could only turn a successful write into a false error.
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
+    }
+
+    /// Computes the header, manifest bytes and tensor entries. Tensor offsets depend on the
+    /// manifest's length, which depends on the offsets' varint sizes; the data start only grows,
+    /// so a few rounds reach a fixed point (any slack becomes zero padding).
+    static func layout(spec: ResNetSpec, tensors: [(name: String, tensor: Tensor)], provenance: RNWProvenance?,
+                       parity: [RNWParityRecord], metadata: [String: String], file: String)
+        throws -> (header: [UInt8], manifest: [UInt8], entries: [RNWTensorEntry]) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let specJSON: [UInt8]
+        do { specJSON = Array(try encoder.encode(spec)) } catch {
+            throw ResNetError.invalidInput(file: file, place: "spec", reason: "cannot encode as JSON: \(error)")
+        }
+        let checksums = tensors.map { item in withLittleEndianBytes(item.tensor.data) { xxHash64($0) } }
+
+        var dataStart: UInt64 = 0
+        while true {
+            var entries: [RNWTensorEntry] = []
+            var offset = dataStart
+            for (item, sum) in zip(tensors, checksums) {
+                let length = UInt64(item.tensor.count) * UInt64(DType.float32.size)
+                entries.append(RNWTensorEntry(name: item.name, dtype: .float32, shape: item.tensor.shape,
+                                              offset: offset, length: length, checksum: sum))
+                offset = alignedUp(offset + length)!
+            }
+            let manifest = RNWManifest(formatMajor: UInt32(RNWFormatVersion.major), formatMinor: UInt32(RNWFormatVersion.minor),
+                                       specJSON: specJSON, tensors: entries, provenance: provenance,
+                                       parity: parity, metadata: metadata)
+            let bytes = try packManifest(manifest, file: file)
+            let needed = alignedUp(UInt64(RNWHeader.size) + UInt64(bytes.count))!
+            if needed <= dataStart || (tensors.isEmpty && dataStart == 0) {
+                let header = RNWHeader(major: RNWFormatVersion.major, minor: RNWFormatVersion.minor, flags: 0,
+                                       manifestLength: UInt64(bytes.count),
+                                       manifestChecksum: bytes.withUnsafeBytes { xxHash64($0) })
+                return (header.encoded(), bytes, entries)
+            }
+            dataStart = needed
+        }
+    }
+
+    /// Splits a path into its directory (`.` when none) and last component.
+    private static func split(_ path: String) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let dir = String(path[..<slash])
+        return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
+    }
+
+    /// Creates a fresh file beside the destination; O_EXCL guarantees it is ours alone.
+    private static func createTemporary(directory: String, base: String, for path: String) throws -> (Int32, String) {
+        var lastError: Int32 = 0
+        for _ in 0..<16 {
+            let tag = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+            let candidate = (directory == "/" ? "" : directory) + "/.\(base).\(getpid()).\(tag).tmp"
+            let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            if fd >= 0 { return (fd, candidate) }
+            lastError = errno
+            if lastError != EEXIST { break }
+        }
+        throw ResNetError.io(file: path, reason: "cannot create temporary file in \(directory): \(errnoText(lastError))")
+    }
+}
+
+/// The raw little-endian bytes of float32 values, without copying on little-endian hosts.
+func withLittleEndianBytes<R>(_ values: [Float], _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    #if _endian(big)
+    let swapped = values.map { $0.bitPattern.littleEndian }
+    return try swapped.withUnsafeBytes(body)
+    #else
+    return try values.withUnsafeBytes(body)
+    #endif
+}
+
+/// Sequential writes to a file descriptor with the OS error in every failure.
+private struct FileSink {
+    let fd: Int32
+    let file: String
+    let failAfter: Int?
+    private(set) var position = 0
+
+    init(fd: Int32, file: String, failAfter: Int?) {
+        self.fd = fd; self.file = file; self.failAfter = failAfter
+    }
+
+    mutating func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    mutating func writeZeros(_ count: Int) throws {
+        if count > 0 { try write([UInt8](repeating: 0, count: count)) }
+    }
+
+    mutating func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            var chunk = min(bytes.count - done, 1 << 24)
+            if let limit = failAfter {
+                if position >= limit {
+                    throw ResNetError.io(file: file, reason: "write failed: injected failure after \(limit) bytes")
+                }
+                chunk = min(chunk, limit - position)
+            }
+            let n = Foundation.write(fd, bytes.baseAddress! + done, chunk)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ResNetError.io(file: file, reason: "write failed at byte \(position): \(errnoText())")
+            }
+            done += n
+            position += n
+        }
+    }
+}

@@ -1,0 +1,1 @@
+../../../../../Sources/ResNetKit/RNW/Checksum.swift
