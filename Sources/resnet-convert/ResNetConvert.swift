@@ -21,17 +21,17 @@ struct ResNetConvert: ParsableCommand {
             try command.run()
         } catch let error as ResNetError {
             Terminal.error(error.description)
-            exit(error.exitCode)
+            Foundation.exit(error.exitCode)
         } catch let code as ExitCode {
-            exit(code.rawValue)
+            Foundation.exit(code.rawValue)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
                 print(fullMessage(for: error))
-                exit(0)
+                Foundation.exit(0)
             }
             Terminal.error(fullMessage(for: error))
-            exit(2)
+            Foundation.exit(2)
         }
     }
 }

@@ -22,7 +22,7 @@ public enum InputFormat: String, Sendable, Codable {
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
         if head.starts(with: [0x80, 0x02, 0x8A, 0x0A]) { return .torchLegacy }   // pickle proto 2, then the torch magic number as LONG1
-        if head.starts(with: RNWFormat.magic) { return .rnw }
+        if head.starts(with: RNWHeader.magic) { return .rnw }
         // HDF5 allows a user block: the signature may sit at 512, 1024, … (the HDF5 reader checks that).
         if head.count == 8 && head.allSatisfy({ $0 == 0 }) { return .hdf5 }
         return .unknown
