@@ -143,7 +143,9 @@ public enum Op: Hashable, Sendable {
     public var parameters: [(name: String, shape: [Int])] {
         switch self {
         case let .conv(c):
-            var p: [(String, [Int])] = [("\(c.name).weight", [c.outChannels, c.inChannels / max(c.groups, 1), c.kernel[0], c.kernel[1]])]
+            // A spec read from a file may be malformed; never index past what is there.
+            let kh = c.kernel.count > 0 ? c.kernel[0] : 0, kw = c.kernel.count > 1 ? c.kernel[1] : 0
+            var p: [(String, [Int])] = [("\(c.name).weight", [c.outChannels, c.inChannels / max(c.groups, 1), kh, kw])]
             if c.bias { p.append(("\(c.name).bias", [c.outChannels])) }
             return p
         case let .batchNorm(b):
