@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the hand-made bad Keras files the error tests use, from one good committed fixture.
+"""Writes the deliberately broken Keras files the error tests use.
 
-Each output differs from the good file in exactly one way, so each test names one reason:
-  fixtures/bad/not-hdf5.h5          random bytes with an .h5 name
-  fixtures/bad/truncated.h5         the good file cut in the middle
+A tiny one-block ResNet is saved by the real tf_keras as fixtures/bad/good.h5 (it converts cleanly);
+each other file differs from it in exactly one way, so each test names one reason:
   fixtures/bad/missing-dataset.h5   one kernel dataset deleted
   fixtures/bad/shape-mismatch.h5    model_config says more filters than the kernel has
   fixtures/bad/unknown-layer.h5     GlobalAveragePooling2D renamed to GlobalMaxPooling2D, a layer we do not map
@@ -16,11 +15,29 @@ import os
 import shutil
 
 import h5py
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOOD = os.path.join(ROOT, "fixtures", "keras", "seed-keras", "tfkeras2.model.h5")
 OUT = os.path.join(ROOT, "fixtures", "bad")
+GOOD = os.path.join(OUT, "good.h5")
+# Not-HDF5 and truncated files are made by the Swift tests themselves from these bytes.
+
+
+def write_good():
+    import tf_keras as keras
+    from tf_keras import layers
+
+    keras.utils.set_random_seed(11)
+    x_in = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="stem_conv")(x_in)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    y = layers.Conv2D(4, 3, padding="same", name="block_conv")(x)
+    y = layers.BatchNormalization(name="block_bn")(y)
+    y = layers.Add(name="block_add")([x, y])
+    y = layers.Activation("relu", name="block_out")(y)
+    y = layers.GlobalAveragePooling2D(name="pool")(y)
+    out = layers.Dense(3, name="fc")(y)
+    keras.Model(x_in, out).save(GOOD)
 
 
 def copy(name):
@@ -40,13 +57,7 @@ def first_conv(cfg):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    rng = np.random.default_rng(7)
-    with open(os.path.join(OUT, "not-hdf5.h5"), "wb") as f:
-        f.write(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
-
-    data = open(GOOD, "rb").read()
-    with open(os.path.join(OUT, "truncated.h5"), "wb") as f:
-        f.write(data[: len(data) // 2])
+    write_good()
 
     with h5py.File(copy("missing-dataset.h5"), "r+") as f:
         name = first_conv(config(f))["config"]["name"]

@@ -81,11 +81,10 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "no temporary file may be left")
     }
 
+    /// Broken Keras files made from `fixtures/bad/good.h5` by tools/make_bad_fixtures.py, one fault each.
     static let badFiles: [(String, String)] = [
-        ("not-hdf5.h5", "not"),
-        ("truncated.h5", ""),
-        ("missing-dataset.h5", "kernel"),
-        ("shape-mismatch.h5", "shape"),
+        ("missing-dataset.h5", "missing"),
+        ("shape-mismatch.h5", "config implies"),
         ("unknown-layer.h5", "GlobalMaxPooling2D"),
         ("bad-json.h5", "JSON"),
     ]
@@ -94,11 +93,40 @@ import Testing
     func badInputIsRefused(name: String, mention: String) throws {
         let bad = Self.fixtures.appendingPathComponent("bad/\(name)").path
         try #require(FileManager.default.fileExists(atPath: bad), "missing fixture \(bad)")
+        try expectRefused(bad, mention: mention)
+    }
+
+    @Test func theUnbrokenBaseFileConverts() throws {
+        let dir = try Self.tempDir()
+        let out = dir.appendingPathComponent("good.rnw").path
+        let r = try Self.run([Self.fixtures.appendingPathComponent("bad/good.h5").path, out])
+        #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test func bytesThatAreNotHDF5AreRefused() throws {
+        let dir = try Self.tempDir()
+        let path = dir.appendingPathComponent("not-hdf5.h5")
+        var g = SystemRandomNumberGenerator()
+        try Data((0..<4096).map { _ in UInt8.random(in: 0...255, using: &g) }).write(to: path)
+        try expectRefused(path.path, mention: "")
+    }
+
+    @Test("a truncated HDF5 file is refused", arguments: [0, 8, 100, 1000, 4096, 20000])
+    func truncatedHDF5IsRefused(length: Int) throws {
+        let good = try Data(contentsOf: Self.fixtures.appendingPathComponent("bad/good.h5"))
+        let dir = try Self.tempDir()
+        let path = dir.appendingPathComponent("truncated.h5")
+        try good.prefix(length).write(to: path)
+        try expectRefused(path.path, mention: "")
+    }
+
+    /// Exit 3, an error naming the file (and `mention`), no output and no temporary file.
+    func expectRefused(_ input: String, mention: String) throws {
         let dir = try Self.tempDir()
         let out = dir.appendingPathComponent("out.rnw").path
-        let r = try Self.run([bad, out])
+        let r = try Self.run([input, out])
         #expect(r.code == 3, "\(r.stdout)\(r.stderr)")
-        #expect(r.stderr.contains(name), "the error must name the file: \(r.stderr)")
+        #expect(r.stderr.contains(URL(fileURLWithPath: input).lastPathComponent), "the error must name the file: \(r.stderr)")
         if !mention.isEmpty { #expect(r.stderr.lowercased().contains(mention.lowercased()), "\(r.stderr)") }
         #expect(!FileManager.default.fileExists(atPath: out))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)

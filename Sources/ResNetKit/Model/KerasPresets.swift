@@ -25,23 +25,33 @@ public enum Presets {
         .init(name: "keras-resnet50v2", summary: "keras.applications ResNet50V2 (pre-activation, stride in the last block of a stack), blocks 3-4-6-3", framework: "keras"),
         .init(name: "keras-resnet101v2", summary: "keras.applications ResNet101V2, blocks 3-4-23-3", framework: "keras"),
         .init(name: "keras-resnet152v2", summary: "keras.applications ResNet152V2, blocks 3-8-36-3", framework: "keras"),
-        .init(name: "seed-keras", summary: "the seed write-up's Keras ResNet: conv-BN-ReLU, ReLU'd 1x1 conv shortcut, TF 'same' padding, no BN in the stem, blocks 3-4-6-3", framework: "keras"),
+        .init(name: "keras-resnet-v1", summary: "keras.applications ResNet v1 code with any widths and blocks per stage (read from the weights)", framework: "keras"),
+        .init(name: "keras-resnet-v2", summary: "keras.applications ResNetV2 code with any widths and blocks per stage (read from the weights)", framework: "keras"),
+        .init(name: "seed-keras", summary: "the seed write-up's Keras ResNet: conv-BN-ReLU, ReLU'd 1x1 conv shortcut, TF 'same' padding, no BN in the stem (3-4-6-3 at full size; blocks and widths read from the weights)", framework: "keras"),
     ]
 
-    static func kerasBlocks(_ name: String) -> (blocks: [Int], v2: Bool)? {
+    /// Family and, for named depths, the blocks per stage the weights must show.
+    static func kerasFamily(_ name: String) -> (family: String, blocks: [Int]?)? {
         switch name {
-        case "keras-resnet50": return ([3, 4, 6, 3], false)
-        case "keras-resnet101": return ([3, 4, 23, 3], false)
-        case "keras-resnet152": return ([3, 8, 36, 3], false)
-        case "keras-resnet50v2": return ([3, 4, 6, 3], true)
-        case "keras-resnet101v2": return ([3, 4, 23, 3], true)
-        case "keras-resnet152v2": return ([3, 8, 36, 3], true)
+        case "keras-resnet50": return ("v1", [3, 4, 6, 3])
+        case "keras-resnet101": return ("v1", [3, 4, 23, 3])
+        case "keras-resnet152": return ("v1", [3, 8, 36, 3])
+        case "keras-resnet50v2": return ("v2", [3, 4, 6, 3])
+        case "keras-resnet101v2": return ("v2", [3, 4, 23, 3])
+        case "keras-resnet152v2": return ("v2", [3, 8, 36, 3])
+        case "keras-resnet-v1": return ("v1", nil)
+        case "keras-resnet-v2": return ("v2", nil)
+        case "seed-keras": return ("seed", nil)
         default: return nil
         }
     }
 
-    /// Builds the Keras layer graph of a Keras preset, with widths, classes and input channels
-    /// read from the variables, and attaches the variables to its layers.
+    /// Builds the Keras layer graph of a Keras preset, with widths, blocks per stage, classes and
+    /// input channels read from the variables, and attaches the variables to its layers.
+    ///
+    /// Every block of these families has a fixed number of 3x3 convolutions (one in keras.applications
+    /// bottlenecks, two in the seed's basic blocks) whose filter count is the stage width, so counting
+    /// 3x3 kernels by output channels gives the stages without trusting any name.
     ///
     /// - Parameters:
     ///   - layerWeights: the file's weight groups in file order.
@@ -50,32 +60,48 @@ public enum Presets {
     ///     whose names were given when each layer was created.
     static func kerasGraph(preset: String, layerWeights: [(layer: String, variables: [SourceTensor])],
                            namesAreSaveOrder: Bool, file: String) throws -> KerasGraph {
+        guard let (family, expected) = kerasFamily(preset) else {
+            let known = all.filter { $0.framework == "keras" }.map(\.name).joined(separator: ", ")
+            throw ResNetError.usage("unknown Keras preset '\(preset)'; known: \(known)")
+        }
         let groups = layerWeights.filter { !$0.variables.isEmpty }
-        guard let stem = groups.first(where: { $0.variables.first.map { $0.tensor.shape.count == 4 && $0.tensor.shape[0] == 7 } ?? false }),
+        let kernels = groups.compactMap { g -> [Int]? in
+            guard let s = g.variables.first?.tensor.shape, s.count == 4 else { return nil }
+            return s
+        }
+        guard let stem = kernels.first(where: { $0[0] == 7 && $0[1] == 7 }),
               let head = groups.last(where: { $0.variables.first.map { $0.tensor.shape.count == 2 } ?? false }) else {
             throw ResNetError.mapping(file: file, reason: "preset \(preset): cannot find the 7x7 stem convolution and the dense classifier among the variables")
         }
-        let k = stem.variables[0].tensor.shape   // HWIO
-        let inputChannels = k[2], width = k[3]
+        let perBlock = family == "seed" ? 2 : 1
+        var count: [Int: Int] = [:]
+        for k in kernels where k[0] == 3 && k[1] == 3 { count[k[3], default: 0] += 1 }
+        let widths = count.keys.sorted()
+        let blocks = widths.map { count[$0]! / perBlock }
+        guard !widths.isEmpty, widths.allSatisfy({ count[$0]! % perBlock == 0 && count[$0]! > 0 }) else {
+            throw ResNetError.mapping(file: file, reason: "preset \(preset): the 3x3 kernels (\(count.sorted { $0.key < $1.key })) do not form whole blocks")
+        }
+        if let expected, blocks != expected {
+            throw ResNetError.mapping(file: file, reason: "preset \(preset) has blocks \(expected) per stage, the weights have \(blocks) (3x3 kernels per width \(widths))")
+        }
+        let inputChannels = stem[2], stemWidth = stem[3]
         let classes = head.variables[0].tensor.shape[1]
         var b = PresetGraphBuilder()
-        if let (blocks, v2) = kerasBlocks(preset) {
-            buildKerasApplications(&b, blocks: blocks, v2: v2, width: width, inputChannels: inputChannels, classes: classes)
-        } else if preset == "seed-keras" {
-            buildSeed(&b, blocks: [3, 4, 6, 3], width: width, inputChannels: inputChannels, classes: classes)
-        } else {
-            let known = all.filter { $0.framework == "keras" }.map(\.name).joined(separator: ", ")
-            throw ResNetError.usage("unknown Keras preset '\(preset)'; known: \(known)")
+        switch family {
+        case "v1", "v2":
+            buildKerasApplications(&b, blocks: blocks, widths: widths, v2: family == "v2", stemWidth: stemWidth, inputChannels: inputChannels, classes: classes)
+        default:
+            buildSeed(&b, blocks: blocks, widths: widths, stemWidth: stemWidth, inputChannels: inputChannels, classes: classes)
         }
         return try b.attach(groups, namesAreSaveOrder: namesAreSaveOrder, file: file, preset: preset)
     }
 
     /// keras.applications ResNet (v1 `block1`/`stack1`) and ResNetV2 (`block2`/`stack2`), as keras writes them.
-    private static func buildKerasApplications(_ b: inout PresetGraphBuilder, blocks: [Int], v2: Bool, width: Int, inputChannels: Int, classes: Int) {
+    private static func buildKerasApplications(_ b: inout PresetGraphBuilder, blocks: [Int], widths: [Int], v2: Bool, stemWidth: Int, inputChannels: Int, classes: Int) {
         let eps = 1.001e-5   // keras.applications ResNet BN epsilon
         var x = b.input(channels: inputChannels)
         x = b.zeroPad(x, 3, name: "conv1_pad")
-        x = b.conv(x, width, 7, strides: 2, name: "conv1_conv")
+        x = b.conv(x, stemWidth, 7, strides: 2, name: "conv1_conv")
         if !v2 {
             x = b.bn(x, eps: eps, name: "conv1_bn")
             x = b.act(x, "relu", name: "conv1_relu")
@@ -83,7 +109,7 @@ public enum Presets {
         x = b.zeroPad(x, 1, name: "pool1_pad")
         x = b.maxPool(x, 3, strides: 2, name: "pool1_pool")
         for (s, n) in blocks.enumerated() {
-            let filters = width << s
+            let filters = widths[s]
             let stack = "conv\(s + 2)"
             if !v2 {
                 for i in 1...n {
@@ -142,15 +168,15 @@ public enum Presets {
     }
 
     /// The seed write-up's Keras model (`ResNet.buildNet` / `resblock`), layers created in its order.
-    private static func buildSeed(_ b: inout PresetGraphBuilder, blocks: [Int], width: Int, inputChannels: Int, classes: Int) {
+    private static func buildSeed(_ b: inout PresetGraphBuilder, blocks: [Int], widths: [Int], stemWidth: Int, inputChannels: Int, classes: Int) {
         let eps = 1e-3   // Keras' BatchNormalization default, which the seed does not override
         var x = b.input(channels: inputChannels)
-        x = b.conv(x, width, 7, strides: 2, padding: "same", name: nil)
+        x = b.conv(x, stemWidth, 7, strides: 2, padding: "same", name: nil)
         x = b.maxPool(x, 3, strides: 2, name: nil)
         for (k, n) in blocks.enumerated() {
             for idx in 0..<n {
                 let downsample = idx == 0 && k != 0
-                let filters = width << k
+                let filters = widths[k]
                 var y = b.conv(x, filters, 3, strides: downsample ? 2 : 1, padding: "same", name: nil)
                 y = b.bn(y, eps: eps, name: nil)
                 y = b.act(y, "relu", name: nil)
