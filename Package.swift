@@ -34,8 +34,7 @@ let package = Package(
             dependencies: [
                 "CHDF5", "COpenBLAS", "CRNWProto",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-            ],
-            exclude: ["ResNetKit.docc"]
+            ]
         ),
         .executableTarget(
             name: "resnet-convert",
