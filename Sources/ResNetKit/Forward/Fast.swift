@@ -46,7 +46,7 @@ private func blasInt(_ v: Int, _ what: String, place: String) throws -> blasint 
 /// A 1×1, stride-1, unpadded convolution needs no unfolding: the image already is the column matrix.
 /// - input: (N, C, H, W);  weight: (O, Cg, KH, KW);  bias: (O) or nil
 /// - returns: (N, O, OH, OW)
-func conv2dFast(input: [Float], weight: [Float], bias: [Float]?, _ g: WindowGeometry, place: String) throws -> [Float] {
+func conv2dForwardFast(input: [Float], weight: [Float], bias: [Float]?, _ g: WindowGeometry, place: String) throws -> [Float] {
     let Cg = g.C / g.G, Og = g.O / g.G
     let P = g.OH * g.OW
     let K = Cg * g.KH * g.KW
@@ -94,7 +94,7 @@ func conv2dFast(input: [Float], weight: [Float], bias: [Float]?, _ g: WindowGeom
 
 /// Dense layer as input (N, F) × weightᵀ (F, K).
 /// - input: (N, F);  weight: (K, F);  bias: (K) or nil;  returns: (N, K)
-func denseFast(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: Int, K: Int, place: String) throws -> [Float] {
+func denseForwardFast(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: Int, K: Int, place: String) throws -> [Float] {
     let (m, n, k) = (try blasInt(N, "batch", place: place), try blasInt(K, "outputs", place: place),
                      try blasInt(F, "features", place: place))
     var out = [Float](repeating: 0, count: N * K)

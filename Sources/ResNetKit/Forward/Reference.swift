@@ -59,7 +59,7 @@ struct WindowGeometry: Equatable {
 /// Direct convolution.
 /// - input: (N, C, H, W);  weight: (O, Cg, KH, KW);  bias: (O) or nil
 /// - returns: (N, O, OH, OW)
-func conv2dReference(input: [Float], weight: [Float], bias: [Float]?, _ g: WindowGeometry) -> [Float] {
+func conv2dForward(input: [Float], weight: [Float], bias: [Float]?, _ g: WindowGeometry) -> [Float] {
     let Cg = g.C / g.G, Og = g.O / g.G
     var out = [Float](repeating: 0, count: g.N * g.O * g.OH * g.OW)
     for n in 0..<g.N {
@@ -94,7 +94,7 @@ func conv2dReference(input: [Float], weight: [Float], bias: [Float]?, _ g: Windo
 /// - input: (N, C, HW) — HW is 1 for a flat (N, C) activation
 /// - mean, variance: (C);  gamma: (C) or nil (scale = false → 1);  beta: (C) or nil (center = false → 0)
 /// - returns: (N, C, HW)
-func batchNorm(input: [Float], N: Int, C: Int, HW: Int, mean: [Float], variance: [Float],
+func batchNormForward(input: [Float], N: Int, C: Int, HW: Int, mean: [Float], variance: [Float],
                gamma: [Float]?, beta: [Float]?, epsilon: Float) -> [Float] {
     var out = [Float](repeating: 0, count: input.count)
     for c in 0..<C {
@@ -112,7 +112,7 @@ func batchNorm(input: [Float], N: Int, C: Int, HW: Int, mean: [Float], variance:
 }
 
 /// max(x, 0), elementwise; any shape.
-func relu(_ input: [Float]) -> [Float] {
+func reluForward(_ input: [Float]) -> [Float] {
     var out = input
     for i in 0..<out.count where out[i] < 0 { out[i] = 0 }   // NaN stays NaN, as in the frameworks
     return out
@@ -120,7 +120,7 @@ func relu(_ input: [Float]) -> [Float] {
 
 /// Max pooling; padded cells are -inf, so they never win.
 /// - input: (N, C, H, W);  returns: (N, C, OH, OW)
-func maxPool(input: [Float], _ g: WindowGeometry) -> [Float] {
+func maxPoolForward(input: [Float], _ g: WindowGeometry) -> [Float] {
     var out = [Float](repeating: 0, count: g.N * g.C * g.OH * g.OW)
     for n in 0..<g.N {
         for c in 0..<g.C {
@@ -148,7 +148,7 @@ func maxPool(input: [Float], _ g: WindowGeometry) -> [Float] {
 /// Average pooling. With `countIncludePad` the divisor is always KH·KW (PyTorch default);
 /// without it, only real input cells are counted (Keras / TF `same`).
 /// - input: (N, C, H, W);  returns: (N, C, OH, OW)
-func avgPool(input: [Float], _ g: WindowGeometry, countIncludePad: Bool) -> [Float] {
+func avgPoolForward(input: [Float], _ g: WindowGeometry, countIncludePad: Bool) -> [Float] {
     var out = [Float](repeating: 0, count: g.N * g.C * g.OH * g.OW)
     for n in 0..<g.N {
         for c in 0..<g.C {
@@ -177,7 +177,7 @@ func avgPool(input: [Float], _ g: WindowGeometry, countIncludePad: Bool) -> [Flo
 
 /// Spatial zero padding.
 /// - input: (N, C, H, W);  returns: (N, C, top + H + bottom, left + W + right)
-func zeroPad(input: [Float], N: Int, C: Int, H: Int, W: Int,
+func zeroPadForward(input: [Float], N: Int, C: Int, H: Int, W: Int,
              top: Int, bottom: Int, left: Int, right: Int) -> [Float] {
     let OH = top + H + bottom, OW = left + W + right
     var out = [Float](repeating: 0, count: N * C * OH * OW)
@@ -195,7 +195,7 @@ func zeroPad(input: [Float], N: Int, C: Int, H: Int, W: Int,
 
 /// Keeps rows and columns 0, s, 2s, … (`x[:, :, ::s, ::s]`).
 /// - input: (N, C, H, W);  returns: (N, C, ceil(H / s), ceil(W / s))
-func subsample(input: [Float], N: Int, C: Int, H: Int, W: Int, stride s: Int) -> [Float] {
+func subsampleForward(input: [Float], N: Int, C: Int, H: Int, W: Int, stride s: Int) -> [Float] {
     let OH = (H + s - 1) / s, OW = (W + s - 1) / s
     var out = [Float](repeating: 0, count: N * C * OH * OW)
     for n in 0..<N {
@@ -212,7 +212,7 @@ func subsample(input: [Float], N: Int, C: Int, H: Int, W: Int, stride s: Int) ->
 
 /// Adds zero channels before and after the existing ones.
 /// - input: (N, C, HW);  returns: (N, before + C + after, HW)
-func channelPad(input: [Float], N: Int, C: Int, HW: Int, before: Int, after: Int) -> [Float] {
+func channelPadForward(input: [Float], N: Int, C: Int, HW: Int, before: Int, after: Int) -> [Float] {
     let OC = before + C + after
     var out = [Float](repeating: 0, count: N * OC * HW)
     for n in 0..<N {
@@ -227,7 +227,7 @@ func channelPad(input: [Float], N: Int, C: Int, HW: Int, before: Int, after: Int
 
 /// Mean over the spatial positions.
 /// - input: (N, C, HW);  returns: (N, C)
-func globalAvgPool(input: [Float], N: Int, C: Int, HW: Int) -> [Float] {
+func globalAvgPoolForward(input: [Float], N: Int, C: Int, HW: Int) -> [Float] {
     var out = [Float](repeating: 0, count: N * C)
     for n in 0..<N {
         for c in 0..<C {
@@ -242,7 +242,7 @@ func globalAvgPool(input: [Float], N: Int, C: Int, HW: Int) -> [Float] {
 /// Flattens pixel-major, as Keras flattens NHWC: out[n, (h * W + w) * C + c] = x[n, c, h, w].
 /// (Channel-major flattening is the NCHW memory order itself and needs no function.)
 /// - input: (N, C, H, W);  returns: (N, H·W·C)
-func flattenHWC(input: [Float], N: Int, C: Int, H: Int, W: Int) -> [Float] {
+func flattenHWCForward(input: [Float], N: Int, C: Int, H: Int, W: Int) -> [Float] {
     var out = [Float](repeating: 0, count: input.count)
     for n in 0..<N {
         for c in 0..<C {
@@ -258,7 +258,7 @@ func flattenHWC(input: [Float], N: Int, C: Int, H: Int, W: Int) -> [Float] {
 
 /// Fully connected layer.
 /// - input: (N, F);  weight: (K, F);  bias: (K) or nil;  returns: (N, K)
-func denseReference(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: Int, K: Int) -> [Float] {
+func denseForward(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: Int, K: Int) -> [Float] {
     var out = [Float](repeating: 0, count: N * K)
     for n in 0..<N {
         for k in 0..<K {
@@ -272,7 +272,7 @@ func denseReference(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: 
 
 /// Softmax over the last axis; subtracting the row maximum keeps exp() from overflowing.
 /// - input: (N, K);  returns: (N, K)
-func softmax(input: [Float], N: Int, K: Int) -> [Float] {
+func softmaxForward(input: [Float], N: Int, K: Int) -> [Float] {
     var out = [Float](repeating: 0, count: N * K)
     for n in 0..<N {
         var maxValue = -Float.infinity
@@ -289,7 +289,7 @@ func softmax(input: [Float], N: Int, K: Int) -> [Float] {
 }
 
 /// Elementwise sum of the residual and shortcut branches; same shape on both sides.
-func add(_ a: [Float], _ b: [Float]) -> [Float] {
+func residualAddForward(_ a: [Float], _ b: [Float]) -> [Float] {
     var out = a
     for i in 0..<out.count { out[i] += b[i] }
     return out
@@ -327,7 +327,7 @@ struct ForwardRunner {
         func bad(_ reason: String) -> ResNetError { .invalidInput(file: "input", place: "input tensor", reason: reason) }
         guard input.shape.count == 4 else { throw bad("expected (N, C, H, W), got shape \(input.shape)") }
         guard input.shape.allSatisfy({ $0 > 0 }) else { throw bad("every dimension must be positive, got \(input.shape)") }
-        let count = try elementCount(input.shape) { bad($0) }
+        let count = try checkedElementCount(input.shape) { bad($0) }
         guard count == input.data.count else { throw bad("shape \(input.shape) needs \(count) values, tensor holds \(input.data.count)") }
         guard input.shape[1] == spec.inputChannels else {
             throw bad("model expects \(spec.inputChannels) input channels, input has \(input.shape[1]) (shape \(input.shape); is it NHWC?)")
@@ -342,7 +342,7 @@ struct ForwardRunner {
         guard residual.shape == shortcut.shape else {
             throw mapping("\(place): residual branch gives shape \(residual.shape) but shortcut gives \(shortcut.shape); they cannot be added")
         }
-        let sum = Tensor(shape: residual.shape, data: add(residual.data, shortcut.data))
+        let sum = Tensor(shape: residual.shape, data: residualAddForward(residual.data, shortcut.data))
         return try runOps(block.post, sum, place: "\(place) post", captureNamed: false)
     }
 
@@ -366,8 +366,8 @@ struct ForwardRunner {
             let bias = c.bias ? try tensor("\(c.name).bias", shape: [c.outChannels], place: place) : nil
             let out: [Float]
             switch engine {
-            case .reference: out = conv2dReference(input: x.data, weight: weight.data, bias: bias?.data, g)
-            case .fast: out = try conv2dFast(input: x.data, weight: weight.data, bias: bias?.data, g, place: place)
+            case .reference: out = conv2dForward(input: x.data, weight: weight.data, bias: bias?.data, g)
+            case .fast: out = try conv2dForwardFast(input: x.data, weight: weight.data, bias: bias?.data, g, place: place)
             }
             return Tensor(shape: [g.N, g.O, g.OH, g.OW], data: out)
 
@@ -384,22 +384,22 @@ struct ForwardRunner {
                 throw mapping("\(place): \(b.name).running_var[\(c)] = \(variance.data[c]) with epsilon \(b.epsilon) gives a non-positive variance")
             }
             let HW = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
-            let out = batchNorm(input: x.data, N: x.shape[0], C: b.channels, HW: HW, mean: mean.data, variance: variance.data,
+            let out = batchNormForward(input: x.data, N: x.shape[0], C: b.channels, HW: HW, mean: mean.data, variance: variance.data,
                                 gamma: gamma?.data, beta: beta?.data, epsilon: eps)
             return Tensor(shape: x.shape, data: out)
 
         case .relu:
-            return Tensor(shape: x.shape, data: relu(x.data))
+            return Tensor(shape: x.shape, data: reluForward(x.data))
 
         case let .maxPool(p):
             let g = try poolGeometry(p, x.shape, kind: "max pool", place: place)
-            return Tensor(shape: [g.N, g.C, g.OH, g.OW], data: maxPool(input: x.data, g))
+            return Tensor(shape: [g.N, g.C, g.OH, g.OW], data: maxPoolForward(input: x.data, g))
 
         case let .avgPool(p):
             let g = try poolGeometry(p, x.shape, kind: "average pool", place: place)
             // TF/Keras `same` average pooling never counts the padding, whatever the flag says.
             let includePad = p.countIncludePad && p.padding != .same
-            return Tensor(shape: [g.N, g.C, g.OH, g.OW], data: avgPool(input: x.data, g, countIncludePad: includePad))
+            return Tensor(shape: [g.N, g.C, g.OH, g.OW], data: avgPoolForward(input: x.data, g, countIncludePad: includePad))
 
         case let .zeroPad(top, bottom, left, right):
             let (N, C, H, W) = try nchw(x.shape, "zero padding", place: place)
@@ -407,33 +407,33 @@ struct ForwardRunner {
                 try checkRange(v, 0...Self.maxWindow, "zero padding \(side)", place: place)
             }
             let shape = [N, C, top + H + bottom, left + W + right]
-            _ = try elementCount(shape) { mapping("\(place): \($0)") }
-            return Tensor(shape: shape, data: zeroPad(input: x.data, N: N, C: C, H: H, W: W, top: top, bottom: bottom, left: left, right: right))
+            _ = try checkedElementCount(shape) { mapping("\(place): \($0)") }
+            return Tensor(shape: shape, data: zeroPadForward(input: x.data, N: N, C: C, H: H, W: W, top: top, bottom: bottom, left: left, right: right))
 
         case let .subsample(s):
             let (N, C, H, W) = try nchw(x.shape, "subsample", place: place)
             try checkRange(s, 1...Self.maxWindow, "subsample stride", place: place)
             let shape = [N, C, (H + s - 1) / s, (W + s - 1) / s]
-            return Tensor(shape: shape, data: subsample(input: x.data, N: N, C: C, H: H, W: W, stride: s))
+            return Tensor(shape: shape, data: subsampleForward(input: x.data, N: N, C: C, H: H, W: W, stride: s))
 
         case let .channelPad(before, after):
             let (N, C, H, W) = try nchw(x.shape, "channel padding", place: place)
             try checkRange(before, 0...Self.maxChannels, "channel padding before", place: place)
             try checkRange(after, 0...Self.maxChannels, "channel padding after", place: place)
             let shape = [N, before + C + after, H, W]
-            _ = try elementCount(shape) { mapping("\(place): \($0)") }
-            return Tensor(shape: shape, data: channelPad(input: x.data, N: N, C: C, HW: H * W, before: before, after: after))
+            _ = try checkedElementCount(shape) { mapping("\(place): \($0)") }
+            return Tensor(shape: shape, data: channelPadForward(input: x.data, N: N, C: C, HW: H * W, before: before, after: after))
 
         case .globalAvgPool:
             let (N, C, H, W) = try nchw(x.shape, "global average pool", place: place)
-            return Tensor(shape: [N, C], data: globalAvgPool(input: x.data, N: N, C: C, HW: H * W))
+            return Tensor(shape: [N, C], data: globalAvgPoolForward(input: x.data, N: N, C: C, HW: H * W))
 
         case let .flatten(order):
             if x.shape.count == 2 { return x }      // already flat (Keras Flatten after global pooling)
             let (N, C, H, W) = try nchw(x.shape, "flatten", place: place)
             switch order {
             case .chw: return Tensor(shape: [N, C * H * W], data: x.data)
-            case .hwc: return Tensor(shape: [N, C * H * W], data: flattenHWC(input: x.data, N: N, C: C, H: H, W: W))
+            case .hwc: return Tensor(shape: [N, C * H * W], data: flattenHWCForward(input: x.data, N: N, C: C, H: H, W: W))
             }
 
         case let .dense(d):
@@ -447,17 +447,17 @@ struct ForwardRunner {
             let weight = try tensor("\(d.name).weight", shape: [d.outFeatures, d.inFeatures], place: place)
             let bias = d.bias ? try tensor("\(d.name).bias", shape: [d.outFeatures], place: place) : nil
             let (N, F, K) = (x.shape[0], d.inFeatures, d.outFeatures)
-            _ = try elementCount([N, K]) { mapping("\(place): \($0)") }
+            _ = try checkedElementCount([N, K]) { mapping("\(place): \($0)") }
             let out: [Float]
             switch engine {
-            case .reference: out = denseReference(input: x.data, weight: weight.data, bias: bias?.data, N: N, F: F, K: K)
-            case .fast: out = try denseFast(input: x.data, weight: weight.data, bias: bias?.data, N: N, F: F, K: K, place: place)
+            case .reference: out = denseForward(input: x.data, weight: weight.data, bias: bias?.data, N: N, F: F, K: K)
+            case .fast: out = try denseForwardFast(input: x.data, weight: weight.data, bias: bias?.data, N: N, F: F, K: K, place: place)
             }
             return Tensor(shape: [N, K], data: out)
 
         case .softmax:
             guard x.shape.count == 2 else { throw mapping("\(place): softmax needs (N, classes), got \(x.shape)") }
-            return Tensor(shape: x.shape, data: softmax(input: x.data, N: x.shape[0], K: x.shape[1]))
+            return Tensor(shape: x.shape, data: softmaxForward(input: x.data, N: x.shape[0], K: x.shape[1]))
         }
     }
 
@@ -478,7 +478,7 @@ struct ForwardRunner {
     private func tensor(_ name: String, shape: [Int], place: String) throws -> Tensor {
         guard let t = tensors[name] else { throw mapping("\(place): missing tensor \(name) (shape \(shape))") }
         guard t.shape == shape else { throw mapping("\(place): tensor \(name) has shape \(t.shape), the spec needs \(shape)") }
-        let count = try elementCount(shape) { mapping("\(place): tensor \(name): \($0)") }
+        let count = try checkedElementCount(shape) { mapping("\(place): tensor \(name): \($0)") }
         guard t.data.count == count else {
             throw mapping("\(place): tensor \(name) holds \(t.data.count) values for shape \(shape)")
         }
@@ -532,8 +532,8 @@ struct ForwardRunner {
                                DH: c.dilation[0], DW: c.dilation[1], PT: pt, PB: pb, PL: pl, PR: pr)
         g.OH = try outputSize(input: H, before: pt, after: pb, kernel: g.KH, stride: g.SH, dilation: g.DH, axis: "row", what: "convolution", place: place)
         g.OW = try outputSize(input: W, before: pl, after: pr, kernel: g.KW, stride: g.SW, dilation: g.DW, axis: "column", what: "convolution", place: place)
-        _ = try elementCount([N, g.O, g.OH, g.OW]) { mapping("\(place): \($0)") }
-        _ = try elementCount([c.inChannels / c.groups, g.KH, g.KW, g.OH, g.OW]) { mapping("\(place): im2col buffer: \($0)") }
+        _ = try checkedElementCount([N, g.O, g.OH, g.OW]) { mapping("\(place): \($0)") }
+        _ = try checkedElementCount([c.inChannels / c.groups, g.KH, g.KW, g.OH, g.OW]) { mapping("\(place): im2col buffer: \($0)") }
         return g
     }
 
@@ -556,7 +556,7 @@ struct ForwardRunner {
 }
 
 /// Product of `shape` with overflow and size checks; `fail` turns a reason into the caller's error.
-func elementCount(_ shape: [Int], _ fail: (String) -> ResNetError) throws -> Int {
+func checkedElementCount(_ shape: [Int], _ fail: (String) -> ResNetError) throws -> Int {
     var count = 1
     for d in shape {
         guard d >= 0 else { throw fail("negative dimension in shape \(shape)") }

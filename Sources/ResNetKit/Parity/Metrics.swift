@@ -43,8 +43,11 @@ public struct ParityReport: Codable, Sendable, Equatable {
 
     /// Compares `output` with `reference`.
     /// - Throws: `ResNetError.parityFailed` when the shapes differ (nothing can be compared).
+    /// - Parameters:
+    ///   - tolerance: relative tolerance; the default is the project's float32 budget.
+    ///   - toleranceNote: why this tolerance applies (e.g. "float16 weights"); a default note names the rule.
     public init(output: Tensor, reference: Tensor, tolerance: Double = ParityReport.defaultTolerance,
-                toleranceNote: String = "float32 default: max|err| <= 1e-4 * max(1, max|ref|)") throws {
+                toleranceNote: String? = nil) throws {
         guard output.shape == reference.shape, output.data.count == reference.data.count else {
             throw ResNetError.parityFailed(reason: "output shape \(output.shape) differs from reference shape \(reference.shape)")
         }
@@ -83,7 +86,9 @@ public struct ParityReport: Codable, Sendable, Equatable {
         self.worstOutput = worst >= 0 ? Double(a[worst]) : 0
         self.worstReference = worst >= 0 ? Double(b[worst]) : 0
         self.tolerance = tolerance
-        self.toleranceNote = toleranceNote
+        self.toleranceNote = toleranceNote ?? (tolerance == ParityReport.defaultTolerance
+            ? "float32 default: max|err| <= 1e-4 * max(1, max|ref|)"
+            : "max|err| <= \(tolerance) * max(1, max|ref|)")
 
         // Top-1 per batch row: the first axis is the batch; a rank-1 tensor is one row.
         var agreement: [Bool] = []

@@ -27,7 +27,8 @@ public struct NPYArray: Sendable, Equatable {
     /// The elements.
     public var values: NPYValues
 
-    /// Creates an array; for `.numbers`, the count must match `shape`.
+    /// Creates an array; for `.numbers`, the count must match the product of `shape` (otherwise
+    /// `tensor` is nil and encoding it writes a file numpy rejects).
     public init(descr: String, shape: [Int], values: NPYValues) {
         self.descr = descr; self.shape = shape; self.values = values
     }
@@ -162,7 +163,7 @@ public struct NPZ: Sendable {
                 throw ResNetError.invalidInput(file: file, place: place, reason: "declares \(entry.compressedSize) compressed bytes but the archive has only \(data.count)")
             }
             var content = Data()
-            content.reserveCapacity(Int(declared))
+            content.reserveCapacity(Int(min(declared, 1 << 26)))   // the declared size is not trusted yet
             let crc: CRC32
             do {
                 crc = try archive.extract(entry) { chunk in
@@ -194,8 +195,8 @@ public struct NPZ: Sendable {
         let archive: Archive
         do {
             archive = try Archive(data: Data(), accessMode: .create)
-            for name in names {
-                let bytes = NPY.encode(arrays[name]!)
+            for (name, array) in arrays.sorted(by: { $0.key < $1.key }) {
+                let bytes = NPY.encode(array)
                 try archive.addEntry(with: "\(name).npy", type: .file, uncompressedSize: Int64(bytes.count),
                                      compressionMethod: compressed ? .deflate : .none) { position, size in
                     bytes.subdata(in: Int(position)..<Int(position) + size)
