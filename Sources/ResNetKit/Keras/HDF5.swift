@@ -1,0 +1,495 @@
+import CHDF5
+import Foundation
+
+// The only Swift file that talks to libhdf5. C handles never leave it: callers get Swift values
+// (strings, numbers, SourceTensor) or a ResNetError that carries libhdf5's own error stack.
+
+/// Debian's libhdf5 is the serial (non thread-safe) build, so every call into it is serialised.
+/// Recursive because a handle's `deinit` may run while the lock is already held.
+private let hdf5Lock = NSRecursiveLock()
+
+private func withHDF5<T>(_ body: () throws -> T) rethrows -> T {
+    hdf5Lock.lock()
+    defer { hdf5Lock.unlock() }
+    // Automatic printing would write HDF5's stack to stderr on every failed probe; we read the
+    // stack ourselves instead (see `HDF5File.failure`).
+    chdf5_silence_errors()
+    return try body()
+}
+
+/// What an HDF5 link points at.
+enum HDF5ObjectKind: Sendable, Equatable {
+    case group
+    case dataset
+    case other
+}
+
+/// An attribute value, decoded.
+enum HDF5Attribute: Sendable, Equatable {
+    /// A scalar string (fixed or variable length).
+    case string(String)
+    /// A 1-D (or higher, flattened) array of strings.
+    case strings([String])
+    /// Integer or floating point values, flattened; a scalar is one element, an empty array none.
+    case numbers([Double])
+
+    /// The value as a list of strings: a scalar string is one element and an empty numeric array
+    /// (what h5py writes for an empty list) is none.
+    var stringList: [String]? {
+        switch self {
+        case let .string(s): return [s]
+        case let .strings(a): return a
+        case let .numbers(n): return n.isEmpty ? [] : nil
+        }
+    }
+}
+
+/// Limits on what is read from a file whose content is not trusted.
+enum HDF5Limits {
+    /// Most members listed for one group.
+    static let maxGroupMembers = 1_000_000
+    /// Most elements in one attribute.
+    static let maxAttributeElements = 50_000_000
+    /// Most bytes in one attribute (model configs are a few MB at most).
+    static let maxAttributeBytes = 256 << 20
+    /// Most elements in one dataset read into memory as float32 (8 GiB).
+    static let maxDatasetElements = 1 << 31
+    /// Highest dataset rank accepted (libhdf5's own limit is 32).
+    static let maxRank = 32
+    /// How far a filtered (compressed) dataset may expand relative to the whole file; deflate
+    /// cannot exceed about 1032:1.
+    static let maxCompressionRatio = 1100
+}
+
+/// An HDF5 file opened read-only, from disk or from bytes in memory.
+final class HDF5File {
+    /// The name used in error messages (the path, or `archive.keras!model.weights.h5`).
+    let name: String
+    /// Size of the file image in bytes, used to bound what a dataset may claim to hold.
+    let fileSize: Int
+    private let id: hid_t
+
+    /// The 8-byte HDF5 format signature, found at the start of the superblock.
+    static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+
+    /// Where the superblock is: libhdf5 looks at offset 0, then 512, 1024, 2048, … (a user block
+    /// may precede it). `readAt` returns 8 bytes at an offset, or nil past the end.
+    static func superblockOffset(fileSize: Int, readAt: (Int) -> [UInt8]?) -> Int? {
+        var offset = 0
+        while offset <= fileSize - signature.count {
+            if readAt(offset) == signature { return offset }
+            offset = offset == 0 ? 512 : offset.multipliedReportingOverflow(by: 2).partialValue
+            if offset <= 0 { break }
+        }
+        return nil
+    }
+
+    /// The file size the superblock at `offset` declares (base address + end-of-file address),
+    /// or nil when the superblock version is unknown or the address is undefined. `header` holds
+    /// the bytes from `offset` on (at least 64 when the file has them).
+    ///
+    /// Checked before libhdf5 sees the file so that a truncated file is reported by us; libhdf5
+    /// 1.10 also leaks its half-opened file on that path and then complains at process exit.
+    static func declaredSize(header: [UInt8]) -> UInt64? {
+        guard header.count >= 12 else { return nil }
+        let version = header[8]
+        let offsetSize: Int, addressStart: Int, eofIndex: Int
+        switch version {
+        case 0, 1:
+            guard header.count >= 15 else { return nil }
+            offsetSize = Int(header[13])
+            addressStart = version == 0 ? 24 : 28
+            eofIndex = 2 // base, free-space info, end of file, driver info
+        case 2, 3:
+            offsetSize = Int(header[9])
+            addressStart = 12
+            eofIndex = 2 // base, superblock extension, end of file, root object header
+        default:
+            return nil
+        }
+        guard [2, 4, 8].contains(offsetSize), header.count >= addressStart + 3 * offsetSize else { return nil }
+        func address(_ k: Int) -> UInt64? {
+            let start = addressStart + k * offsetSize
+            let bytes = header[start ..< start + offsetSize]
+            if bytes.allSatisfy({ $0 == 0xFF }) { return nil }
+            return bytes.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        }
+        guard let base = address(0), let eof = address(eofIndex) else { return nil }
+        let (total, overflow) = base.addingReportingOverflow(eof)
+        return overflow ? UInt64.max : total
+    }
+
+    private static func checkNotTruncated(name: String, fileSize: Int, superblock: Int, header: [UInt8]) throws {
+        guard let declared = declaredSize(header: header) else { return }
+        // The base address is where the superblock sits when a user block precedes it.
+        if declared > UInt64(fileSize) {
+            throw ResNetError.invalidInput(file: name, place: "superblock at byte \(superblock)",
+                reason: "truncated file: the superblock declares \(declared) bytes, the file has \(fileSize)")
+        }
+    }
+
+    /// Opens the file at `path` read-only.
+    init(path: String) throws {
+        name = path
+        let url = URL(fileURLWithPath: path)
+        let handle: FileHandle
+        do {
+            handle = try FileHandle(forReadingFrom: url)
+        } catch {
+            throw ResNetError.io(file: path, reason: "cannot open: \(error.localizedDescription)")
+        }
+        defer { try? handle.close() }
+        let size: Int
+        do {
+            size = Int(try handle.seekToEnd())
+        } catch {
+            throw ResNetError.io(file: path, reason: "cannot read: \(error.localizedDescription)")
+        }
+        fileSize = size
+        let found = HDF5File.superblockOffset(fileSize: size) { offset in
+            guard (try? handle.seek(toOffset: UInt64(offset))) != nil,
+                  let d = try? handle.read(upToCount: 8), d.count == 8 else { return nil }
+            return [UInt8](d)
+        }
+        guard let superblock = found else {
+            throw ResNetError.invalidInput(file: path, place: "",
+                reason: "not an HDF5 file (no HDF5 signature at offset 0, 512, 1024, …; \(size) bytes)")
+        }
+        var header: [UInt8] = []
+        if (try? handle.seek(toOffset: UInt64(superblock))) != nil, let d = try? handle.read(upToCount: 64) {
+            header = [UInt8](d)
+        }
+        try HDF5File.checkNotTruncated(name: path, fileSize: size, superblock: superblock, header: header)
+        var failureText = ""
+        let fid: hid_t = withHDF5 {
+            let f = H5Fopen(path, chdf5_acc_rdonly(), chdf5_default())
+            if f < 0 { failureText = HDF5File.errorStackText() }
+            return f
+        }
+        guard fid >= 0 else {
+            throw ResNetError.invalidInput(file: path, place: "",
+                reason: "libhdf5 cannot open the file (truncated or damaged?): \(failureText)")
+        }
+        id = fid
+    }
+
+    /// Opens an HDF5 file image held in memory (e.g. `model.weights.h5` inside a `.keras` zip),
+    /// through libhdf5's core driver; nothing is written to disk.
+    init(bytes: Data, name: String) throws {
+        self.name = name
+        fileSize = bytes.count
+        let found = HDF5File.superblockOffset(fileSize: bytes.count) { offset in
+            guard offset >= 0, offset <= bytes.count - 8 else { return nil }
+            let start = bytes.startIndex + offset
+            return [UInt8](bytes[start ..< start + 8])
+        }
+        guard let superblock = found else {
+            throw ResNetError.invalidInput(file: name, place: "",
+                reason: "not an HDF5 file (no HDF5 signature at offset 0, 512, 1024, …; \(bytes.count) bytes)")
+        }
+        let headerStart = bytes.startIndex + superblock
+        let header = [UInt8](bytes[headerStart ..< min(headerStart + 64, bytes.endIndex)])
+        try HDF5File.checkNotTruncated(name: name, fileSize: bytes.count, superblock: superblock, header: header)
+        var failureText = ""
+        let fid: hid_t = withHDF5 {
+            let fapl = H5Pcreate(chdf5_file_access_class())
+            guard fapl >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
+            defer { H5Pclose(fapl) }
+            // No backing store: the image is never written back. H5Pset_file_image copies the
+            // buffer, so `bytes` need not outlive this call.
+            guard H5Pset_fapl_core(fapl, 1 << 16, false) >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
+            let status = bytes.withUnsafeBytes { raw -> herr_t in
+                guard let base = raw.baseAddress, raw.count > 0 else { return -1 }
+                return H5Pset_file_image(fapl, UnsafeMutableRawPointer(mutating: base), raw.count)
+            }
+            guard status >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
+            let f = H5Fopen(name, chdf5_acc_rdonly(), fapl)
+            if f < 0 { failureText = HDF5File.errorStackText() }
+            return f
+        }
+        guard fid >= 0 else {
+            throw ResNetError.invalidInput(file: name, place: "",
+                reason: "libhdf5 cannot open the file image (truncated or damaged?): \(failureText)")
+        }
+        id = fid
+    }
+
+    deinit {
+        let fid = id
+        withHDF5 { _ = H5Fclose(fid) }
+    }
+
+    // MARK: - Errors
+
+    /// The current HDF5 error stack as one line, innermost failure first. Call with the lock held,
+    /// straight after the failing call (the next API call clears the stack).
+    private static func errorStackText() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        buffer.withUnsafeMutableBufferPointer { chdf5_error_stack_text($0.baseAddress, $0.count) }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func failure(_ place: String, _ what: String) -> ResNetError {
+        let stack = HDF5File.errorStackText()
+        return .invalidInput(file: name, place: place, reason: stack.isEmpty ? what : "\(what): \(stack)")
+    }
+
+    // MARK: - Structure
+
+    /// What `path` (absolute, `/a/b`) points at, or nil when it does not exist.
+    func kind(at path: String) throws -> HDF5ObjectKind? {
+        try withHDF5 {
+            let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+            if parts.isEmpty { return .group }
+            var prefix = ""
+            for (i, part) in parts.enumerated() {
+                prefix += "/" + part
+                let exists = H5Lexists(id, prefix, chdf5_default())
+                if exists < 0 { throw failure(prefix, "cannot look up link") }
+                if exists == 0 { return nil }
+                var info = H5O_info_t()
+                guard H5Oget_info_by_name2(id, prefix, &info, UInt32(H5O_INFO_BASIC), chdf5_default()) >= 0 else {
+                    throw failure(prefix, "cannot read object header (dangling link?)")
+                }
+                let k: HDF5ObjectKind = info.type == H5O_TYPE_GROUP ? .group
+                    : info.type == H5O_TYPE_DATASET ? .dataset : .other
+                if i == parts.count - 1 { return k }
+                if k != .group { return nil }
+            }
+            return nil
+        }
+    }
+
+    /// Names of the members of the group at `path`, alphabetical (HDF5's name index, the order
+    /// h5py shows).
+    func members(of path: String) throws -> [String] {
+        try members(of: path, creationOrder: false)!
+    }
+
+    /// Names of the members of the group at `path` in the order they were created, or nil when
+    /// the group does not track creation order (h5py's default). Object-header addresses are not
+    /// a substitute: libhdf5 reuses freed space, so they do not follow creation order.
+    func membersInCreationOrder(of path: String) throws -> [String]? {
+        try members(of: path, creationOrder: true)
+    }
+
+    private func members(of path: String, creationOrder: Bool) throws -> [String]? {
+        try withHDF5 {
+            let gid = H5Gopen2(id, path, chdf5_default())
+            guard gid >= 0 else { throw failure(path, "cannot open group") }
+            defer { H5Gclose(gid) }
+            var info = H5G_info_t()
+            guard H5Gget_info(gid, &info) >= 0 else { throw failure(path, "cannot read group info") }
+            guard info.nlinks <= UInt64(HDF5Limits.maxGroupMembers) else {
+                throw ResNetError.invalidInput(file: name, place: path,
+                    reason: "group claims \(info.nlinks) members (limit \(HDF5Limits.maxGroupMembers))")
+            }
+            let n = Int(info.nlinks)
+            var tracked = false
+            if creationOrder {
+                let gcpl = H5Gget_create_plist(gid)
+                if gcpl >= 0 {
+                    var flags: UInt32 = 0
+                    if H5Pget_link_creation_order(gcpl, &flags) >= 0 {
+                        tracked = flags & UInt32(H5P_CRT_ORDER_TRACKED) != 0
+                    }
+                    H5Pclose(gcpl)
+                }
+            }
+            if creationOrder && !tracked { return nil }
+            let index = tracked ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME
+            var names: [String] = []
+            names.reserveCapacity(n)
+            for i in 0 ..< n {
+                let len = H5Lget_name_by_idx(gid, ".", index, H5_ITER_INC, hsize_t(i), nil, 0, chdf5_default())
+                guard len >= 0, len < 1 << 16 else { throw failure(path, "cannot read name of member \(i)") }
+                var buffer = [CChar](repeating: 0, count: Int(len) + 1)
+                guard H5Lget_name_by_idx(gid, ".", index, H5_ITER_INC, hsize_t(i), &buffer, buffer.count, chdf5_default()) >= 0 else {
+                    throw failure(path, "cannot read name of member \(i)")
+                }
+                names.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
+            return names
+        }
+    }
+
+    // MARK: - Attributes
+
+    /// The attribute `attribute` of the object at `path`, or nil when it is absent.
+    func attribute(_ attribute: String, of path: String) throws -> HDF5Attribute? {
+        let place = "\(path)@\(attribute)"
+        return try withHDF5 {
+            let exists = H5Aexists_by_name(id, path, attribute, chdf5_default())
+            if exists < 0 { throw failure(place, "cannot look up attribute") }
+            if exists == 0 { return nil }
+            let aid = H5Aopen_by_name(id, path, attribute, chdf5_default(), chdf5_default())
+            guard aid >= 0 else { throw failure(place, "cannot open attribute") }
+            defer { H5Aclose(aid) }
+            let tid = H5Aget_type(aid)
+            guard tid >= 0 else { throw failure(place, "cannot read attribute type") }
+            defer { H5Tclose(tid) }
+            let sid = H5Aget_space(aid)
+            guard sid >= 0 else { throw failure(place, "cannot read attribute dataspace") }
+            defer { H5Sclose(sid) }
+            let spaceClass = H5Sget_simple_extent_type(sid)
+            let isScalar = spaceClass == H5S_SCALAR
+            let points = spaceClass == H5S_NULL ? 0 : H5Sget_simple_extent_npoints(sid)
+            guard points >= 0, points <= HDF5Limits.maxAttributeElements else {
+                throw ResNetError.invalidInput(file: name, place: place, reason: "attribute claims \(points) elements")
+            }
+            let count = Int(points)
+            switch H5Tget_class(tid) {
+            case H5T_STRING:
+                let strings = try readStrings(aid, tid, sid, count, place)
+                if isScalar, let s = strings.first { return .string(s) }
+                return .strings(strings)
+            case H5T_INTEGER, H5T_FLOAT:
+                var values = [Double](repeating: 0, count: count)
+                if count > 0 {
+                    guard H5Aread(aid, chdf5_native_double(), &values) >= 0 else {
+                        throw failure(place, "cannot read numeric attribute")
+                    }
+                }
+                return .numbers(values)
+            default:
+                throw ResNetError.unsupported(file: name, place: place,
+                    reason: "attribute type class \(H5Tget_class(tid).rawValue) (only strings and numbers are read)")
+            }
+        }
+    }
+
+    private func readStrings(_ aid: hid_t, _ tid: hid_t, _ sid: hid_t, _ count: Int, _ place: String) throws -> [String] {
+        if count == 0 { return [] }
+        let isVariable = H5Tis_variable_str(tid)
+        if isVariable < 0 { throw failure(place, "cannot read string type") }
+        if isVariable > 0 {
+            let mem = H5Tcopy(chdf5_c_s1())
+            guard mem >= 0 else { throw failure(place, "cannot build string type") }
+            defer { H5Tclose(mem) }
+            guard H5Tset_size(mem, chdf5_variable()) >= 0,
+                  H5Tset_cset(mem, H5Tget_cset(tid)) >= 0 else { throw failure(place, "cannot build string type") }
+            var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
+            guard H5Aread(aid, mem, &pointers) >= 0 else { throw failure(place, "cannot read string attribute") }
+            defer { _ = H5Dvlen_reclaim(mem, sid, chdf5_default(), &pointers) }
+            var total = 0
+            var result: [String] = []
+            result.reserveCapacity(count)
+            for p in pointers {
+                guard let p else { result.append(""); continue }
+                let len = strlen(p)
+                total += len
+                guard total <= HDF5Limits.maxAttributeBytes else {
+                    throw ResNetError.invalidInput(file: name, place: place, reason: "string attribute larger than \(HDF5Limits.maxAttributeBytes) bytes")
+                }
+                result.append(String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self))
+            }
+            return result
+        }
+        let size = H5Tget_size(tid)
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+        guard size > 0, !overflow, bytes <= HDF5Limits.maxAttributeBytes else {
+            throw ResNetError.invalidInput(file: name, place: place,
+                reason: "fixed-length string attribute of \(count) × \(size) bytes is too large")
+        }
+        var buffer = [UInt8](repeating: 0, count: bytes)
+        guard H5Aread(aid, tid, &buffer) >= 0 else { throw failure(place, "cannot read string attribute") }
+        let spacePadded = H5Tget_strpad(tid) == H5T_STR_SPACEPAD
+        return (0 ..< count).map { i in
+            var item = buffer[i * size ..< (i + 1) * size]
+            if let nul = item.firstIndex(of: 0) { item = item[..<nul] }
+            if spacePadded { while item.last == 0x20 { item = item.dropLast() } }
+            return String(decoding: item, as: UTF8.self)
+        }
+    }
+
+    // MARK: - Datasets
+
+    /// Reads the floating-point dataset at `path` (f16, bf16, f32 or f64 in the file) as float32
+    /// in the file's own layout. Other element types are refused.
+    func readTensor(at path: String) throws -> SourceTensor {
+        try withHDF5 {
+            let did = H5Dopen2(id, path, chdf5_default())
+            guard did >= 0 else { throw failure(path, "cannot open dataset") }
+            defer { H5Dclose(did) }
+            let tid = H5Dget_type(did)
+            guard tid >= 0 else { throw failure(path, "cannot read dataset type") }
+            defer { H5Tclose(tid) }
+            let typeClass = H5Tget_class(tid)
+            let size = H5Tget_size(tid)
+            guard typeClass == H5T_FLOAT else {
+                let what = typeClass == H5T_INTEGER ? "integer (\(size) bytes)" : "type class \(typeClass.rawValue)"
+                throw ResNetError.unsupported(file: name, place: path,
+                    reason: "dataset holds \(what) elements; weights must be f16, bf16, f32 or f64")
+            }
+            let dtype: DType
+            switch size {
+            case 2:
+                var spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0
+                guard H5Tget_fields(tid, &spos, &epos, &esize, &mpos, &msize) >= 0 else {
+                    throw failure(path, "cannot read float type fields")
+                }
+                if esize == 5 && msize == 10 { dtype = .float16 }
+                else if esize == 8 && msize == 7 { dtype = .bfloat16 }
+                else {
+                    throw ResNetError.unsupported(file: name, place: path,
+                        reason: "16-bit float with \(esize) exponent and \(msize) mantissa bits")
+                }
+            case 4: dtype = .float32
+            case 8: dtype = .float64
+            default:
+                throw ResNetError.unsupported(file: name, place: path, reason: "\(size * 8)-bit floating point elements")
+            }
+            let sid = H5Dget_space(did)
+            guard sid >= 0 else { throw failure(path, "cannot read dataset dataspace") }
+            defer { H5Sclose(sid) }
+            let spaceClass = H5Sget_simple_extent_type(sid)
+            guard spaceClass != H5S_NULL else {
+                throw ResNetError.invalidInput(file: name, place: path, reason: "dataset has a null dataspace (no elements)")
+            }
+            let rank = Int(H5Sget_simple_extent_ndims(sid))
+            guard rank >= 0, rank <= HDF5Limits.maxRank else {
+                throw failure(path, "cannot read dataset rank (\(rank))")
+            }
+            var dims = [hsize_t](repeating: 0, count: max(rank, 1))
+            if rank > 0 {
+                guard H5Sget_simple_extent_dims(sid, &dims, nil) == rank else { throw failure(path, "cannot read dataset shape") }
+            }
+            var shape: [Int] = []
+            var count = 1
+            for d in dims.prefix(rank) {
+                guard d <= UInt64(Int.max) else {
+                    throw ResNetError.invalidInput(file: name, place: path, reason: "dimension \(d) out of range")
+                }
+                shape.append(Int(d))
+                let (c, overflow) = count.multipliedReportingOverflow(by: Int(d))
+                guard !overflow, c <= HDF5Limits.maxDatasetElements else {
+                    throw ResNetError.invalidInput(file: name, place: path,
+                        reason: "shape \(dims.prefix(rank).map { $0 }) holds more than \(HDF5Limits.maxDatasetElements) elements")
+                }
+                count = c
+            }
+            let storedBytes = count * dtype.size
+            let dcpl = H5Dget_create_plist(did)
+            guard dcpl >= 0 else { throw failure(path, "cannot read dataset creation properties") }
+            let filters = H5Pget_nfilters(dcpl)
+            H5Pclose(dcpl)
+            guard filters >= 0 else { throw failure(path, "cannot read dataset filters") }
+            let (budget, budgetOverflow) = fileSize.multipliedReportingOverflow(by: filters == 0 ? 1 : HDF5Limits.maxCompressionRatio)
+            guard budgetOverflow || storedBytes <= budget else {
+                throw ResNetError.invalidInput(file: name, place: path,
+                    reason: "shape \(shape) needs \(storedBytes) bytes but the whole file has \(fileSize)"
+                        + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
+            }
+            var data = [Float](repeating: 0, count: count)
+            if count > 0 {
+                // libhdf5 converts any IEEE-style float (f16/bf16 included) to native float itself.
+                let status = data.withUnsafeMutableBytes { raw in
+                    H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), raw.baseAddress)
+                }
+                guard status >= 0 else { throw failure(path, "cannot read dataset (truncated file?)") }
+            }
+            let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
+            return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
+        }
+    }
+}
