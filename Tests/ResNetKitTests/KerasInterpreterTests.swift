@@ -324,3 +324,10 @@ private let conv3x3Stride2Same = #"{"filters": 1, "kernel_size": [3, 3], "stride
     expectError({ try interpretKerasGraph(graph, input: ramp([1, 32, 32, 1]), file: "test.h5") },
                 unsupported: false, place: "model input", mentions: ["[1, 32, 32, 1]"])
 }
+
+@Test func aSliceThatLeavesNothingIsAnErrorNotAnEmptyTensor() {
+    var g = GraphBuilder()
+    g.add("SlicingOpLambda", #"{"function": "__operators__.getitem"}"#,
+          args: #"{"slice_spec": [{"start": null, "stop": null, "step": null}, {"start": 5, "stop": null, "step": null}]}"#, path: "empty")
+    expectError({ try g.run(ramp([1, 3])) }, unsupported: false, place: "empty", mentions: ["empty tensor"])
+}

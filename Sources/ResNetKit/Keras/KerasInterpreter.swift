@@ -58,6 +58,8 @@ public func interpretKerasGraph(_ graph: KerasGraph, input: Tensor, file: String
         } else {
             y = try layer.evaluate(args)
         }
+        // Later ops (BLAS leading dimensions, pools) assume every axis has at least one cell.
+        guard y.count > 0 else { throw bad(node.path, "\(node.className) produces an empty tensor of shape \(y.shape)") }
         capture?(node, y)
         values[i] = y
         for k in node.inputs where lastUse[k] == i && k != graph.output { values[k] = nil }
@@ -67,9 +69,9 @@ public func interpretKerasGraph(_ graph: KerasGraph, input: Tensor, file: String
 
 /// The caller's input must agree with the declared `batch_input_shape` where that names a size.
 private func checkModelInput(_ input: Tensor, declared: [Int?]?, file: String) throws {
-    guard input.shape.count >= 1, input.shape.count <= 4, input.count == input.shape.reduce(1, *) else {
+    guard input.shape.count >= 1, input.shape.count <= 4, input.shape.allSatisfy({ $0 >= 1 }) else {
         throw ResNetError.invalidInput(file: file, place: "model input",
-                                       reason: "input of shape \(input.shape) is not a rank 1-4 tensor")
+                                       reason: "input of shape \(input.shape) is not a non-empty rank 1-4 tensor")
     }
     guard let declared else { return }
     let given = Array(input.shape.dropFirst())
