@@ -6,18 +6,18 @@ import ResNetKit
 // for the same inputs (io.npz beside each file, see fixtures-external/EXPECTED.md).
 
 /// `../shared/fixtures-external` beside the package root; absent in a clone elsewhere.
-private let externalFixtures = URL(fileURLWithPath: #filePath)
+private let interpreterExternalDir = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("../shared/fixtures-external").standardizedFileURL
 
-private let externalFixturesPresent = FileManager.default.fileExists(atPath: externalFixtures.path)
+private let interpreterExternalPresent = FileManager.default.fileExists(atPath: interpreterExternalDir.path)
 
 @Test("the interpreter reproduces the Keras output of a real model",
-      .enabled(if: externalFixturesPresent, "../shared/fixtures-external is absent: external golden tests skipped"),
+      .enabled(if: interpreterExternalPresent, "../shared/fixtures-external is absent: external golden tests skipped"),
       arguments: ["mlcommons-tiny/pretrainedResnet.h5", "leogem-keras-injector/ResNet20.keras"])
 func interpreterReproducesRealKerasOutput(_ model: String) throws {
-    let path = externalFixtures.appendingPathComponent(model).path
-    let io = try NPZ.read(path: externalFixtures.appendingPathComponent(model).deletingLastPathComponent()
+    let path = interpreterExternalDir.appendingPathComponent(model).path
+    let io = try NPZ.read(path: interpreterExternalDir.appendingPathComponent(model).deletingLastPathComponent()
         .appendingPathComponent("io.npz").path)
     let input = try #require(io["input"]?.tensor), expected = try #require(io["output"]?.tensor)
     let graph = try #require(try readKerasFile(path: path).graph, "\(model) has no layer graph")

@@ -3,7 +3,7 @@ import Testing
 @testable import ResNetKit
 
 /// `../shared/fixtures-external/` next to the package root, when it exists.
-private let externalFixtures: URL? = {
+private let readerExternalDir: URL? = {
     let root = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     let dir = root.deletingLastPathComponent().appendingPathComponent("shared/fixtures-external")
@@ -11,7 +11,7 @@ private let externalFixtures: URL? = {
 }()
 
 private func external(_ relative: String) -> String? {
-    guard let dir = externalFixtures else {
+    guard let dir = readerExternalDir else {
         print("SKIPPED: ../shared/fixtures-external is absent; \(relative) not tested")
         return nil
     }
