@@ -1,0 +1,36 @@
+import ArgumentParser
+import ResNetKit
+
+struct Diff: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compare two weight files of any supported formats tensor by tensor, after mapping both to canonical names.",
+        discussion: "Exit 0 when every tensor is on both sides with the same shape and within --atol, 1 otherwise.")
+
+    @Argument(help: "First weight file.")
+    var a: String
+
+    @Argument(help: "Second weight file.")
+    var b: String
+
+    @Option(help: "Largest absolute difference that still counts as equal (default 0: bit-identical values).")
+    var atol: Double = 0
+
+    @Option(help: "Architecture preset for the first file, if it has no model config.")
+    var archA: String?
+
+    @Option(help: "Architecture preset for the second file, if it has no model config.")
+    var archB: String?
+
+    @Flag(help: "Print the comparison as JSON.")
+    var json = false
+
+    func validate() throws {
+        if !(atol >= 0) { throw ValidationError("--atol must be a non-negative number") }
+    }
+
+    func run() throws {
+        let d = try diffWeights(a, b, atol: atol, archA: archA, archB: archB)
+        if json { try Terminal.json(d) } else { print(d.text) }
+        if !d.equal { throw ExitCode(1) }
+    }
+}
