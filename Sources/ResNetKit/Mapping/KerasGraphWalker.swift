@@ -16,6 +16,9 @@ public struct KerasGraphWalker {
         public var model: ResNetModel
         /// Canonical tensor name → source tensor, in canonical order.
         public var sources: [TensorOrigin]
+        /// Canonical block name → the Keras layer whose output is that block's output, in model order;
+        /// lets the graph self-check say which block diverges first.
+        public var blockOutputs: [(canonical: String, kerasPath: String)]
     }
 
     let file: String
@@ -518,7 +521,7 @@ public struct KerasGraphWalker {
 
     private func cut(family: String) throws -> Result {
         var stemIDs: [Int] = []
-        var blocks: [(pre: [Int], residual: [Int], shortcut: [Int], post: [Int], inC: Int, outC: Int)] = []
+        var blocks: [(pre: [Int], residual: [Int], shortcut: [Int], post: [Int], inC: Int, outC: Int, add: Int)] = []
         var cur = inputNode
         var pending: [Int] = []   // ops after an add, before the next fork
         var afterFirstBlock = false
@@ -568,7 +571,7 @@ public struct KerasGraphWalker {
             }
             pending = []
             let inC = nodes[cur].shape.c
-            blocks.append((pre, residual, shortcut, [], inC, nodes[a.add].shape.c))
+            blocks.append((pre, residual, shortcut, [], inC, nodes[a.add].shape.c, a.add))
             afterFirstBlock = true
             cur = a.add
         }
@@ -635,6 +638,7 @@ public struct KerasGraphWalker {
 
         var stages: [Stage] = []
         var stageBlocks: [Block] = []
+        var blockOutputs: [(canonical: String, kerasPath: String)] = []
         for (i, blk) in blocks.enumerated() {
             if i > 0 && blk.inC != blk.outC {
                 stages.append(Stage(blocks: stageBlocks)); stageBlocks = []
@@ -657,6 +661,7 @@ public struct KerasGraphWalker {
                 return nil
             })
             stageBlocks.append(Block(name: name, pre: pre, residual: residual, shortcut: shortcut, post: post))
+            blockOutputs.append((name, nodes[blk.post.last ?? blk.add].source))
         }
         stages.append(Stage(blocks: stageBlocks))
         var headBN = 0
@@ -678,6 +683,6 @@ public struct KerasGraphWalker {
         try model.validate(file: file)
         let order = Dictionary(spec.parameters.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         sources.sort { order[$0.canonical, default: .max] < order[$1.canonical, default: .max] }
-        return Result(model: model, sources: sources)
+        return Result(model: model, sources: sources, blockOutputs: blockOutputs)
     }
 }

@@ -39,6 +39,8 @@ public struct LoadedModel: Sendable {
     public var model: ResNetModel
     /// For Keras files: the source layer graph with the source weights, for the graph self-check.
     public var kerasGraph: KerasGraph?
+    /// For Keras files: canonical block name → Keras layer producing that block's output.
+    public var kerasBlockOutputs: [(canonical: String, kerasPath: String)] = []
     /// Where every canonical tensor came from in the source file (empty for `.rnw`).
     public var mapping: [TensorOrigin]
     /// What was chosen while reading (preset, unwrapping, ignored entries).
@@ -103,6 +105,8 @@ func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
     }
     let result = try KerasGraphWalker(graph: graph, file: k.path).walk(family: family)
     let version = k.kerasVersion.map { " (Keras \($0))" } ?? ""
-    return LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graph,
-                       mapping: result.sources, notes: notes, storedParity: [])
+    var loaded = LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graph,
+                             mapping: result.sources, notes: notes, storedParity: [])
+    loaded.kerasBlockOutputs = result.blockOutputs
+    return loaded
 }
