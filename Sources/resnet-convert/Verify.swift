@@ -26,12 +26,8 @@ struct Verify: ParsableCommand {
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens)
-        if json {
-            try Terminal.json(check)
-        } else {
-            print("\(check.passed ? "PASSED" : "FAILED"): \(model) against \(check.reference)")
-            for line in check.detail.split(separator: "\n").dropFirst() { print(line) }
-        }
+        let summary = VerificationSummary(model: model, check: check)
+        if json { try Terminal.json(summary) } else { print(summary.text) }
         if !check.passed { throw ExitCode(1) }
     }
 }

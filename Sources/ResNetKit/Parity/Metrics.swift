@@ -26,6 +26,9 @@ public struct ParityReport: Codable, Sendable, Equatable {
     public var cosine: Double
     /// Per batch row (first axis): whether the arg-max of output and reference agree.
     public var top1Agreement: [Bool]
+    /// Per batch row: whether both sides rank the same five classes highest (as sets); empty when
+    /// rows have fewer than five values.
+    public var top5Agreement: [Bool] = []
     /// Index (one entry per axis) of the largest absolute error; empty when there is none.
     public var worstIndex: [Int]
     /// Output value at `worstIndex`.
@@ -92,15 +95,18 @@ public struct ParityReport: Codable, Sendable, Equatable {
 
         // Top-1 per batch row: the first axis is the batch; a rank-1 tensor is one row.
         var agreement: [Bool] = []
+        var agreement5: [Bool] = []
         if !shape.isEmpty, a.count > 0 {
             let rows = shape.count == 1 ? 1 : shape[0]
             let width = a.count / max(rows, 1)
             for r in 0..<rows where width > 0 {
                 let ra = a[(r * width)..<((r + 1) * width)], rb = b[(r * width)..<((r + 1) * width)]
                 agreement.append(ParityReport.argmax(ra) == ParityReport.argmax(rb))
+                if width >= 5 { agreement5.append(ParityReport.topK(ra, 5) == ParityReport.topK(rb, 5)) }
             }
         }
         self.top1Agreement = agreement
+        self.top5Agreement = agreement5
 
         var problems: [String] = []
         if badOutput > 0 {
@@ -123,7 +129,8 @@ public struct ParityReport: Codable, Sendable, Equatable {
                      + " (tolerance \(e(tolerance)): \(toleranceNote))")
         lines.append("  mean |err| \(e(meanAbsError)), cosine \(String(format: "%.8f", cosine))")
         if !top1Agreement.isEmpty {
-            lines.append("  top-1 agrees on \(top1Agreement.filter { $0 }.count)/\(top1Agreement.count) rows")
+            lines.append("  top-1 agrees on \(top1Agreement.filter { $0 }.count)/\(top1Agreement.count) rows"
+                         + (top5Agreement.isEmpty ? "" : ", top-5 sets on \(top5Agreement.filter { $0 }.count)/\(top5Agreement.count)"))
         }
         if !worstIndex.isEmpty {
             lines.append("  worst at \(worstIndex): output \(String(format: "%.7g", worstOutput)), reference \(String(format: "%.7g", worstReference))")
@@ -140,6 +147,12 @@ public struct ParityReport: Codable, Sendable, Equatable {
             rest /= shape[d]
         }
         return index
+    }
+
+    /// Positions of the `k` largest finite values, as a set.
+    private static func topK(_ row: ArraySlice<Float>, _ k: Int) -> Set<Int> {
+        let finite = row.indices.filter { row[$0].isFinite }
+        return Set(finite.sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }.prefix(k).map { $0 - row.startIndex })
     }
 
     /// Position of the largest finite value (first one on ties), or nil if there is none.

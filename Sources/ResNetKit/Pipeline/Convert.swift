@@ -53,7 +53,7 @@ public func convert(input: String, output: String, options: ConversionOptions = 
     }
     if let graph = loaded.kerasGraph {
         progress?("interpreting the Keras graph for the self-check")
-        checks.append(try Verifier.checkKerasGraph(graph, model: model, file: input))
+        checks.append(try Verifier.checkKerasGraph(graph, model: model, file: input, blockOutputs: loaded.kerasBlockOutputs))
     }
     var notes = loaded.notes
     if checks.isEmpty {

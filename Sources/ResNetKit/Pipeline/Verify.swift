@@ -6,6 +6,19 @@ public enum Layout: String, Sendable, Codable, CaseIterable {
     case nhwc = "NHWC"
 }
 
+/// The comparison of one intermediate activation (a canonical module's output).
+public struct LayerComparison: Sendable, Codable {
+    /// Canonical module name: `conv1`, `layer3.1` (a whole block), `fc`.
+    public var name: String
+    public var maxAbsError: Double
+    /// max |error| / max(1, max |reference|) for this activation.
+    public var maxRelError: Double
+    public var tolerance: Double
+    public var passed: Bool
+    /// Why it failed when it is not a numeric disagreement (a missing module, a shape mismatch, NaN).
+    public var problem: String?
+}
+
 /// One parity check: what the model was compared with, and the result.
 public struct ParityCheck: Sendable, Codable {
     /// `golden io.npz`, `keras graph self-check` or `read-back`.
@@ -15,13 +28,23 @@ public struct ParityCheck: Sendable, Codable {
     public var report: ParityReport?
     /// The verdict in words.
     public var detail: String
+    /// Per-layer comparisons in model order, when the reference has intermediate activations.
+    public var layers: [LayerComparison] = []
+    /// The first canonical module whose output leaves tolerance; nil when none does.
+    public var firstDivergentLayer: String?
 
     public init(reference: String, passed: Bool, report: ParityReport?, detail: String) {
         self.reference = reference; self.passed = passed; self.report = report; self.detail = detail
     }
 
-    init(reference: String, report: ParityReport) {
+    init(reference: String, report: ParityReport, layers: [LayerComparison] = []) {
         self.init(reference: reference, passed: report.passed, report: report, detail: report.text)
+        self.layers = layers
+        self.firstDivergentLayer = layers.first { !$0.passed }?.name
+        if let first = firstDivergentLayer {
+            passed = false
+            detail += "\n  first divergent layer: \(first)"
+        }
     }
 }
 
@@ -32,6 +55,8 @@ public struct Goldens: Sendable {
     public var input: Tensor
     public var output: Tensor
     public var layout: Layout
+    /// Intermediate activations `layer:<canonical module>` in NCHW (4-D ones converted), in file order.
+    public var layers: [(name: String, tensor: Tensor)]
 
     /// Reads `input`, `output` and optional `layout` from an `io.npz`. The layout comes from
     /// `override`, else the file, else the input shape and the model's channel count; an
@@ -68,6 +93,14 @@ public struct Goldens: Sendable {
         self.input = nchw
         self.output = y
         self.layout = layout!
+        var layers: [(String, Tensor)] = []
+        for name in npz.names where name.hasPrefix("layer:") {
+            guard let t = npz[name]?.tensor else {
+                throw ResNetError.invalidInput(file: path, place: name, reason: "per-layer golden is not a float array")
+            }
+            layers.append((String(name.dropFirst("layer:".count)), t.shape.count == 4 && layout == .nhwc ? t.permuted([0, 3, 1, 2]) : t))
+        }
+        self.layers = layers
     }
 }
 
@@ -78,26 +111,66 @@ public enum Verifier {
 
     /// Runs the canonical model on the goldens' input and compares with their output.
     public static func checkGoldens(_ model: ResNetModel, goldens: Goldens) throws -> ParityCheck {
-        let out = try forward(model, input: goldens.input)
+        var captured: [(String, Tensor)] = []
+        let wanted = Set(goldens.layers.map(\.name))
+        let out = try forward(model, input: goldens.input, capture: wanted.isEmpty ? nil : { name, t in
+            if wanted.contains(name) { captured.append((name, t)) }
+        })
+        let references = Dictionary(goldens.layers.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
+        var layers = captured.map { compareLayer($0.0, ours: $0.1, reference: references[$0.0]!) }
+        for name in goldens.layers.map(\.name) where !captured.contains(where: { $0.0 == name }) {
+            layers.append(LayerComparison(name: name, maxAbsError: .nan, maxRelError: .nan, tolerance: float32Tolerance, passed: false,
+                                          problem: "the goldens have layer:\(name) but the model has no module of that name"))
+        }
         // (2, 10) and (2, 1, 1, 10) are the same numbers; a different count is a real mismatch.
         let ref = goldens.output.count == out.count ? goldens.output.reshaped(out.shape) : goldens.output
         let report = try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
                                       toleranceNote: "float32 weights vs float32 goldens from the source framework")
-        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))", report: report)
+        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))", report: report, layers: layers)
     }
 
     /// Interprets the source Keras graph on the source weights (NHWC, HWIO; independent code)
     /// and compares it with the canonical model on the same deterministic input: a wrong mapping
     /// shows here even without goldens.
-    public static func checkKerasGraph(_ graph: KerasGraph, model: ResNetModel, file: String, batch: Int = 2) throws -> ParityCheck {
+    ///
+    /// - Parameter blockOutputs: canonical block → Keras layer producing its output; each block is
+    ///   compared too, so the first block that diverges is named.
+    public static func checkKerasGraph(_ graph: KerasGraph, model: ResNetModel, file: String,
+                                       blockOutputs: [(canonical: String, kerasPath: String)] = [], batch: Int = 2) throws -> ParityCheck {
         let size = model.spec.inputSize ?? [64, 64]
         let nhwc = deterministicInput(shape: [batch, size[0], size[1], model.spec.inputChannels], seed: 20240601)
-        let theirs = try interpretKerasGraph(graph, input: nhwc, file: file)
-        let ours = try forward(model, input: nhwc.permuted([0, 3, 1, 2]))
+        let paths = Dictionary(blockOutputs.map { ($0.kerasPath, $0.canonical) }, uniquingKeysWith: { a, _ in a })
+        var theirBlocks: [String: Tensor] = [:]
+        let theirs = try interpretKerasGraph(graph, input: nhwc, file: file, capture: paths.isEmpty ? nil : { node, t in
+            if let name = paths[node.path], t.shape.count == 4 { theirBlocks[name] = t.permuted([0, 3, 1, 2]) }
+        })
+        var layers: [LayerComparison] = []
+        let ours = try forward(model, input: nhwc.permuted([0, 3, 1, 2]), capture: paths.isEmpty ? nil : { name, t in
+            if let ref = theirBlocks[name] { layers.append(compareLayer(name, ours: t, reference: ref)) }
+        })
         let ref = theirs.count == ours.count ? theirs.reshaped(ours.shape) : theirs
         let report = try ParityReport(output: ours, reference: ref, tolerance: float32Tolerance,
                                       toleranceNote: "canonical forward vs an independent interpretation of the Keras graph, both float32")
-        return ParityCheck(reference: "keras graph self-check (\(batch)x\(size[0])x\(size[1])x\(model.spec.inputChannels) normal input)", report: report)
+        return ParityCheck(reference: "keras graph self-check (\(batch)x\(size[0])x\(size[1])x\(model.spec.inputChannels) normal input)", report: report, layers: layers)
+    }
+
+    /// One activation against its reference, with the float32 tolerance relative to its own scale.
+    static func compareLayer(_ name: String, ours: Tensor, reference: Tensor) -> LayerComparison {
+        let ref = reference.count == ours.count && reference.shape != ours.shape ? reference.reshaped(ours.shape) : reference
+        guard ref.shape == ours.shape else {
+            return LayerComparison(name: name, maxAbsError: .nan, maxRelError: .nan, tolerance: float32Tolerance, passed: false,
+                                   problem: "shape \(ours.shape), reference \(reference.shape)")
+        }
+        var maxAbs = 0.0, scale = 1.0, bad = false
+        for i in 0..<ours.count {
+            let a = Double(ours.data[i]), b = Double(ref.data[i])
+            if !a.isFinite || !b.isFinite { bad = true; continue }
+            maxAbs = max(maxAbs, abs(a - b))
+            scale = max(scale, abs(b))
+        }
+        let rel = maxAbs / scale
+        return LayerComparison(name: name, maxAbsError: maxAbs, maxRelError: rel, tolerance: float32Tolerance,
+                               passed: !bad && rel <= float32Tolerance, problem: bad ? "NaN or Inf in the activation" : nil)
     }
 
     /// A reproducible standard-normal tensor (xorshift + Box–Muller); the same on every machine.
