@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ResNetKit
 
 struct Verify: ParsableCommand {
@@ -20,6 +21,9 @@ struct Verify: ParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
+    @Option(help: "Also write a self-contained HTML report (verdict, numbers, per-layer error plot).")
+    var report: String?
+
     func run() throws {
         Terminal.progress("reading \(model)")
         let loaded = try loadModel(path: model, arch: arch)
@@ -27,6 +31,7 @@ struct Verify: ParsableCommand {
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens)
         let summary = VerificationSummary(model: model, check: check)
+        if let report { try writeFileAtomically(Data(summary.html.utf8), to: report) }
         if json { try Terminal.json(summary) } else { print(summary.text) }
         if !check.passed { throw ExitCode(1) }
     }

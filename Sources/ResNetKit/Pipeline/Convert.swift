@@ -118,3 +118,21 @@ extension RNWParityRecord {
                   tolerance: r.tolerance, policy: r.toleranceNote)
     }
 }
+
+/// Writes `data` to a temporary file next to `path` and renames it into place, so `path` is either
+/// untouched or complete.
+public func writeFileAtomically(_ data: Data, to path: String) throws {
+    let dir = (path as NSString).deletingLastPathComponent
+    let temp = (dir.isEmpty ? "." : dir) + "/." + (path as NSString).lastPathComponent + ".partial-\(getpid())"
+    do {
+        try data.write(to: URL(fileURLWithPath: temp), options: .withoutOverwriting)
+    } catch {
+        unlink(temp)
+        throw ResNetError.io(file: path, reason: "\(error.localizedDescription)")
+    }
+    guard rename(temp, path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        unlink(temp)
+        throw ResNetError.io(file: path, reason: reason)
+    }
+}
