@@ -36,12 +36,10 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
         }
         preset = p
         scheme = try CompiledScheme(s, file: file)
-        let covered = ckpt.tensors.filter { if case .mapped = scheme.fate(of: $0.name) { return true } else { return false } }.count
-        notes.append("naming scheme '\(s.name)' from preset \(arch): \(covered) of \(ckpt.tensors.count) keys mapped")
+        notes.append("naming scheme '\(s.name)' from preset \(arch): \(coverage(scheme, ckpt))")
     } else if let mapFile {
         scheme = try CompiledScheme(try readTorchMap(path: mapFile), file: mapFile)
-        let covered = ckpt.tensors.filter { if case .mapped = scheme.fate(of: $0.name) { return true } else { return false } }.count
-        notes.append("naming scheme '\(scheme.scheme.name)' from \(URL(fileURLWithPath: mapFile).lastPathComponent): \(covered) of \(ckpt.tensors.count) keys mapped")
+        notes.append("naming scheme '\(scheme.scheme.name)' from \(URL(fileURLWithPath: mapFile).lastPathComponent): \(coverage(scheme, ckpt))")
     } else {
         let (best, note) = try detectScheme(ckpt)
         scheme = best
@@ -87,6 +85,19 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
     if let preset { try check(built.model.spec, against: preset, builder: builder) }
     notes += built.notes
     return (built.model, built.origins, notes)
+}
+
+/// "m of n keys mapped", n counting the keys the scheme does not ignore.
+private func coverage(_ scheme: CompiledScheme, _ ckpt: TorchCheckpoint) -> String {
+    var mapped = 0, considered = 0
+    for t in ckpt.tensors {
+        switch scheme.fate(of: t.name) {
+        case .mapped: mapped += 1; considered += 1
+        case .unmapped: considered += 1
+        case .ignored: break
+        }
+    }
+    return "\(mapped) of \(considered) keys mapped"
 }
 
 /// Reads a `--map` JSON naming table.
