@@ -251,7 +251,8 @@ struct TorchArchitectureBuilder {
     /// A block's source name prefix, e.g. `stage_3.5`, for messages.
     func sourceBlockName(stage: Int, block: Int) -> String {
         let conv1 = sourceName("layer\(stage).\(block).conv1")
-        return conv1.hasSuffix(".conv1") || conv1.contains(".") ? String(conv1[..<(conv1.lastIndex(of: ".") ?? conv1.endIndex)]) + ".*" : conv1
+        guard let dot = conv1.lastIndex(of: "."), !conv1.hasPrefix("(") else { return conv1 }
+        return conv1[..<dot] + ".*"
     }
 
     private mutating func markMissing(_ canonical: String, _ suffixes: [String]) {
