@@ -24,7 +24,9 @@ struct Inspect: ParsableCommand {
     func run() throws {
         if listPresets {
             if json { try Terminal.json(Presets.all); return }
-            for p in Presets.all { print("\(p.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(p.framework.padding(toLength: 6, withPad: " ", startingAt: 0)) \(p.summary)") }
+            // `padding(toLength:)` truncates, so the column is as wide as the longest name.
+            let width = Presets.all.map(\.name.count).max() ?? 0
+            for p in Presets.all { print("\(p.name.padding(toLength: width, withPad: " ", startingAt: 0)) \(p.framework.padding(toLength: 6, withPad: " ", startingAt: 0)) \(p.summary)") }
             return
         }
         guard let file else { return }

@@ -28,6 +28,21 @@ public enum Presets {
         .init(name: "keras-resnet-v1", summary: "keras.applications ResNet v1 code with any widths and blocks per stage (read from the weights)", framework: "keras"),
         .init(name: "keras-resnet-v2", summary: "keras.applications ResNetV2 code with any widths and blocks per stage (read from the weights)", framework: "keras"),
         .init(name: "seed-keras", summary: "the seed write-up's Keras ResNet: conv-BN-ReLU, ReLU'd 1x1 conv shortcut, TF 'same' padding, no BN in the stem (3-4-6-3 at full size; blocks and widths read from the weights)", framework: "keras"),
+        .init(name: "torchvision-resnet18", summary: "torchvision resnet18: basic blocks 2-2-2-2, 7x7/2 stem + max pool, 1x1 conv + BN projection", framework: "torch"),
+        .init(name: "torchvision-resnet34", summary: "torchvision resnet34: basic blocks 3-4-6-3", framework: "torch"),
+        .init(name: "torchvision-resnet50", summary: "torchvision resnet50 (v1.5: stride on the 3x3 conv), bottleneck blocks 3-4-6-3", framework: "torch"),
+        .init(name: "torchvision-resnet101", summary: "torchvision resnet101, bottleneck blocks 3-4-23-3", framework: "torch"),
+        .init(name: "torchvision-resnet152", summary: "torchvision resnet152, bottleneck blocks 3-8-36-3", framework: "torch"),
+        .init(name: "torchvision-wide_resnet50_2", summary: "torchvision wide_resnet50_2: resnet50 with twice the bottleneck width", framework: "torch"),
+        .init(name: "torchvision-wide_resnet101_2", summary: "torchvision wide_resnet101_2: resnet101 with twice the bottleneck width", framework: "torch"),
+        .init(name: "torchvision-resnext50_32x4d", summary: "torchvision resnext50_32x4d: bottleneck blocks 3-4-6-3, 32 groups", framework: "torch"),
+        .init(name: "torchvision-resnext101_32x8d", summary: "torchvision resnext101_32x8d: bottleneck blocks 3-4-23-3, 32 groups", framework: "torch"),
+        .init(name: "cifar-resnet20", summary: "CIFAR ResNet-20 (He et al. 2016, akamaster names): 3x3 stem, basic blocks 3-3-3, option A shortcuts", framework: "torch"),
+        .init(name: "cifar-resnet32", summary: "CIFAR ResNet-32, option A, blocks 5-5-5", framework: "torch"),
+        .init(name: "cifar-resnet44", summary: "CIFAR ResNet-44, option A, blocks 7-7-7", framework: "torch"),
+        .init(name: "cifar-resnet56", summary: "CIFAR ResNet-56, option A, blocks 9-9-9", framework: "torch"),
+        .init(name: "cifar-resnet110", summary: "CIFAR ResNet-110, option A, blocks 18-18-18", framework: "torch"),
+        .init(name: "seed-torch", summary: "the seed write-up's PyTorch ResNet: conv(bias)-ReLU-BN blocks 3-4-6-3, ReLU'd 1x1 conv shortcut, no ReLU after the add, `classifier` head", framework: "torch"),
     ]
 
     /// Family and, for named depths, the blocks per stage the weights must show.
