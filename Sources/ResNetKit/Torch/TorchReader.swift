@@ -147,7 +147,7 @@ struct TorchUnwrapper {
             throw bad(place, "holds a \(arena.kindName(value)), not a state dict or an nn.Module")
         }
         if d.values.contains(where: { self.arena.tensor($0) != nil }) {
-            stateDictTensors(d, path: path, into: &found)
+            try stateDictTensors(d, path: path, into: &found)
             return
         }
         let keys = d.keys.compactMap { k -> String? in if case let .string(s) = k { return s }; return nil }
@@ -176,21 +176,24 @@ struct TorchUnwrapper {
         try collect(d.value(forString: chosen)!, path: full, depth: depth + 1, into: &found)
     }
 
-    private mutating func stateDictTensors(_ d: PickleDict, path: String, into found: inout [(String, TorchTensorRef)]) {
-        var others: [String] = []
+    /// A state dict maps names to tensors; the only other values torch puts there are
+    /// `*._extra_state` entries (`nn.Module.get_extra_state`), which are not weights.
+    private mutating func stateDictTensors(_ d: PickleDict, path: String, into found: inout [(String, TorchTensorRef)]) throws {
+        var extra = 0
         for (k, v) in zip(d.keys, d.values) {
-            let name: String
-            switch k {
-            case let .string(s): name = s
-            case let .int(i): name = String(i)
-            default: name = "<\(arena.kindName(k)) key>"
+            guard case let .string(name) = k else {
+                throw bad(path.isEmpty ? "state dict" : "state dict '\(path)'", "has a key of type \(arena.kindName(k)), not a string")
             }
-            if let t = arena.tensor(v) { found.append((name, t)) } else { others.append(name) }
+            if let t = arena.tensor(v) {
+                found.append((name, t))
+            } else if name == "_extra_state" || name.hasSuffix("._extra_state") {
+                ignored.append(name)
+                extra += 1
+            } else {
+                throw bad("state dict entry '\(name)'", "is a \(arena.kindName(v)), not a tensor")
+            }
         }
-        if !others.isEmpty {
-            ignored.append(contentsOf: others)
-            notes.append("\(others.count) non-tensor entries of the state dict ignored")
-        }
+        if extra > 0 { notes.append("\(extra) _extra_state entries ignored") }
         if d.attributes != nil { notes.append("state dict attribute _metadata (per-module versions) ignored") }
     }
 
