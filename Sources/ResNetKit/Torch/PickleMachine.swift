@@ -829,7 +829,6 @@ struct PickleMachine {
         case 0x96: return "BYTEARRAY8"
         case 0x97: return "NEXT_BUFFER"
         case 0x98: return "READONLY_BUFFER"
-        case 0x44: return "DICT?"
         default: return ""
         }
     }
