@@ -515,3 +515,116 @@ struct TorchExternalTests {
         #expect(byName["linear.weight"]?.permuted([1, 0]) == kerasDense) // (out, in) → (in, out)
     }
 }
+
+// MARK: - committed fixtures from the real torch (tools/make_torch_fixtures.py)
+
+@Suite("Torch reader: committed fixtures")
+struct TorchFixtureTests {
+    struct FixtureEntry: Decodable, Sendable, CustomTestStringConvertible {
+        var path: String
+        var container: String
+        var wrapper: String
+        var tensors: Int
+        var elements: Int
+        var stored_dtypes: [String]
+        var key_prefix: String
+        var testDescription: String { path }
+    }
+
+    struct HostileEntry: Decodable, Sendable, CustomTestStringConvertible {
+        var file: String
+        var global: String?
+        var marker: String?
+        var testDescription: String { file }
+    }
+
+    struct Listing<T: Decodable>: Decodable { var files: [T] }
+
+    static func load<T: Decodable>(_ relative: String, as: T.Type) -> [T] {
+        let url = Paths.fixtures.appendingPathComponent(relative)
+        guard let data = try? Data(contentsOf: url) else { return [] }
+        return (try? JSONDecoder().decode(Listing<T>.self, from: data).files) ?? []
+    }
+
+    static let manifest = load("torch/MANIFEST.json", as: FixtureEntry.self)
+    static let hostile = load("hostile/EXPECTED.json", as: HostileEntry.self)
+
+    @Test("the fixture manifests are present and list files")
+    func manifestsPresent() {
+        #expect(Self.manifest.count >= 14)
+        #expect(Self.hostile.count >= 40)
+    }
+
+    @Test("every committed torch fixture reads with the tensor count, elements, dtypes and prefix its manifest states",
+          arguments: manifest)
+    func fixture(_ entry: FixtureEntry) throws {
+        let c = try readTorchCheckpoint(path: Paths.fixtures.appendingPathComponent("torch/\(entry.path)").path)
+        let counters = c.ignored.filter { $0.hasSuffix("num_batches_tracked") }
+        // The manifest counts the model's state dict, counters included (one element each).
+        #expect(c.tensors.count + counters.count == entry.tensors)
+        #expect(c.tensors.reduce(0) { $0 + $1.tensor.count } + counters.count == entry.elements)
+        #expect(c.container.hasPrefix("torch-\(entry.container)"), "\(c.container)")
+        let stored = Set(entry.stored_dtypes)
+        let names: [DType: String] = [.float32: "float32", .float16: "float16", .bfloat16: "bfloat16", .int64: "int64"]
+        #expect(c.tensors.allSatisfy { names[$0.sourceDType].map(stored.contains) == true })
+        if !entry.key_prefix.isEmpty {
+            let prefix = entry.key_prefix
+            #expect(c.tensors.allSatisfy { !$0.name.hasPrefix(prefix) })
+            #expect(c.notes.contains { $0.contains("prefix '\(prefix)'") })
+        }
+        #expect(c.tensors.allSatisfy { $0.tensor.data.allSatisfy(\.isFinite) })
+        let variances = c.tensors.filter { $0.name.hasSuffix("running_var") }
+        #expect(variances.allSatisfy { $0.tensor.data.allSatisfy { $0 > 0 } })
+        let w = entry.wrapper
+        if w == "whole nn.Module" { #expect(c.notes.contains { $0.contains("whole pickled nn.Module") }) }
+        if w.contains("model_state_dict") { #expect(c.notes.contains("weights taken from 'model_state_dict'") && c.ignored.contains("optimizer_state_dict")) }
+        if w.contains("'model'") { #expect(c.notes.contains("weights taken from 'model'") && c.ignored.contains("optimizer")) }
+        if w.contains("'state_dict'") { #expect(c.notes.contains("weights taken from 'state_dict'") && c.ignored.contains("best_acc")) }
+    }
+
+    @Test("the legacy, DataParallel and whole-module copies of one model hold the same tensors as its state dict")
+    func sameWeightsAcrossContainers() throws {
+        let dir = Paths.fixtures.appendingPathComponent("torch/cifar-resnet20-optionA")
+        let reference = try readTorchCheckpoint(path: dir.appendingPathComponent("cifar-resnet20-optionA.pth").path)
+        for other in ["legacy.th", "checkpoint-dataparallel.th", "whole-module.pth"] {
+            let c = try readTorchCheckpoint(path: dir.appendingPathComponent(other).path)
+            #expect(c.tensors.map(\.name) == reference.tensors.map(\.name), "\(other)")
+            #expect(c.tensors.map(\.tensor) == reference.tensors.map(\.tensor), "\(other)")
+            #expect(c.ignored.filter { $0.hasSuffix("num_batches_tracked") } == reference.ignored.filter { $0.hasSuffix("num_batches_tracked") })
+        }
+    }
+
+    @Test("every hostile file is refused with exit code 3, names the global it tries, and runs nothing",
+          arguments: hostile)
+    func hostileFile(_ entry: HostileEntry) throws {
+        let relative = entry.file
+        let path = Paths.fixtures.appendingPathComponent("hostile/\(relative)").path
+        var message = ""
+        do {
+            if relative.hasPrefix("pickles/") {
+                // Bare pickles go straight to the pickle machine.
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                try data.withUnsafeBytes { raw in
+                    var m = PickleMachine(bytes: raw, start: 0, file: relative, member: "pickle", policy: .moduleRecords)
+                    let v = try m.run()
+                    var u = TorchUnwrapper(arena: m.arena, file: relative)
+                    try u.unwrap(v)
+                }
+            } else {
+                _ = try readTorchCheckpoint(path: path)
+            }
+            Issue.record("\(relative) was accepted")
+        } catch let e as ResNetError {
+            #expect(e.exitCode == 3)
+            message = e.description
+        }
+        if let global = entry.global {
+            #expect(message.contains("'\(global)'"), "\(relative): \(message)")
+            #expect(message.contains("nothing was executed"), "\(relative): \(message)")
+        }
+        if let marker = entry.marker {
+            #expect(!FileManager.default.fileExists(atPath: marker), "\(relative) left its marker")
+        }
+        print("refused \(relative): \(message)")
+    }
+}

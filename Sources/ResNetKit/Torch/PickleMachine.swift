@@ -253,6 +253,19 @@ struct PickleMachine {
                     guard let v = Int(s) else { throw fail("'\(s)' is not an integer") }
                     try push(.int(v))
                 }
+            case 0x4C: // LONG (text, protocol 0): digits with an optional trailing L
+                var s = try line()
+                if s.hasSuffix("L") { s.removeLast() }
+                guard s.count <= 2 * TorchLimits.maxLongBytes, let v = Int(s) else { throw fail("'\(s)' is not an integer this reader accepts") }
+                try push(.int(v))
+            case 0x46: // FLOAT (text)
+                let s = try line()
+                guard let v = Double(s) else { throw fail("'\(s)' is not a float") }
+                try push(.float(v))
+            case 0x56: // UNICODE (text, raw-unicode-escape)
+                try push(.string(try rawUnicodeEscape(try line())))
+            case 0x53: // STRING (text): a quoted Python 2 string literal
+                try push(.string(try quotedString(try line())))
             case 0x47: // BINFLOAT: big-endian double
                 let raw = try take(8)
                 var bits: UInt64 = 0
@@ -391,6 +404,58 @@ struct PickleMachine {
             throw fail("storage view metadata must be None or a tuple")
         }
         return try newObject(.storage(ref))
+    }
+
+    /// Python's raw-unicode-escape: only `\uXXXX` and `\UXXXXXXXX` are escapes.
+    private func rawUnicodeEscape(_ s: String) throws -> String {
+        var out = String.UnicodeScalarView()
+        var it = Array(s.unicodeScalars)[...]
+        while let c = it.popFirst() {
+            if c == "\\", let k = it.first, k == "u" || k == "U" {
+                let n = k == "u" ? 4 : 8
+                let digits = String(String.UnicodeScalarView(it.dropFirst().prefix(n)))
+                guard digits.count == n, let v = UInt32(digits, radix: 16), let u = Unicode.Scalar(v) else {
+                    throw fail("bad \\\(k) escape in a text string")
+                }
+                out.append(u)
+                it = it.dropFirst(n + 1)
+            } else {
+                out.append(c)
+            }
+        }
+        return String(out)
+    }
+
+    /// A Python 2 `repr` string literal: quotes plus backslash escapes.
+    private func quotedString(_ s: String) throws -> String {
+        let chars = Array(s.unicodeScalars)
+        guard chars.count >= 2, let q = chars.first, q == "'" || q == "\"", chars.last == q else {
+            throw fail("text string is not quoted")
+        }
+        var bytes: [UInt8] = []
+        var i = 1
+        while i < chars.count - 1 {
+            let c = chars[i]
+            guard c.value < 256 else { throw fail("text string has a non-latin1 character") }
+            if c != "\\" { bytes.append(UInt8(c.value)); i += 1; continue }
+            guard i + 1 < chars.count - 1 else { throw fail("text string ends in a backslash") }
+            let e = chars[i + 1]
+            i += 2
+            switch e {
+            case "n": bytes.append(0x0A)
+            case "r": bytes.append(0x0D)
+            case "t": bytes.append(0x09)
+            case "\\", "'", "\"": bytes.append(UInt8(e.value))
+            case "x":
+                guard i + 2 <= chars.count - 1, let v = UInt8(String(String.UnicodeScalarView(chars[i..<(i + 2)])), radix: 16) else {
+                    throw fail("bad \\x escape in a text string")
+                }
+                bytes.append(v)
+                i += 2
+            default: throw fail("escape \\\(e) in a text string is not supported")
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     // MARK: globals
@@ -764,7 +829,6 @@ struct PickleMachine {
         case 0x96: return "BYTEARRAY8"
         case 0x97: return "NEXT_BUFFER"
         case 0x98: return "READONLY_BUFFER"
-        case 0x44: return "DICT?"
         default: return ""
         }
     }

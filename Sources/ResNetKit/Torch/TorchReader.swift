@@ -90,6 +90,8 @@ struct TorchUnwrapper {
     private(set) var tensors: [(name: String, tensor: TorchTensorRef)] = []
     private(set) var notes: [String] = []
     private(set) var ignored: [String] = []
+    /// Ignored names inside the chosen state dict or module tree; wrapper prefixes are removed from them too.
+    private var innerIgnored: [String] = []
 
     /// Keys of checkpoint dicts that hold the model weights, most specific first.
     static let weightKeys = ["state_dict", "model_state_dict", "model", "net"]
@@ -118,10 +120,12 @@ struct TorchUnwrapper {
             stripped = false
             for (prefix, origin) in Self.prefixes where names.allSatisfy({ $0.hasPrefix(prefix) }) {
                 names = names.map { String($0.dropFirst(prefix.count)) }
+                innerIgnored = innerIgnored.map { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0 }
                 notes.append("prefix '\(prefix)' (\(origin)) removed from all \(names.count) keys")
                 stripped = true
             }
         }
+        ignored += innerIgnored
         var skipped = 0
         for (name, (_, t)) in zip(names, found) {
             if name == "num_batches_tracked" || name.hasSuffix(".num_batches_tracked") {
@@ -147,7 +151,7 @@ struct TorchUnwrapper {
             throw bad(place, "holds a \(arena.kindName(value)), not a state dict or an nn.Module")
         }
         if d.values.contains(where: { self.arena.tensor($0) != nil }) {
-            stateDictTensors(d, path: path, into: &found)
+            try stateDictTensors(d, path: path, into: &found)
             return
         }
         let keys = d.keys.compactMap { k -> String? in if case let .string(s) = k { return s }; return nil }
@@ -169,28 +173,31 @@ struct TorchUnwrapper {
                 notes.append("EMA copy '\(path.isEmpty ? k : "\(path).\(k)")' not used: the non-EMA weights were chosen")
             }
         }
-        for (k, v) in zip(d.keys, d.values) {
+        for k in d.keys {
             guard case let .string(s) = k else { ignored.append("\(path.isEmpty ? "" : "\(path).")<\(arena.kindName(k)) key>"); continue }
-            if s != chosen { ignored.append(path.isEmpty ? s : "\(path).\(s)"); _ = v }
+            if s != chosen { ignored.append(path.isEmpty ? s : "\(path).\(s)") }
         }
         try collect(d.value(forString: chosen)!, path: full, depth: depth + 1, into: &found)
     }
 
-    private mutating func stateDictTensors(_ d: PickleDict, path: String, into found: inout [(String, TorchTensorRef)]) {
-        var others: [String] = []
+    /// A state dict maps names to tensors; the only other values torch puts there are
+    /// `*._extra_state` entries (`nn.Module.get_extra_state`), which are not weights.
+    private mutating func stateDictTensors(_ d: PickleDict, path: String, into found: inout [(String, TorchTensorRef)]) throws {
+        var extra = 0
         for (k, v) in zip(d.keys, d.values) {
-            let name: String
-            switch k {
-            case let .string(s): name = s
-            case let .int(i): name = String(i)
-            default: name = "<\(arena.kindName(k)) key>"
+            guard case let .string(name) = k else {
+                throw bad(path.isEmpty ? "state dict" : "state dict '\(path)'", "has a key of type \(arena.kindName(k)), not a string")
             }
-            if let t = arena.tensor(v) { found.append((name, t)) } else { others.append(name) }
+            if let t = arena.tensor(v) {
+                found.append((name, t))
+            } else if name == "_extra_state" || name.hasSuffix("._extra_state") {
+                innerIgnored.append(name)
+                extra += 1
+            } else {
+                throw bad("state dict entry '\(name)'", "is a \(arena.kindName(v)), not a tensor")
+            }
         }
-        if !others.isEmpty {
-            ignored.append(contentsOf: others)
-            notes.append("\(others.count) non-tensor entries of the state dict ignored")
-        }
+        if extra > 0 { notes.append("\(extra) _extra_state entries ignored") }
         if d.attributes != nil { notes.append("state dict attribute _metadata (per-module versions) ignored") }
     }
 
@@ -225,7 +232,7 @@ struct TorchUnwrapper {
             for (name, v) in try entries(buffers, "_buffers") {
                 if case .none = v { continue }
                 guard let t = arena.tensor(v) else { throw bad(place, "buffer '\(name)' is a \(arena.kindName(v)), not a tensor") }
-                if nonPersistent.contains(name) { ignored.append(prefix + name); continue }
+                if nonPersistent.contains(name) { innerIgnored.append(prefix + name); continue }
                 found.append((prefix + name, t))
             }
         }
