@@ -5,14 +5,13 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Read a weight file, map it onto the canonical ResNet, verify it and write a .rnw file.")
 
-    @Argument(help: "Input weight file (.h5, .keras, .weights.h5, .rnw).")
+    @Argument(help: "Input weight file (Keras .h5 / .keras / .weights.h5, PyTorch .pth / .pt / .th, .rnw).")
     var input: String
 
     @Argument(help: "Output .rnw file.")
     var output: String
 
-    @Option(help: "Architecture preset for files without a model config (see `inspect --list-presets`).")
-    var arch: String?
+    @OptionGroup var source: SourceOptions
 
     @Option(help: "Goldens (io.npz with input, output, optional layout) from the source framework.")
     var expect: String?
@@ -33,7 +32,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         let report = try ResNetKit.convert(input: input, output: output,
-                                           options: .init(arch: arch, expect: expect, layout: layout, force: force),
+                                           options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout, force: force),
                                            progress: Terminal.progress)
         if json {
             try Terminal.json(report)

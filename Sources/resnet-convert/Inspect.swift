@@ -8,8 +8,7 @@ struct Inspect: ParsableCommand {
     @Argument(help: "A weight file.")
     var file: String?
 
-    @Option(help: "Architecture preset for files without a model config.")
-    var arch: String?
+    @OptionGroup var source: SourceOptions
 
     @Flag(help: "List the architecture presets --arch accepts.")
     var listPresets = false
@@ -30,7 +29,7 @@ struct Inspect: ParsableCommand {
             return
         }
         guard let file else { return }
-        let summary = try inspectFile(path: file, arch: arch)
+        let summary = try inspectFile(path: file, arch: source.arch, mapFile: source.mapFile)
         if json { try Terminal.json(summary); return }
         print(summary.text)
     }

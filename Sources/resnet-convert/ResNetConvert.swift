@@ -61,3 +61,12 @@ enum Terminal {
 extension Layout: ExpressibleByArgument {
     public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
 }
+
+/// How to read a source file: shared by every command that reads one.
+struct SourceOptions: ParsableArguments {
+    @Option(help: "Architecture preset (see `inspect --list-presets`): needed for Keras weights-only files; for PyTorch files it fixes the structure instead of detecting it.")
+    var arch: String?
+
+    @Option(name: .customLong("map"), help: "JSON naming table for a PyTorch layout no built-in scheme knows (see the Mapping article).")
+    var mapFile: String?
+}

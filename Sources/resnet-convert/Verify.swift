@@ -15,8 +15,7 @@ struct Verify: ParsableCommand {
     @Option(help: "Layout of the input (overrides io.npz): nchw or nhwc.")
     var layout: Layout?
 
-    @Option(help: "Architecture preset for files without a model config.")
-    var arch: String?
+    @OptionGroup var source: SourceOptions
 
     @Flag(help: "Print the result as JSON.")
     var json = false
@@ -26,7 +25,7 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         Terminal.progress("reading \(model)")
-        let loaded = try loadModel(path: model, arch: arch)
+        let loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens)

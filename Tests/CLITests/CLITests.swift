@@ -153,3 +153,57 @@ import Testing
         }
     }
 }
+
+/// PyTorch files through the binary: goldens, and hostile files refused without running anything.
+@Suite struct TorchCLITests {
+    @Test("torch fixtures convert and verify", arguments: [
+        "tv-resnet18-mini/tv-resnet18-mini.pth", "tv-resnet50-mini-fp16/tv-resnet50-mini-fp16.pth",
+        "cifar-resnet20-optionA/legacy.th", "cifar-resnet20-optionA/checkpoint-dataparallel.th",
+        "cifar-resnet20-optionA/whole-module.pth", "seed-torch/seed-torch.pth",
+    ])
+    func torchFixtureConverts(relative: String) throws {
+        let file = CLITests.fixtures.appendingPathComponent("torch/\(relative)").path
+        let io = CLITests.fixtures.appendingPathComponent("torch/\(relative.split(separator: "/")[0])/io.npz").path
+        let dir = try CLITests.tempDir()
+        let out = dir.appendingPathComponent("m.rnw").path
+        let r = try CLITests.run([file, out, "--expect", io])
+        #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
+        let d = try CLITests.run(["diff", file, out])
+        #expect(d.code == 0, "a .pth and its .rnw must be equal: \(d.stdout)\(d.stderr)")
+    }
+
+    @Test func aPerturbedCopyIsNotEqual() throws {
+        let a = CLITests.fixtures.appendingPathComponent("torch/cifar-resnet20-optionB/cifar-resnet20-optionB.pth").path
+        let b = CLITests.fixtures.appendingPathComponent("torch/cifar-resnet20-optionB-bf16/cifar-resnet20-optionB-bf16.pth").path
+        let d = try CLITests.run(["diff", a, b, "--json"])
+        #expect(d.code == 1, "\(d.stdout)\(d.stderr)")
+        #expect(d.stdout.contains("\"equal\" : false"))
+    }
+
+    static var hostileFiles: [String] {
+        let dir = CLITests.fixtures.appendingPathComponent("hostile")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasSuffix(".pt") }.sorted()
+    }
+
+    @Test("hostile files are refused with exit 3 and nothing runs", arguments: hostileFiles)
+    func hostileFileIsRefused(name: String) throws {
+        let file = CLITests.fixtures.appendingPathComponent("hostile/\(name)").path
+        let marker = "/tmp/resnet-convert-pwned-\(name.replacingOccurrences(of: ".pt", with: ""))"
+        let dir = try CLITests.tempDir()
+        let out = dir.appendingPathComponent("m.rnw").path
+        let r = try CLITests.run([file, out])
+        #expect(r.code == 3, "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr.contains(name))
+        #expect(!FileManager.default.fileExists(atPath: out))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        let markers = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp"))?.filter { $0.hasPrefix("resnet-convert-pwned") } ?? []
+        #expect(markers.isEmpty && !FileManager.default.fileExists(atPath: marker), "something ran: \(markers)")
+    }
+
+    @Test func refusedGlobalsAreNamed() throws {
+        let file = CLITests.fixtures.appendingPathComponent("hostile/reduce-posix-system.pt").path
+        let r = try CLITests.run(["inspect", file])
+        #expect(r.code == 3)
+        #expect(r.stderr.contains("posix.system"))
+    }
+}

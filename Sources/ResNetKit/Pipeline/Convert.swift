@@ -19,8 +19,10 @@ public struct ConversionReport: Sendable, Codable {
 
 /// Options of a conversion.
 public struct ConversionOptions: Sendable {
-    /// Preset for weights-only files.
+    /// Preset for weights-only files, or to fix a PyTorch structure.
     public var arch: String?
+    /// JSON naming table for a PyTorch layout no built-in scheme knows.
+    public var mapFile: String?
     /// Goldens to verify against.
     public var expect: String?
     /// Layout of the goldens' input when the file does not say.
@@ -28,8 +30,8 @@ public struct ConversionOptions: Sendable {
     /// Write even when a parity check fails.
     public var force: Bool
 
-    public init(arch: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false) {
-        self.arch = arch; self.expect = expect; self.layout = layout; self.force = force
+    public init(arch: String? = nil, mapFile: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false) {
+        self.arch = arch; self.mapFile = mapFile; self.expect = expect; self.layout = layout; self.force = force
     }
 }
 
@@ -43,7 +45,7 @@ public struct ConversionOptions: Sendable {
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
     progress?("reading \(input)")
-    let loaded = try loadModel(path: input, arch: options.arch)
+    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
     let model = loaded.model
     var checks: [ParityCheck] = []
     if let expect = options.expect {

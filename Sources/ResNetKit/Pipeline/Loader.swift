@@ -53,18 +53,25 @@ public struct LoadedModel: Sendable {
 ///
 /// - Parameters:
 ///   - path: a Keras `.h5` / `.keras` / `.weights.h5` file or a `.rnw` file.
-///   - arch: a preset name (``Presets/all``), needed for weights-only files.
-public func loadModel(path: String, arch: String? = nil) throws -> LoadedModel {
-    switch try InputFormat.detect(path: path) {
+///   - arch: a preset name (``Presets/all``), needed for Keras weights-only files; for PyTorch
+///     files it fixes the structure instead of detecting it.
+///   - mapFile: a JSON naming table for a PyTorch layout no built-in scheme knows.
+public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil) throws -> LoadedModel {
+    let format = try InputFormat.detect(path: path)
+    if mapFile != nil && format != .zip && format != .torchLegacy {
+        throw ResNetError.usage("--map applies to PyTorch checkpoints only; \(path) is not one")
+    }
+    switch format {
     case .hdf5:
         return try loadKeras(try readKerasFile(path: path), arch: arch)
     case .zip:
         if try zipHasMember(path: path, named: "config.json") {
+            if mapFile != nil { throw ResNetError.usage("--map applies to PyTorch checkpoints only; \(path) is a Keras file") }
             return try loadKeras(try readKerasFile(path: path), arch: arch)
         }
-        throw ResNetError.unsupported(file: path, place: "", reason: "a zip archive that is not a Keras .keras file (PyTorch archives are not supported yet)")
+        return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
     case .torchLegacy:
-        throw ResNetError.unsupported(file: path, place: "", reason: "legacy PyTorch files are not supported yet")
+        return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
     case .rnw:
         let file = try RNWReader(path: path)
         return LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: try file.model(),
@@ -83,6 +90,23 @@ private func zipHasMember(path: String, named: String) throws -> Bool {
     }
 }
 
+func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws -> LoadedModel {
+    if let arch, Presets.all.contains(where: { $0.name == arch && $0.framework != "torch" }) {
+        throw ResNetError.usage("--arch \(arch) is a Keras preset; \(ckpt.path) is a PyTorch checkpoint")
+    }
+    let mapped = try mapTorchCheckpoint(ckpt, arch: arch, mapFile: mapFile)
+    var notes = ckpt.notes + mapped.notes
+    // The reader already counts the BN step counters; name every other ignored entry.
+    let other = ckpt.ignored.filter { !$0.hasSuffix("num_batches_tracked") }
+    if !other.isEmpty {
+        let shown = other.prefix(8).joined(separator: ", ")
+        notes.append("ignored \(other.count) other entr\(other.count == 1 ? "y" : "ies"): \(shown)\(other.count > 8 ? ", …" : "")")
+    }
+    let dtypes = Set(ckpt.tensors.map(\.sourceDType)).map(\.rawValue).sorted()
+    return LoadedModel(path: ckpt.path, format: "\(ckpt.container), \(dtypes.joined(separator: "/"))", model: mapped.model,
+                       kerasGraph: nil, mapping: mapped.origins, notes: notes, storedParity: [])
+}
+
 func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
     var notes: [String] = []
     let graph: KerasGraph
@@ -90,7 +114,7 @@ func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
     if let arch {
         guard Presets.all.contains(where: { $0.name == arch && $0.framework == "keras" }) else {
             let known = Presets.all.filter { $0.framework == "keras" }.map(\.name).joined(separator: ", ")
-            throw ResNetError.usage("--arch \(arch) is not a Keras preset; known: \(known)")
+            throw ResNetError.usage("--arch \(arch) is not a Keras preset; \(k.path) is a Keras file (Keras presets: \(known))")
         }
         if k.graph != nil { notes.append("--arch \(arch) given: the file's own layer graph was not used") }
         graph = try Presets.kerasGraph(preset: arch, layerWeights: k.layerWeights,
