@@ -32,6 +32,23 @@ import Testing
         #expect(before.allSatisfy { $0.passed })
     }
 
+    @Test("a scaled weight in a PyTorch model is located by the per-layer goldens", arguments: [
+        ("tv-resnet18-mini/tv-resnet18-mini.pth", "layer3.1.conv2.weight", "layer3.1"),
+        ("seed-torch/seed-torch.pth", "layer3.1.conv2.weight", "layer3.1"),
+        ("cifar-resnet20-optionB/cifar-resnet20-optionB.pth", "layer2.0.downsample.1.running_var", "layer2.0"),
+    ])
+    func corruptedTorchLayerIsNamed(file: String, tensor: String, block: String) throws {
+        let path = Paths.fixtures.appendingPathComponent("torch/\(file)").path
+        let io = Paths.fixtures.appendingPathComponent("torch/\(file.split(separator: "/")[0])/io.npz").path
+        let loaded = try loadModel(path: path)
+        let goldens = try Goldens(path: io, inputChannels: 3)
+        #expect(goldens.layout == .nchw && !goldens.layers.isEmpty)
+        let clean = try Verifier.checkGoldens(loaded.model, goldens: goldens)
+        #expect(clean.passed, "\(clean.detail)")
+        let bad = try Verifier.checkGoldens(try Self.corrupted(loaded.model, tensor, by: 1.5), goldens: goldens)
+        #expect(bad.firstDivergentLayer == block, "\(bad.layers.map { "\($0.name) \($0.maxRelError)" })")
+    }
+
     @Test func theGraphSelfCheckAlsoNamesTheCorruptedBlock() throws {
         let path = Paths.fixtures.appendingPathComponent("keras/seed-keras/tfkeras2.model.h5").path
         let loaded = try loadModel(path: path)
