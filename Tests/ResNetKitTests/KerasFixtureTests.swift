@@ -43,6 +43,20 @@ import Testing
         #expect(selfCheck.passed, "\(relative): \(selfCheck.detail)")
     }
 
+    @Test("weights-only files of a known family need no --arch", arguments: [
+        ("kapp-resnet-v1/keras3.weights.h5", "keras-resnet-v1"), ("kapp-resnet-v1/tfkeras2.legacy-weights.h5", "keras-resnet-v1"),
+        ("kapp-resnet-v2/keras3.weights.h5", "keras-resnet-v2"),
+    ])
+    func weightsOnlyArchitectureIsInferred(relative: String, family: String) throws {
+        let path = Paths.fixtures.appendingPathComponent("keras/\(relative)").path
+        let io = Paths.fixtures.appendingPathComponent("keras/\(relative.split(separator: "/")[0])/io.npz").path
+        let loaded = try loadModel(path: path)
+        #expect(loaded.model.spec.family == family)
+        #expect(loaded.notes.contains { $0.contains("inferred as \(family)") })
+        let check = try Verifier.checkGoldens(loaded.model, goldens: try Goldens(path: io, inputChannels: 3))
+        #expect(check.passed, "\(check.detail)")
+    }
+
     @Test func namedPresetsRefuseWeightsWithOtherBlockCounts() throws {
         let path = Paths.fixtures.appendingPathComponent("keras/kapp-resnet-v1/keras3.weights.h5").path
         #expect(throws: ResNetError.self) { try loadModel(path: path, arch: "keras-resnet50") }

@@ -125,7 +125,27 @@ func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
         graph = g
         notes.append("architecture from the file's Keras layer graph (\(g.nodes.count) layers)")
     } else {
-        throw ResNetError.usage("\(k.path): the file holds weights but no model config; pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
+        // No config: try every Keras family whose structure is read from the weights; use it only
+        // when exactly one fits the order and shapes of the variables.
+        var fits: [(String, KerasGraph)] = []
+        var reasons: [String] = []
+        for preset in ["keras-resnet-v1", "keras-resnet-v2", "seed-keras"] {
+            do {
+                let g = try Presets.kerasGraph(preset: preset, layerWeights: k.layerWeights,
+                                               namesAreSaveOrder: k.kind == .v3Weights, file: k.path)
+                _ = try KerasGraphWalker(graph: g, file: k.path).walk(family: preset)
+                fits.append((preset, g))
+            } catch let error as ResNetError {
+                reasons.append("\(preset): \(error.description.replacingOccurrences(of: "\(k.path): ", with: ""))")
+            }
+        }
+        guard fits.count == 1 else {
+            let why = fits.isEmpty ? "no Keras preset family fits its variables" : "several preset families fit (\(fits.map(\.0).joined(separator: ", ")))"
+            throw ResNetError.usage("\(k.path): the file holds weights but no model config, and \(why); pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
+        }
+        graph = fits[0].1
+        family = fits[0].0
+        notes.append("no model config: architecture inferred as \(family) from the order and shapes of the variables (the only Keras family that fits; pass --arch to fix it)")
     }
     let result = try KerasGraphWalker(graph: graph, file: k.path).walk(family: family)
     let version = k.kerasVersion.map { " (Keras \($0))" } ?? ""
