@@ -207,3 +207,23 @@ import Testing
         #expect(r.stderr.contains("posix.system"))
     }
 }
+
+/// `verify` outputs for people and machines.
+@Suite struct VerifyOutputTests {
+    @Test func jsonAndHTMLReportsCarryTheVerdictAndEveryLayer() throws {
+        let model = CLITests.fixtures.appendingPathComponent("torch/tv-resnet18-mini/tv-resnet18-mini.pth").path
+        let io = CLITests.fixtures.appendingPathComponent("torch/tv-resnet18-mini/io.npz").path
+        let dir = try CLITests.tempDir()
+        let page = dir.appendingPathComponent("report.html").path
+        let r = try CLITests.run(["verify", model, "--expect", io, "--json", "--report", page])
+        #expect(r.code == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(object["passed"] as? Bool == true)
+        #expect(object["first_divergent_layer"] is NSNull)
+        let layers = try #require(object["layers"] as? [[String: Any]])
+        #expect(layers.map { $0["name"] as? String } == ["conv1", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1", "fc"])
+        let html = try String(contentsOfFile: page, encoding: .utf8)
+        #expect(html.contains("PASSED") && html.contains("<svg") && html.contains("layer4.1"))
+        #expect(!html.contains("<script"), "the page is self-contained and static")
+    }
+}
