@@ -61,3 +61,16 @@ enum Terminal {
 extension Layout: ExpressibleByArgument {
     public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
 }
+
+extension DType: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument.lowercased() {
+        case "f32", "float32": self = .float32
+        case "f16", "float16": self = .float16
+        case "bf16", "bfloat16": self = .bfloat16
+        case "int8", "i8": self = .int8
+        default: return nil
+        }
+    }
+    public static var allValueStrings: [String] { ["f32", "f16", "bf16", "int8"] }
+}

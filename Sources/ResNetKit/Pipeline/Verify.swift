@@ -76,28 +76,37 @@ public enum Verifier {
     /// The float32 tolerance: max |error| ≤ 1e-4 × max(1, max |reference|).
     public static let float32Tolerance = ParityReport.defaultTolerance
 
-    /// Runs the canonical model on the goldens' input and compares with their output.
-    public static func checkGoldens(_ model: ResNetModel, goldens: Goldens) throws -> ParityCheck {
+    /// Runs the canonical model on the goldens' input and compares with their output under
+    /// `policy` (float32 unless the model's weights went through a narrower storage dtype).
+    public static func checkGoldens(_ model: ResNetModel, goldens: Goldens, policy: TolerancePolicy = .float32) throws -> ParityCheck {
         let out = try forward(model, input: goldens.input)
         // (2, 10) and (2, 1, 1, 10) are the same numbers; a different count is a real mismatch.
         let ref = goldens.output.count == out.count ? goldens.output.reshaped(out.shape) : goldens.output
-        let report = try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
-                                      toleranceNote: "float32 weights vs float32 goldens from the source framework")
-        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))", report: report)
+        let report = policy == .float32
+            ? try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
+                               toleranceNote: "float32 weights vs float32 goldens from the source framework")
+            : try policy.compare(output: out, reference: ref)
+        let at = policy == .float32 ? "" : " at \(policy.dtype.rawValue)"
+        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))\(at)", report: report)
     }
 
     /// Interprets the source Keras graph on the source weights (NHWC, HWIO; independent code)
     /// and compares it with the canonical model on the same deterministic input: a wrong mapping
     /// shows here even without goldens.
-    public static func checkKerasGraph(_ graph: KerasGraph, model: ResNetModel, file: String, batch: Int = 2) throws -> ParityCheck {
+    /// `policy` applies when `model` went through a narrower storage dtype than the graph's weights.
+    public static func checkKerasGraph(_ graph: KerasGraph, model: ResNetModel, file: String, batch: Int = 2,
+                                       policy: TolerancePolicy = .float32) throws -> ParityCheck {
         let size = model.spec.inputSize ?? [64, 64]
         let nhwc = deterministicInput(shape: [batch, size[0], size[1], model.spec.inputChannels], seed: 20240601)
         let theirs = try interpretKerasGraph(graph, input: nhwc, file: file)
         let ours = try forward(model, input: nhwc.permuted([0, 3, 1, 2]))
         let ref = theirs.count == ours.count ? theirs.reshaped(ours.shape) : theirs
-        let report = try ParityReport(output: ours, reference: ref, tolerance: float32Tolerance,
-                                      toleranceNote: "canonical forward vs an independent interpretation of the Keras graph, both float32")
-        return ParityCheck(reference: "keras graph self-check (\(batch)x\(size[0])x\(size[1])x\(model.spec.inputChannels) normal input)", report: report)
+        let report = policy == .float32
+            ? try ParityReport(output: ours, reference: ref, tolerance: float32Tolerance,
+                               toleranceNote: "canonical forward vs an independent interpretation of the Keras graph, both float32")
+            : try policy.compare(output: ours, reference: ref)
+        let at = policy == .float32 ? "" : " at \(policy.dtype.rawValue)"
+        return ParityCheck(reference: "keras graph self-check (\(batch)x\(size[0])x\(size[1])x\(model.spec.inputChannels) normal input)\(at)", report: report)
     }
 
     /// A reproducible standard-normal tensor (xorshift + Box–Muller); the same on every machine.
