@@ -25,7 +25,8 @@ struct Verify: ParsableCommand {
         let loaded = try loadModel(path: model, arch: arch)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
-        let check = try Verifier.checkGoldens(loaded.model, goldens: goldens)
+        let check = try Verifier.checkGoldens(loaded.model, goldens: goldens,
+                                              policy: .forStorage(loaded.storageDType, spec: loaded.model.spec))
         if json {
             try Terminal.json(check)
         } else {
