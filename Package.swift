@@ -45,5 +45,11 @@ let package = Package(
         ),
         .testTarget(name: "ResNetKitTests", dependencies: ["ResNetKit"]),
         .testTarget(name: "CLITests", dependencies: ["ResNetKit"]),
+        // Imports ResNetKit without @testable: pins the public surface a loader relies on.
+        .testTarget(name: "PublicAPITests", dependencies: ["ResNetKit"]),
+        // Example loader: classify images from an .npy file with a .rnw model.
+        .executableTarget(name: "resnet-classify-example", dependencies: ["ResNetKit"], path: "Examples/classify"),
+        // Measures what checksum verification adds to opening a .rnw (see README).
+        .executableTarget(name: "rnw-open-bench", dependencies: ["ResNetKit"], path: "tools/bench/open"),
     ]
 )

@@ -19,6 +19,12 @@ struct Convert: ParsableCommand {
     @Option(help: "Layout of the goldens' input when io.npz does not say: nchw or nhwc.")
     var layout: Layout?
 
+    @Option(help: "Storage type of conv and dense weights: f32, f16, bf16 or int8 (per-channel symmetric). BatchNorm and biases stay f32.")
+    var dtype: DType = .float32
+
+    @Flag(help: "Fold each BatchNorm that directly follows a conv into that conv (weights and bias).")
+    var foldBn = false
+
     @Flag(help: "Write the output even if a parity check fails.")
     var force = false
 
@@ -32,7 +38,8 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         let report = try ResNetKit.convert(input: input, output: output,
-                                           options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout, force: force),
+                                           options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout,
+                                                          force: force, dtype: dtype, foldBatchNorm: foldBn),
                                            progress: Terminal.progress)
         if json {
             try Terminal.json(report)

@@ -62,6 +62,19 @@ extension Layout: ExpressibleByArgument {
     public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
 }
 
+extension DType: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument.lowercased() {
+        case "f32", "float32": self = .float32
+        case "f16", "float16": self = .float16
+        case "bf16", "bfloat16": self = .bfloat16
+        case "int8", "i8": self = .int8
+        default: return nil
+        }
+    }
+    public static var allValueStrings: [String] { ["f32", "f16", "bf16", "int8"] }
+}
+
 /// How to read a source file: shared by every command that reads one.
 struct SourceOptions: ParsableArguments {
     @Option(help: "Architecture preset (see `inspect --list-presets`): needed for Keras weights-only files; for PyTorch files it fixes the structure instead of detecting it.")

@@ -28,7 +28,8 @@ struct Verify: ParsableCommand {
         let loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
-        let check = try Verifier.checkGoldens(loaded.model, goldens: goldens)
+        let check = try Verifier.checkGoldens(loaded.model, goldens: goldens,
+                                              policy: .forStorage(loaded.storageDType, spec: loaded.model.spec))
         let summary = VerificationSummary(model: model, check: check)
         if let report { try writeFileAtomically(Data(summary.html.utf8), to: report) }
         if json { try Terminal.json(summary) } else { print(summary.text) }

@@ -152,6 +152,51 @@ import Testing
             #expect(r.stdout.contains(p))
         }
     }
+
+    @Test("convert at each dtype re-verifies the stored model", arguments: ["f16", "bf16", "int8"])
+    func convertAtANarrowDtype(dtype: String) throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keras = Self.fixtures.appendingPathComponent("keras/kapp-resnet-v1")
+        let out = dir.appendingPathComponent("m.rnw").path
+        let r = try Self.run([keras.appendingPathComponent("tfkeras2.model.h5").path, out, "--expect",
+                              keras.appendingPathComponent("io.npz").path, "--dtype", dtype, "--fold-bn"])
+        #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("stored model (bn folded, \(dtype == "int8" ? "i8" : dtype))"), "\(r.stdout)")
+        let v = try Self.run(["verify", out, "--expect", keras.appendingPathComponent("io.npz").path])
+        // `verify` judges a .rnw by the tolerance policy of the dtype its weights are stored at.
+        #expect(v.code == 0, "\(v.stdout)\(v.stderr)")
+        #expect(v.stdout.contains(dtype == "int8" ? "int8 weights" : "\(dtype) weights"), "\(v.stdout)")
+        let i = try Self.run(["inspect", out])
+        #expect(i.code == 0 && i.stdout.contains("conv1.weight"), "\(i.stderr)")
+        #expect(i.stdout.contains("stored as \(dtype == "int8" ? "i8" : dtype)"), "\(i.stdout)")
+    }
+
+    @Test func anUnknownDtypeIsAUsageError() throws {
+        let dir = try Self.tempDir()
+        let r = try Self.run([Self.fixtures.appendingPathComponent("bad/good.h5").path, dir.appendingPathComponent("o.rnw").path, "--dtype", "f64"])
+        #expect(r.code == 2, "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    @Test("a flipped byte in a committed .rnw exits 3 naming the damaged part",
+          arguments: [(3, "first bytes"), (12, "header"), (30, "header"), (200, "manifest"), (-1, "tensor"), (-5000, "tensor")])
+    func aFlippedByteInACommittedFileExits3(position: Int, part: String) throws {
+        // A damaged magic is not recognised as .rnw at all ("first bytes"); still exit 3.
+        let golden = Self.fixtures.appendingPathComponent("rnw/seed-keras.v1.1.f16.rnw")
+        var bytes = try Data(contentsOf: golden)
+        let at = position >= 0 ? position : bytes.count + position
+        bytes[at] ^= 0x20
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("flipped.rnw").path
+        try bytes.write(to: URL(fileURLWithPath: path))
+        for args in [["inspect", path], ["verify", path, "--expect", Self.fixtures.appendingPathComponent("keras/seed-keras/io.npz").path]] {
+            let r = try Self.run(args)
+            #expect(r.code == 3, "byte \(at): \(r.stdout)\(r.stderr)")
+            #expect(r.stderr.contains(part), "byte \(at): \(r.stderr)")
+        }
+    }
 }
 
 /// PyTorch files through the binary: goldens, and hostile files refused without running anything.

@@ -351,7 +351,9 @@ private func withHeader(_ bytes: [UInt8], major: UInt16? = nil, flags: UInt32? =
         return
     }
     #expect(location == "header")
-    #expect(reason.contains("\(RNWFormatVersion.major + 1).\(RNWFormatVersion.minor)"))
+    // A float32-only file is stamped with the oldest minor that describes it, not the newest.
+    let fileMinor = UInt16(clean[10]) | UInt16(clean[11]) << 8
+    #expect(reason.contains("\(RNWFormatVersion.major + 1).\(fileMinor)"))
     #expect(reason.contains("\(RNWFormatVersion.major).\(RNWFormatVersion.minor)"))
     #expect(place(parseError(withHeader(clean, major: 0))) == "header")
 }

@@ -29,9 +29,16 @@ public struct ConversionOptions: Sendable {
     public var layout: Layout?
     /// Write even when a parity check fails.
     public var force: Bool
+    /// Storage dtype of conv and dense weights: f32, f16, bf16 or int8 (see ``RNWWriter``).
+    public var dtype: DType
+    /// Fold each BatchNorm that directly follows a conv into that conv before writing.
+    public var foldBatchNorm: Bool
 
-    public init(arch: String? = nil, mapFile: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false) {
+    /// Creates options; the defaults write float32, unfolded, and refuse on failed parity.
+    public init(arch: String? = nil, mapFile: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false,
+                dtype: DType = .float32, foldBatchNorm: Bool = false) {
         self.arch = arch; self.mapFile = mapFile; self.expect = expect; self.layout = layout; self.force = force
+        self.dtype = dtype; self.foldBatchNorm = foldBatchNorm
     }
 }
 
@@ -46,20 +53,49 @@ public func convert(input: String, output: String, options: ConversionOptions = 
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
     progress?("reading \(input)")
     let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
-    let model = loaded.model
+    let source = loaded.model
     var checks: [ParityCheck] = []
+    var goldens: Goldens?
     if let expect = options.expect {
         progress?("verifying against \(expect)")
-        let goldens = try Goldens(path: expect, inputChannels: model.spec.inputChannels, override: options.layout)
-        checks.append(try Verifier.checkGoldens(model, goldens: goldens))
+        let g = try Goldens(path: expect, inputChannels: source.spec.inputChannels, override: options.layout)
+        checks.append(try Verifier.checkGoldens(source, goldens: g))
+        goldens = g
     }
     if let graph = loaded.kerasGraph {
         progress?("interpreting the Keras graph for the self-check")
-        checks.append(try Verifier.checkKerasGraph(graph, model: model, file: input, blockOutputs: loaded.kerasBlockOutputs))
+        checks.append(try Verifier.checkKerasGraph(graph, model: source, file: input, blockOutputs: loaded.kerasBlockOutputs))
     }
     var notes = loaded.notes
     if checks.isEmpty {
         notes.append("no numerical reference: pass --expect io.npz to verify against the source framework")
+    }
+
+    // What will be stored: optionally folded, then narrowed exactly as the writer and reader do.
+    var transformed = source
+    if options.foldBatchNorm {
+        let result = try source.foldingBatchNorm()
+        transformed = result.model
+        notes.append("--fold-bn: folded \(result.folded.count) BatchNorm op(s) into the conv before each")
+    }
+    let model = try storedModel(transformed, dtype: options.dtype)
+    if options.foldBatchNorm || options.dtype != .float32 {
+        // Parity is measured again on the model a reader will get, against the same references.
+        let policy = TolerancePolicy.forStorage(options.dtype, spec: model.spec)
+        let label = [options.foldBatchNorm ? "bn folded" : nil, options.dtype != .float32 ? options.dtype.rawValue : nil]
+            .compactMap { $0 }.joined(separator: ", ")
+        if let g = goldens {
+            progress?("verifying the stored model (\(label)) against \(g.path)")
+            var c = try Verifier.checkGoldens(model, goldens: g, policy: policy)
+            c.reference = "golden \(URL(fileURLWithPath: g.path).lastPathComponent) (\(g.layout.rawValue)), stored model (\(label))"
+            checks.append(c)
+        }
+        if let graph = loaded.kerasGraph {
+            progress?("self-checking the stored model (\(label)) against the Keras graph")
+            var c = try Verifier.checkKerasGraph(graph, model: model, file: input, policy: policy)
+            c.reference = "keras graph self-check, stored model (\(label))"
+            checks.append(c)
+        }
     }
     let failed = checks.filter { !$0.passed }
     if !failed.isEmpty && !options.force {
@@ -74,9 +110,15 @@ public func convert(input: String, output: String, options: ConversionOptions = 
     let records = checks.compactMap { RNWParityRecord(check: $0) }
     let dir = (output as NSString).deletingLastPathComponent
     let staged = (dir.isEmpty ? "." : dir) + "/." + (output as NSString).lastPathComponent + ".verify-\(getpid())"
-    try RNWWriter.write(model, to: staged, provenance: provenance, parity: records, metadata: [:])
+    var metadata: [String: String] = [:]
+    if options.dtype != .float32 { metadata["dtype"] = options.dtype.rawValue }
+    if options.foldBatchNorm { metadata["bn_folded"] = "true" }
+    // The writer narrows `transformed` itself; re-narrowing the already narrowed `model` could move an
+    // int8 scale by an ulp.
+    try RNWWriter.write(transformed, to: staged, dtype: options.dtype, provenance: provenance, parity: records, metadata: metadata)
     do {
         progress?("reading back")
+        // `model` already went through the dtype's encode/decode, so the file must reproduce it bit for bit.
         let back = try RNWReader(path: staged).model()
         try compareBitExact(model, back, file: output)
         guard rename(staged, output) == 0 else {
@@ -87,7 +129,7 @@ public func convert(input: String, output: String, options: ConversionOptions = 
         throw error
     }
     checks.append(ParityCheck(reference: "read-back", passed: true, report: nil,
-                              detail: "reopened \(output): spec and all \(model.tensors.count) tensors bit-identical"))
+                              detail: "reopened \(output): spec and all \(model.tensors.count) tensors bit-identical to the verified model"))
     return ConversionReport(input: input, output: output, format: loaded.format, family: model.spec.family,
                             classes: model.spec.classes, tensors: model.tensors.count, checks: checks,
                             passed: failed.isEmpty, forced: !failed.isEmpty, notes: notes)

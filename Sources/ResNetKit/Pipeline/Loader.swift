@@ -41,12 +41,16 @@ public struct LoadedModel: Sendable {
     public var kerasGraph: KerasGraph?
     /// For Keras files: canonical block name → Keras layer producing that block's output.
     public var kerasBlockOutputs: [(canonical: String, kerasPath: String)] = []
-    /// Where every canonical tensor came from in the source file (empty for `.rnw`).
+    /// Where every canonical tensor came from in the source file; for a `.rnw`, each stored
+    /// tensor under its own name with its stored dtype.
     public var mapping: [TensorOrigin]
     /// What was chosen while reading (preset, unwrapping, ignored entries).
     public var notes: [String]
     /// The parity record stored in the file, for `.rnw` inputs.
     public var storedParity: [RNWParityRecord]
+    /// The narrowest dtype the weights went through: float32 for source files, the conv/dense
+    /// weight dtype for a `.rnw`. Parity of the model is judged by this dtype's ``TolerancePolicy``.
+    public var storageDType: DType = .float32
 }
 
 /// Reads any supported weight file and maps it onto the canonical ResNet.
@@ -74,8 +78,17 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil)
         return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
     case .rnw:
         let file = try RNWReader(path: path)
-        return LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: try file.model(),
-                           kerasGraph: nil, mapping: [], notes: [], storedParity: file.manifest.parity)
+        let entries = file.manifest.tensors
+        let mapping = entries.map { TensorOrigin(canonical: $0.name, source: $0.name, sourceDType: $0.dtype, shape: $0.shape, transform: "") }
+        // Narrowest first: a file with any int8 weight is judged as int8.
+        let storage = [DType.int8, .bfloat16, .float16].first { d in entries.contains { $0.dtype == d } } ?? .float32
+        var notes: [String] = []
+        if storage != .float32 { notes.append("conv and dense weights stored as \(storage.rawValue); read back as float32") }
+        if file.manifest.metadata["bn_folded"] == "true" { notes.append("BatchNorm folded into the preceding convs") }
+        var loaded = LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: try file.model(),
+                                 kerasGraph: nil, mapping: mapping, notes: notes, storedParity: file.manifest.parity)
+        loaded.storageDType = storage
+        return loaded
     case .unknown:
         throw ResNetError.invalidInput(file: path, place: "first bytes", reason: "not a Keras HDF5 file, a .keras zip, a PyTorch archive or a .rnw file")
     }

@@ -109,34 +109,42 @@ public enum Verifier {
     /// The float32 tolerance: max |error| ≤ 1e-4 × max(1, max |reference|).
     public static let float32Tolerance = ParityReport.defaultTolerance
 
-    /// Runs the canonical model on the goldens' input and compares with their output.
-    public static func checkGoldens(_ model: ResNetModel, goldens: Goldens) throws -> ParityCheck {
+    /// Runs the canonical model on the goldens' input and compares with their output under
+    /// `policy` (float32 unless the model's weights went through a narrower storage dtype), and each
+    /// `layer:` activation the goldens carry under the float32 layer tolerance.
+    public static func checkGoldens(_ model: ResNetModel, goldens: Goldens, policy: TolerancePolicy = .float32) throws -> ParityCheck {
         var captured: [(String, Tensor)] = []
-        let wanted = Set(goldens.layers.map(\.name))
+        let wanted = policy == .float32 ? Set(goldens.layers.map(\.name)) : []
         let out = try forward(model, input: goldens.input, capture: wanted.isEmpty ? nil : { name, t in
             if wanted.contains(name) { captured.append((name, t)) }
         })
         let references = Dictionary(goldens.layers.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
         var layers = captured.map { compareLayer($0.0, ours: $0.1, reference: references[$0.0]!) }
-        for name in goldens.layers.map(\.name) where !captured.contains(where: { $0.0 == name }) {
+        for name in wanted.sorted() where !captured.contains(where: { $0.0 == name }) {
             layers.append(LayerComparison(name: name, maxAbsError: .nan, maxRelError: .nan, tolerance: float32Tolerance, passed: false,
                                           problem: "the goldens have layer:\(name) but the model has no module of that name"))
         }
         // (2, 10) and (2, 1, 1, 10) are the same numbers; a different count is a real mismatch.
         let ref = goldens.output.count == out.count ? goldens.output.reshaped(out.shape) : goldens.output
-        let report = try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
-                                      toleranceNote: "float32 weights vs float32 goldens from the source framework")
-        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))", report: report, layers: layers)
+        let report = policy == .float32
+            ? try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
+                               toleranceNote: "float32 weights vs float32 goldens from the source framework")
+            : try policy.compare(output: out, reference: ref)
+        let at = policy == .float32 ? "" : " at \(policy.dtype.rawValue)"
+        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))\(at)", report: report, layers: layers)
     }
 
     /// Interprets the source Keras graph on the source weights (NHWC, HWIO; independent code)
     /// and compares it with the canonical model on the same deterministic input: a wrong mapping
     /// shows here even without goldens.
     ///
-    /// - Parameter blockOutputs: canonical block → Keras layer producing its output; each block is
-    ///   compared too, so the first block that diverges is named.
+    /// - Parameters:
+    ///   - blockOutputs: canonical block → Keras layer producing its output; each block is compared
+    ///     too, so the first block that diverges is named.
+    ///   - policy: applies when `model` went through a narrower storage dtype than the graph's weights.
     public static func checkKerasGraph(_ graph: KerasGraph, model: ResNetModel, file: String,
-                                       blockOutputs: [(canonical: String, kerasPath: String)] = [], batch: Int = 2) throws -> ParityCheck {
+                                       blockOutputs: [(canonical: String, kerasPath: String)] = [], batch: Int = 2,
+                                       policy: TolerancePolicy = .float32) throws -> ParityCheck {
         let size = model.spec.inputSize ?? [64, 64]
         let nhwc = deterministicInput(shape: [batch, size[0], size[1], model.spec.inputChannels], seed: 20240601)
         let paths = Dictionary(blockOutputs.map { ($0.kerasPath, $0.canonical) }, uniquingKeysWith: { a, _ in a })
@@ -149,9 +157,12 @@ public enum Verifier {
             if let ref = theirBlocks[name] { layers.append(compareLayer(name, ours: t, reference: ref)) }
         })
         let ref = theirs.count == ours.count ? theirs.reshaped(ours.shape) : theirs
-        let report = try ParityReport(output: ours, reference: ref, tolerance: float32Tolerance,
-                                      toleranceNote: "canonical forward vs an independent interpretation of the Keras graph, both float32")
-        return ParityCheck(reference: "keras graph self-check (\(batch)x\(size[0])x\(size[1])x\(model.spec.inputChannels) normal input)", report: report, layers: layers)
+        let report = policy == .float32
+            ? try ParityReport(output: ours, reference: ref, tolerance: float32Tolerance,
+                               toleranceNote: "canonical forward vs an independent interpretation of the Keras graph, both float32")
+            : try policy.compare(output: ours, reference: ref)
+        let at = policy == .float32 ? "" : " at \(policy.dtype.rawValue)"
+        return ParityCheck(reference: "keras graph self-check (\(batch)x\(size[0])x\(size[1])x\(model.spec.inputChannels) normal input)\(at)", report: report, layers: policy == .float32 ? layers : [])
     }
 
     /// One activation against its reference, with the float32 tolerance relative to its own scale.

@@ -7,8 +7,9 @@ import Foundation
 public enum RNWFormatVersion {
     /// Major version: changes only when an older reader could misread a file.
     public static let major: UInt16 = 1
-    /// Minor version: additions an older reader of the same major may ignore.
-    public static let minor: UInt16 = 0
+    /// Minor version: additions within the major. 1.1 added float16, bfloat16 and int8 tensors;
+    /// writers stamp 1.0 on files that use none of them.
+    public static let minor: UInt16 = 1
 }
 
 /// The fixed 40-byte header. Its layout is frozen across all major versions so that any reader can

@@ -6,21 +6,27 @@ import Foundation
 /// flushed to disk and then renamed over the destination. On any failure the temporary file is
 /// removed and an existing destination is left as it was.
 public enum RNWWriter {
-    /// Writes `model` to `path` with float32 tensors in the spec's parameter order.
+    /// Writes `model` to `path`, tensors in the spec's parameter order.
     ///
+    /// - Parameters:
+    ///   - dtype: storage type of the conv and dense weights: `.float32` (default, bit-exact),
+    ///     `.float16`, `.bfloat16` (round to nearest even) or `.int8` (symmetric, one float32 scale
+    ///     per output channel). BatchNorm parameters and biases are always float32. A file with any
+    ///     narrow tensor is stamped format 1.1; an all-float32 file stays 1.0 so older readers open it.
     /// - Throws: ``ResNetError/mapping(file:reason:)`` when the model's tensors do not match its
-    ///   spec, ``ResNetError/io(file:reason:)`` with the operating system's message when writing fails.
-    public static func write(_ model: ResNetModel, to path: String, provenance: RNWProvenance? = nil,
+    ///   spec, ``ResNetError/unsupported(file:place:reason:)`` for a non-finite weight at int8,
+    ///   ``ResNetError/io(file:reason:)`` with the operating system's message when writing fails.
+    public static func write(_ model: ResNetModel, to path: String, dtype: DType = .float32, provenance: RNWProvenance? = nil,
                              parity: [RNWParityRecord] = [], metadata: [String: String] = [:]) throws {
-        try write(model, to: path, provenance: provenance, parity: parity, metadata: metadata, failAfterBytes: nil)
+        try write(model, to: path, dtype: dtype, provenance: provenance, parity: parity, metadata: metadata, failAfterBytes: nil)
     }
 
     /// `failAfterBytes` makes the write fail once that many bytes are in the temporary file, so
     /// tests can prove a failure halfway through leaves nothing behind.
-    static func write(_ model: ResNetModel, to path: String, provenance: RNWProvenance?, parity: [RNWParityRecord],
-                      metadata: [String: String], failAfterBytes: Int?) throws {
+    static func write(_ model: ResNetModel, to path: String, dtype: DType = .float32, provenance: RNWProvenance?,
+                      parity: [RNWParityRecord], metadata: [String: String], failAfterBytes: Int?) throws {
         try model.validate(file: path)
-        let ordered = model.spec.parameters.map { (name: $0.name, tensor: model.tensors[$0.name]!) }
+        let ordered = try encodeModel(model, dtype: dtype, file: path)
         let (header, manifest, entries) = try layout(spec: model.spec, tensors: ordered, provenance: provenance,
                                                       parity: parity, metadata: metadata, file: path)
 
@@ -41,7 +47,7 @@ public enum RNWWriter {
         try sink.write(manifest)
         for (entry, item) in zip(entries, ordered) {
             try sink.writeZeros(Int(entry.offset) - sink.position)
-            try withLittleEndianBytes(item.tensor.data) { try sink.write($0) }
+            try sink.write(item.bytes)
         }
         guard fsync(fd) == 0 else { throw ResNetError.io(file: path, reason: "fsync of temporary file failed: \(errnoText())") }
         closed = true
@@ -59,7 +65,7 @@ public enum RNWWriter {
     /// Computes the header, manifest bytes and tensor entries. Tensor offsets depend on the
     /// manifest's length, which depends on the offsets' varint sizes; the data start only grows,
     /// so a few rounds reach a fixed point (any slack becomes zero padding).
-    static func layout(spec: ResNetSpec, tensors: [(name: String, tensor: Tensor)], provenance: RNWProvenance?,
+    static func layout(spec: ResNetSpec, tensors: [EncodedTensor], provenance: RNWProvenance?,
                        parity: [RNWParityRecord], metadata: [String: String], file: String)
         throws -> (header: [UInt8], manifest: [UInt8], entries: [RNWTensorEntry]) {
         let encoder = JSONEncoder()
@@ -68,25 +74,27 @@ public enum RNWWriter {
         do { specJSON = Array(try encoder.encode(spec)) } catch {
             throw ResNetError.invalidInput(file: file, place: "spec", reason: "cannot encode as JSON: \(error)")
         }
-        let checksums = tensors.map { item in withLittleEndianBytes(item.tensor.data) { xxHash64($0) } }
+        let checksums = tensors.map { item in item.bytes.withUnsafeBytes { xxHash64($0) } }
+        // The oldest version that can describe the file, so that float32 files stay readable by 1.0 readers.
+        let minor: UInt16 = tensors.allSatisfy({ $0.dtype == .float32 }) ? 0 : RNWFormatVersion.minor
 
         var dataStart: UInt64 = 0
         while true {
             var entries: [RNWTensorEntry] = []
             var offset = dataStart
             for (item, sum) in zip(tensors, checksums) {
-                let length = UInt64(item.tensor.count) * UInt64(DType.float32.size)
-                entries.append(RNWTensorEntry(name: item.name, dtype: .float32, shape: item.tensor.shape,
-                                              offset: offset, length: length, checksum: sum))
+                let length = UInt64(item.bytes.count)
+                entries.append(RNWTensorEntry(name: item.name, dtype: item.dtype, shape: item.shape,
+                                              offset: offset, length: length, checksum: sum, scales: item.scales))
                 offset = alignedUp(offset + length)!
             }
-            let manifest = RNWManifest(formatMajor: UInt32(RNWFormatVersion.major), formatMinor: UInt32(RNWFormatVersion.minor),
+            let manifest = RNWManifest(formatMajor: UInt32(RNWFormatVersion.major), formatMinor: UInt32(minor),
                                        specJSON: specJSON, tensors: entries, provenance: provenance,
                                        parity: parity, metadata: metadata)
             let bytes = try packManifest(manifest, file: file)
             let needed = alignedUp(UInt64(RNWHeader.size) + UInt64(bytes.count))!
             if needed <= dataStart || (tensors.isEmpty && dataStart == 0) {
-                let header = RNWHeader(major: RNWFormatVersion.major, minor: RNWFormatVersion.minor, flags: 0,
+                let header = RNWHeader(major: RNWFormatVersion.major, minor: minor, flags: 0,
                                        manifestLength: UInt64(bytes.count),
                                        manifestChecksum: bytes.withUnsafeBytes { xxHash64($0) })
                 return (header.encoded(), bytes, entries)
