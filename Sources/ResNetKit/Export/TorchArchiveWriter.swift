@@ -104,6 +104,9 @@ func torchArchiveBytes(_ tensors: [RawTensor], root: String = "archive") throws 
 /// A zip archive of stored (uncompressed) members whose data start at multiples of `alignment`
 /// (padding goes into an extra field, as PyTorch's writer does), so readers may map tensors in place.
 func storedZip(_ members: [(name: String, data: [UInt8])], alignment: Int) throws -> Data {
+    guard members.count < 65_535 else {
+        throw ResNetError.unsupported(file: "zip", place: "member count", reason: "\(members.count) members need zip64, which this writer does not produce")
+    }
     var out = Data()
     var central = Data()
     func u16(_ v: Int, _ d: inout Data) { withUnsafeBytes(of: UInt16(v).littleEndian) { d.append(contentsOf: $0) } }
