@@ -29,10 +29,16 @@ let package = Package(
             name: "CRNWProto",
             linkerSettings: [.linkedLibrary("protobuf-c")]
         ),
+        // protoc-c output for tools/onnx-subset.proto (committed; tools/regen-proto.sh regenerates it).
+        // Only Sources/ResNetKit/Export/ONNXProto.swift imports it.
+        .target(
+            name: "CONNXProto",
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
         .target(
             name: "ResNetKit",
             dependencies: [
-                "CHDF5", "COpenBLAS", "CRNWProto",
+                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),

@@ -18,6 +18,8 @@ static inline unsigned chdf5_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline size_t chdf5_variable(void) { return H5T_VARIABLE; }
 static inline hid_t chdf5_error_default(void) { return H5E_DEFAULT; }
 static inline hid_t chdf5_s_all(void) { return H5S_ALL; }
+static inline unsigned chdf5_acc_trunc(void) { return H5F_ACC_TRUNC; }
+static inline hid_t chdf5_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 
 /// Turns off libhdf5's automatic printing of error stacks to stderr; the Swift side reads the
 /// stack itself and puts it into the thrown error.

@@ -493,3 +493,104 @@ final class HDF5File {
         }
     }
 }
+
+/// An HDF5 file being written (created or truncated). Writers stage to a temporary path and
+/// rename, so a half-written file never carries the final name.
+final class HDF5Writer {
+    let name: String
+    private var id: hid_t
+
+    /// Creates (or truncates) the file at `path`.
+    init(path: String) throws {
+        name = path
+        var text = ""
+        let fid: hid_t = withHDF5 {
+            let f = H5Fcreate(path, chdf5_acc_trunc(), chdf5_default(), chdf5_default())
+            if f < 0 { text = HDF5Writer.stack() }
+            return f
+        }
+        guard fid >= 0 else { throw ResNetError.io(file: path, reason: "libhdf5 cannot create the file: \(text)") }
+        id = fid
+    }
+
+    deinit { if id >= 0 { let fid = id; withHDF5 { _ = H5Fclose(fid) } } }
+
+    /// Flushes and closes the file; errors surface here rather than being lost in `deinit`.
+    func close() throws {
+        guard id >= 0 else { return }
+        let fid = id
+        id = -1
+        try withHDF5 {
+            guard H5Fclose(fid) >= 0 else { throw ResNetError.io(file: name, reason: "closing: \(HDF5Writer.stack())") }
+        }
+    }
+
+    private static func stack() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        buffer.withUnsafeMutableBufferPointer { chdf5_error_stack_text($0.baseAddress, $0.count) }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func fail(_ place: String, _ what: String) -> ResNetError {
+        .io(file: name, reason: "\(what) at \(place): \(HDF5Writer.stack())")
+    }
+
+    /// Creates the group `path` (absolute); its parent must exist.
+    func createGroup(_ path: String) throws {
+        try withHDF5 {
+            let gid = H5Gcreate2(id, path, chdf5_default(), chdf5_default(), chdf5_default())
+            guard gid >= 0 else { throw fail(path, "cannot create group") }
+            H5Gclose(gid)
+        }
+    }
+
+    /// Attaches a string attribute to the object at `path`: a fixed-length, NUL-padded ASCII
+    /// scalar, or a 1-D array of them when `values` is a list (the layout h5py gives numpy
+    /// `bytes` arrays, which Keras reads for `layer_names` / `weight_names`). An empty list is
+    /// written as an empty float64 array, as h5py does for `np.asarray([])`.
+    func setStringAttribute(_ attribute: String, of path: String, _ values: [String], scalar: Bool = false) throws {
+        let place = "\(path)@\(attribute)"
+        try withHDF5 {
+            let width = max(values.map { $0.utf8.count }.max() ?? 0, 1)
+            var dims: [hsize_t] = [hsize_t(values.count)]
+            let sid = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, nil)
+            guard sid >= 0 else { throw fail(place, "cannot create dataspace") }
+            defer { H5Sclose(sid) }
+            if values.isEmpty {
+                let aid = H5Acreate_by_name(id, path, attribute, chdf5_native_double(), sid, chdf5_default(), chdf5_default(), chdf5_default())
+                guard aid >= 0 else { throw fail(place, "cannot create attribute") }
+                H5Aclose(aid)
+                return
+            }
+            let tid = H5Tcopy(chdf5_c_s1())
+            guard tid >= 0 else { throw fail(place, "cannot create string type") }
+            defer { H5Tclose(tid) }
+            guard H5Tset_size(tid, width) >= 0, H5Tset_strpad(tid, H5T_STR_NULLPAD) >= 0 else { throw fail(place, "cannot size string type") }
+            var buffer = [UInt8](repeating: 0, count: width * values.count)
+            for (i, v) in values.enumerated() { for (j, b) in v.utf8.enumerated() { buffer[i * width + j] = b } }
+            let aid = H5Acreate_by_name(id, path, attribute, tid, sid, chdf5_default(), chdf5_default(), chdf5_default())
+            guard aid >= 0 else { throw fail(place, "cannot create attribute") }
+            defer { H5Aclose(aid) }
+            guard H5Awrite(aid, tid, buffer) >= 0 else { throw fail(place, "cannot write attribute") }
+        }
+    }
+
+    /// Writes a contiguous little-endian float32 dataset at `path` (absolute; parent groups exist).
+    func writeFloat32(_ path: String, _ t: Tensor) throws {
+        try withHDF5 {
+            var dims = t.shape.map { hsize_t($0) }
+            let sid = t.shape.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(dims.count), &dims, nil)
+            guard sid >= 0 else { throw fail(path, "cannot create dataspace") }
+            defer { H5Sclose(sid) }
+            let did = H5Dcreate2(id, path, chdf5_ieee_f32le(), sid, chdf5_default(), chdf5_default(), chdf5_default())
+            guard did >= 0 else { throw fail(path, "cannot create dataset") }
+            defer { H5Dclose(did) }
+            if t.count > 0 {
+                let status = t.data.withUnsafeBytes {
+                    H5Dwrite(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), $0.baseAddress)
+                }
+                guard status >= 0 else { throw fail(path, "cannot write dataset") }
+            }
+        }
+    }
+}

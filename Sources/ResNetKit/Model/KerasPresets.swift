@@ -112,7 +112,7 @@ public enum Presets {
     }
 
     /// keras.applications ResNet (v1 `block1`/`stack1`) and ResNetV2 (`block2`/`stack2`), as keras writes them.
-    private static func buildKerasApplications(_ b: inout PresetGraphBuilder, blocks: [Int], widths: [Int], v2: Bool, stemWidth: Int, inputChannels: Int, classes: Int) {
+    static func buildKerasApplications(_ b: inout PresetGraphBuilder, blocks: [Int], widths: [Int], v2: Bool, stemWidth: Int, inputChannels: Int, classes: Int) {
         let eps = 1.001e-5   // keras.applications ResNet BN epsilon
         var x = b.input(channels: inputChannels)
         x = b.zeroPad(x, 3, name: "conv1_pad")
@@ -183,7 +183,7 @@ public enum Presets {
     }
 
     /// The seed write-up's Keras model (`ResNet.buildNet` / `resblock`), layers created in its order.
-    private static func buildSeed(_ b: inout PresetGraphBuilder, blocks: [Int], widths: [Int], stemWidth: Int, inputChannels: Int, classes: Int) {
+    static func buildSeed(_ b: inout PresetGraphBuilder, blocks: [Int], widths: [Int], stemWidth: Int, inputChannels: Int, classes: Int) {
         let eps = 1e-3   // Keras' BatchNormalization default, which the seed does not override
         var x = b.input(channels: inputChannels)
         x = b.conv(x, stemWidth, 7, strides: 2, padding: "same", name: nil)

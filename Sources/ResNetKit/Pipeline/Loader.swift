@@ -7,6 +7,7 @@ public enum InputFormat: String, Sendable, Codable {
     case zip
     case torchLegacy = "torch-legacy"
     case rnw
+    case safetensors
     case unknown
 
     /// Looks at the first bytes of the file.
@@ -23,6 +24,8 @@ public enum InputFormat: String, Sendable, Codable {
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
         if head.starts(with: [0x80, 0x02, 0x8A, 0x0A]) { return .torchLegacy }   // pickle proto 2, then the torch magic number as LONG1
         if head.starts(with: RNWHeader.magic) { return .rnw }
+        // safetensors: a u64 little-endian header length, then the JSON header's '{'.
+        if head.count == 8, (try? h.read(upToCount: 1)) == Data([UInt8(ascii: "{")]) { return .safetensors }
         // HDF5 allows a user block: the signature may sit at 512, 1024, … (the HDF5 reader checks that).
         if head.count == 8 && head.allSatisfy({ $0 == 0 }) { return .hdf5 }
         return .unknown
@@ -62,7 +65,7 @@ public struct LoadedModel: Sendable {
 ///   - mapFile: a JSON naming table for a PyTorch layout no built-in scheme knows.
 public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil) throws -> LoadedModel {
     let format = try InputFormat.detect(path: path)
-    if mapFile != nil && format != .zip && format != .torchLegacy {
+    if mapFile != nil && format != .zip && format != .torchLegacy && format != .safetensors {
         throw ResNetError.usage("--map applies to PyTorch checkpoints only; \(path) is not one")
     }
     switch format {
@@ -76,6 +79,8 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil)
         return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
     case .torchLegacy:
         return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
+    case .safetensors:
+        return try loadTorch(try readSafeTensors(path: path), arch: arch, mapFile: mapFile)
     case .rnw:
         let file = try RNWReader(path: path)
         let entries = file.manifest.tensors
@@ -90,7 +95,7 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil)
         loaded.storageDType = storage
         return loaded
     case .unknown:
-        throw ResNetError.invalidInput(file: path, place: "first bytes", reason: "not a Keras HDF5 file, a .keras zip, a PyTorch archive or a .rnw file")
+        throw ResNetError.invalidInput(file: path, place: "first bytes", reason: "not a Keras HDF5 file, a .keras zip, a PyTorch archive, a safetensors file or a .rnw file")
     }
 }
 

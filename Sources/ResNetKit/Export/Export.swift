@@ -1,0 +1,196 @@
+import Foundation
+
+/// The formats `export` writes, chosen by the output's extension.
+public enum ExportFormat: String, Sendable, Codable, CaseIterable {
+    case pth
+    case safetensors
+    case h5
+    case onnx
+
+    /// The format for an output path, or nil for an extension no writer has.
+    public init?(path: String) {
+        let ext = (path as NSString).pathExtension.lowercased()
+        switch ext {
+        case "pth", "pt": self = .pth
+        case "safetensors": self = .safetensors
+        case "h5": self = .h5
+        case "onnx": self = .onnx
+        default: return nil
+        }
+    }
+}
+
+/// Options of an export.
+public struct ExportOptions: Sendable {
+    /// How to read the input (see ``loadModel(path:arch:mapFile:)``).
+    public var arch: String?
+    public var mapFile: String?
+    /// ONNX only: the input's spatial size [H, W] (TF `same` padding is resolved for it); the
+    /// spec's own input size when nil.
+    public var inputSize: [Int]?
+    /// ONNX only: a fixed batch size; nil writes a symbolic `N`.
+    public var batch: Int?
+
+    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil) {
+        self.arch = arch; self.mapFile = mapFile; self.inputSize = inputSize; self.batch = batch
+    }
+}
+
+/// What `export` wrote and how it was checked.
+public struct ExportReport: Sendable, Codable {
+    public var input: String
+    public var output: String
+    public var format: String
+    /// The naming layout written, e.g. `torchvision names` or `keras.applications ResNet v1 layer names`.
+    public var layout: String
+    public var tensors: Int
+    /// The read-back check, in words.
+    public var check: String
+    public var notes: [String]
+}
+
+/// Reads any supported file, writes it as `output` in the format its extension names, reads the
+/// written file back with this library's own reader and compares every canonical tensor bit for
+/// bit before the file appears under its name.
+///
+/// - Throws: ``ResNetError/unsupported(file:place:reason:)`` (exit 3) when the model has no
+///   layout in the target format; ``ResNetError/parityFailed(reason:)`` when the read-back differs.
+public func exportModel(input: String, output: String, options: ExportOptions = .init(),
+                        progress: ((String) -> Void)? = nil) throws -> ExportReport {
+    guard let format = ExportFormat(path: output) else {
+        throw ResNetError.usage("cannot tell the export format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
+    }
+    progress?("reading \(input)")
+    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
+    let model = loaded.model
+    try model.validate(file: input)
+    let dir = (output as NSString).deletingLastPathComponent
+    let staged = (dir.isEmpty ? "." : dir) + "/." + (output as NSString).lastPathComponent + ".export-\(getpid())"
+    unlink(staged)
+    var result: (layout: String, check: String, notes: [String])
+    do {
+        progress?("writing \(output)")
+        switch format {
+        case .pth, .safetensors:
+            result = try exportTorchLayout(model, to: staged, format: format, display: output)
+        case .h5:
+            result = try exportKerasWeights(model, to: staged, display: output)
+        case .onnx:
+            result = try exportONNX(model, to: staged, display: output, inputSize: options.inputSize, batch: options.batch)
+        }
+        guard rename(staged, output) == 0 else {
+            throw ResNetError.io(file: output, reason: String(cString: strerror(errno)))
+        }
+    } catch {
+        unlink(staged)
+        throw error
+    }
+    return ExportReport(input: input, output: output, format: format.rawValue, layout: result.layout,
+                        tensors: model.tensors.count, check: result.check, notes: loaded.notes + result.notes)
+}
+
+/// Same structure: everything but the provenance fields (family, input size, preprocessing note).
+func sameStructure(_ a: ResNetSpec, _ b: ResNetSpec) -> Bool {
+    a.inputChannels == b.inputChannels && a.classes == b.classes && a.stem == b.stem && a.stages == b.stages && a.head == b.head
+}
+
+/// Bit-for-bit equality of two float32 tensors.
+func bitIdentical(_ a: Tensor, _ b: Tensor) -> Bool {
+    a.shape == b.shape && a.data.withUnsafeBytes { x in b.data.withUnsafeBytes { y in x.elementsEqual(y) } }
+}
+
+/// Requires `back` to hold every tensor of `model`, bit for bit (canonical names on both sides).
+func requireSameTensors(_ model: ResNetModel, _ back: [String: Tensor], file: String) throws {
+    let missing = model.tensors.keys.filter { back[$0] == nil }.sorted()
+    let extra = back.keys.filter { model.tensors[$0] == nil }.sorted()
+    guard missing.isEmpty, extra.isEmpty else {
+        throw ResNetError.parityFailed(reason: "read-back of \(file): missing \(listed(missing)); unexpected \(listed(extra))")
+    }
+    for (name, t) in model.tensors where !bitIdentical(t, back[name]!) {
+        throw ResNetError.parityFailed(reason: "read-back of \(file): tensor \(name) differs from what was written")
+    }
+}
+
+// MARK: - PyTorch names (.pth, .safetensors)
+
+/// The PyTorch state-dict names for `model`: a built-in scheme whose PyTorch model has exactly
+/// this structure (proven by mapping the names back), else the canonical names themselves.
+func torchNames(for model: ResNetModel, file: String) throws -> (names: [String: String], scheme: String?) {
+    let canonicalModules = Set(model.spec.allOps.compactMap(\.moduleName))
+    for name in ["torchvision", "seed", "cifar-akamaster", "cifar-flat-avgpool"] {
+        guard let s = TorchSchemes.builtIn.first(where: { $0.name == name }) else { continue }
+        let compiled = try CompiledScheme(s, file: file)
+        var modules: [String: String] = [:]
+        for m in canonicalModules {
+            guard let src = compiled.sourceModule(forCanonical: m) else { break }
+            modules[m] = src
+        }
+        guard modules.count == canonicalModules.count else { continue }
+        var names: [String: String] = [:]
+        for p in model.spec.parameters {
+            let dot = p.name.lastIndex(of: ".")!
+            names[p.name] = modules[String(p.name[..<dot])]! + p.name[dot...]
+        }
+        // The scheme must give back this very structure, or its PyTorch class would compute something else.
+        let probe = TorchCheckpoint(path: file, container: "probe", tensors: model.spec.parameters.map {
+            SourceTensor(name: names[$0.name]!, sourceDType: .float32, tensor: model.tensors[$0.name]!)
+        }, notes: [], ignored: [])
+        if let mapped = try? mapTorchCheckpoint(probe, arch: nil, mapFile: nil), sameStructure(mapped.model.spec, model.spec) {
+            return (names, name)
+        }
+    }
+    return (Dictionary(uniqueKeysWithValues: model.spec.parameters.map { ($0.name, $0.name) }), nil)
+}
+
+/// Writes `.pth` or `.safetensors` with PyTorch names (plus `num_batches_tracked` for every BN,
+/// so `load_state_dict(strict=True)` accepts it) and reads it back.
+func exportTorchLayout(_ model: ResNetModel, to path: String, format: ExportFormat, display: String) throws
+    -> (layout: String, check: String, notes: [String]) {
+    let (names, scheme) = try torchNames(for: model, file: display)
+    var raw: [RawTensor] = []
+    for op in model.spec.allOps {
+        for p in op.parameters { raw.append(RawTensor(name: names[p.name]!, model.tensors[p.name]!)) }
+        if case let .batchNorm(b) = op, let src = names["\(b.name).running_var"] {
+            raw.append(RawTensor(name: String(src.dropLast("running_var".count)) + "num_batches_tracked", int64: 0))
+        }
+    }
+    let data: Data
+    if format == .pth {
+        data = try torchArchiveBytes(raw)
+    } else {
+        data = try safeTensorsBytes(raw, metadata: ["format": "pt"])
+    }
+    do { try data.write(to: URL(fileURLWithPath: path)) } catch {
+        throw ResNetError.io(file: display, reason: error.localizedDescription)
+    }
+
+    // Read back with our own reader: every tensor under its written name, bit for bit.
+    var ckpt = format == .pth ? try readTorchCheckpoint(path: path) : try readSafeTensors(path: path)
+    ckpt.path = display
+    let inverse = Dictionary(uniqueKeysWithValues: names.map { ($0.value, $0.key) })
+    var back: [String: Tensor] = [:]
+    for t in ckpt.tensors {
+        guard let canonical = inverse[t.name], t.sourceDType == .float32 else {
+            throw ResNetError.parityFailed(reason: "read-back of \(display): unexpected entry \(t.name) (\(t.sourceDType.rawValue))")
+        }
+        back[canonical] = t.tensor
+    }
+    try requireSameTensors(model, back, file: display)
+    var check = "reopened \(display): all \(model.tensors.count) tensors bit-identical under their PyTorch names"
+    var notes: [String] = []
+    let layout: String
+    if let scheme {
+        // And the names alone describe the structure again.
+        let mapped = try mapTorchCheckpoint(ckpt, arch: nil, mapFile: nil)
+        guard sameStructure(mapped.model.spec, model.spec) else {
+            throw ResNetError.parityFailed(reason: "read-back of \(display): the '\(scheme)' names map to a different structure")
+        }
+        try requireSameTensors(model, mapped.model.tensors, file: display)
+        check += "; mapped back through the '\(scheme)' scheme to the same structure"
+        layout = scheme == "seed" ? "the seed PyTorch model's module names" : "\(scheme) names"
+    } else {
+        layout = "canonical (torchvision-style) names"
+        notes.append("no PyTorch model class this tool knows has this structure (\(model.spec.family)); the names are the canonical ones and a module built from the spec is needed to load them")
+    }
+    return (layout, check, notes)
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import ResNetKit
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a model as PyTorch (.pth), safetensors, Keras weights (.h5) or ONNX, verified by reading it back.")
+
+    @Argument(help: "Input: a .rnw file or any weight file `convert` reads.")
+    var input: String
+
+    @Argument(help: "Output file; its extension (.pth, .safetensors, .h5, .onnx) picks the format.")
+    var output: String
+
+    @OptionGroup var source: SourceOptions
+
+    @Option(name: .customLong("input-size"), help: "ONNX only: input height and width, e.g. 224x224 (TF 'same' padding is resolved for it); default: the size the model declares.")
+    var inputSize: String?
+
+    @Option(help: "ONNX only: a fixed batch size (default: a symbolic batch dimension N).")
+    var batch: Int?
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func validate() throws {
+        if ExportFormat(path: output) == nil {
+            throw ValidationError("cannot tell the format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
+        }
+        if let inputSize, parsedSize(inputSize) == nil { throw ValidationError("--input-size must look like 224x224") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
+    }
+
+    private func parsedSize(_ s: String) -> [Int]? {
+        let parts = s.lowercased().split(separator: "x").compactMap { Int($0) }
+        return parts.count == 2 && parts.allSatisfy({ $0 > 0 && $0 <= 65_536 }) ? parts : nil
+    }
+
+    func run() throws {
+        let report = try exportModel(input: input, output: output,
+                                     options: .init(arch: source.arch, mapFile: source.mapFile,
+                                                    inputSize: inputSize.flatMap(parsedSize), batch: batch),
+                                     progress: Terminal.progress)
+        if json {
+            try Terminal.json(report)
+        } else {
+            print("OK: \(report.input) → \(report.output)")
+            print("  format \(report.format), \(report.layout), \(report.tensors) tensors")
+            print("  [pass] read-back: \(report.check)")
+            for note in report.notes { print("  note: \(note)") }
+        }
+    }
+}

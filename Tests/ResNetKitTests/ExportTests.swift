@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+@testable import ResNetKit
+
+/// Export writers and the safetensors reader: round trips through every format keep every
+/// canonical tensor bit for bit, and malformed safetensors headers are refused with a reason.
+@Suite struct ExportTests {
+    static func fixture(_ relative: String) -> String { Paths.fixtures.appendingPathComponent(relative).path }
+
+    static func expectBitIdentical(_ a: ResNetModel, _ b: ResNetModel) {
+        #expect(Set(a.tensors.keys) == Set(b.tensors.keys))
+        for (name, t) in a.tensors {
+            guard let u = b.tensors[name] else { continue }
+            #expect(bitIdentical(t, u), "tensor \(name) differs")
+        }
+    }
+
+    /// Keras → .rnw → .pth → .rnw: a .pth names tensors only, so the structure comes back in
+    /// PyTorch's convention, but every canonical tensor must be the same bits.
+    @Test func kerasToRNWToPthToRNWKeepsEveryTensorBitIdentical() throws {
+        let dir = try Paths.temporaryDirectory()
+        let rnw = dir.appendingPathComponent("k.rnw").path, pth = dir.appendingPathComponent("k.pth").path
+        let back = dir.appendingPathComponent("k2.rnw").path
+        _ = try convert(input: Self.fixture("keras/kapp-resnet-v1/tfkeras2.model.h5"), output: rnw)
+        let report = try exportModel(input: rnw, output: pth)
+        #expect(report.format == "pth")
+        _ = try convert(input: pth, output: back)
+        Self.expectBitIdentical(try RNWReader(path: rnw).model(), try RNWReader(path: back).model())
+    }
+
+    /// Keras → .rnw → .h5 → .rnw for each Keras layout the writer knows: same structure and bits.
+    @Test("Keras weights export reads back with the same structure and bits", arguments: [
+        ("keras/kapp-resnet-v1/tfkeras2.model.h5", "keras-resnet-v1"),
+        ("keras/kapp-resnet-v2/tfkeras2.model.h5", "keras-resnet-v2"),
+        ("keras/seed-keras/tfkeras2.model.h5", "seed-keras"),
+    ])
+    func kerasWeightsRoundTrip(source: String, preset: String) throws {
+        let dir = try Paths.temporaryDirectory()
+        let rnw = dir.appendingPathComponent("m.rnw").path, h5 = dir.appendingPathComponent("m.h5").path
+        _ = try convert(input: Self.fixture(source), output: rnw)
+        _ = try exportModel(input: rnw, output: h5)
+        let original = try RNWReader(path: rnw).model()
+        let back = try loadModel(path: h5, arch: preset).model
+        #expect(sameStructure(original.spec, back.spec))
+        Self.expectBitIdentical(original, back)
+    }
+
+    /// Keras matches groups to layers by position, so the written `layer_names` must be exactly
+    /// the order tf_keras itself wrote for the same architecture.
+    @Test func keras_layer_namesFollowTheOrderTfKerasWrites() throws {
+        let dir = try Paths.temporaryDirectory()
+        let h5 = dir.appendingPathComponent("m.h5").path
+        let real = Self.fixture("keras/kapp-resnet-v1/tfkeras2.legacy-weights.h5")
+        _ = try exportModel(input: Self.fixture("keras/kapp-resnet-v1/tfkeras2.model.h5"), output: h5)
+        let ours = try HDF5File(path: h5).attribute("layer_names", of: "/")?.stringList
+        let theirs = try HDF5File(path: real).attribute("layer_names", of: "/")?.stringList
+        #expect(ours != nil && ours == theirs)
+    }
+
+    /// PyTorch → .rnw → .h5 is refused (exit 3) for layouts keras.applications does not build, and
+    /// nothing is left behind.
+    @Test func torchvisionLayoutIsRefusedForH5AndNothingIsWritten() throws {
+        let dir = try Paths.temporaryDirectory()
+        let h5 = dir.appendingPathComponent("tv.h5").path
+        #expect(throws: ResNetError.self) {
+            _ = try exportModel(input: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth"), output: h5)
+        }
+        do { _ = try exportModel(input: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth"), output: h5) } catch let e as ResNetError {
+            #expect(e.exitCode == 3)
+            #expect(e.description.contains("keras.applications layouts only"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    /// PyTorch → .pth / .safetensors → canonical: torchvision and seed names map back through their
+    /// schemes to the very same structure and bits.
+    @Test("PyTorch layouts round-trip through .pth and .safetensors", arguments: [
+        "torch/tv-resnet18-mini/tv-resnet18-mini.pth", "torch/seed-torch/seed-torch.pth",
+        "torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth", "torch/tv-resnext-mini/tv-resnext-mini.pth",
+    ])
+    func torchLayoutsRoundTrip(source: String) throws {
+        let dir = try Paths.temporaryDirectory()
+        let original = try loadModel(path: Self.fixture(source)).model
+        for ext in ["pth", "safetensors"] {
+            let out = dir.appendingPathComponent("m.\(ext)").path
+            _ = try exportModel(input: Self.fixture(source), output: out)
+            let back = try loadModel(path: out).model
+            #expect(sameStructure(original.spec, back.spec), "\(source) via .\(ext)")
+            Self.expectBitIdentical(original, back)
+        }
+    }
+
+    /// The .pth writer emits what torch.save does: a stored zip whose members start on 64-byte
+    /// boundaries, `version` and `byteorder` records, and a BN step counter for every BN.
+    @Test func pthArchiveIsAlignedAndHasTheTorchRecords() throws {
+        let dir = try Paths.temporaryDirectory()
+        let out = dir.appendingPathComponent("m.pth").path
+        _ = try exportModel(input: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth"), output: out)
+        let ckpt = try readTorchCheckpoint(path: out)
+        #expect(ckpt.container.contains("64-byte aligned"))
+        #expect(ckpt.container.contains("version 3"))
+        let bns = try loadModel(path: out).model.spec.allOps.filter { if case .batchNorm = $0 { return true } else { return false } }.count
+        #expect(ckpt.ignored.filter { $0.hasSuffix("num_batches_tracked") }.count == bns)
+    }
+
+    /// The ONNX file parses back into the graph that was built, and the initializers are the
+    /// canonical tensors.
+    @Test func onnxExportParsesBackWithTheCanonicalInitializers() throws {
+        let dir = try Paths.temporaryDirectory()
+        let out = dir.appendingPathComponent("m.onnx").path
+        let source = Self.fixture("torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth")
+        _ = try exportModel(input: source, output: out, options: .init(batch: 2))
+        let model = try loadModel(path: source).model
+        let onnx = try unpackONNX([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))), file: out)
+        #expect(onnx.inputs.first?.dims == [.value(2), .value(3), .value(32), .value(32)])
+        #expect(onnx.outputs.first?.dims == [.value(2), .value(model.spec.classes)])
+        // Option A shortcuts are Slice with steps + Pad on the channel axis.
+        #expect(onnx.nodes.contains { $0.opType == "Slice" })
+        #expect(Set(onnx.initializers.filter { $0.dataType == 1 }.map(\.name)) == Set(model.tensors.keys))
+        #expect(try onnxModel(model, inputSize: nil, batch: 2) == onnx)
+    }
+
+    // MARK: - safetensors validation
+
+    static func safetensors(header: String, data: [UInt8]) -> Data {
+        var d = Data()
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { d.append(contentsOf: $0) }
+        d.append(contentsOf: Array(header.utf8))
+        d.append(contentsOf: data)
+        return d
+    }
+
+    static func refusal(_ bytes: Data) -> String? {
+        bytes.withUnsafeBytes { raw in
+            do { _ = try parseSafeTensorsHeader(raw, file: "t.safetensors"); return nil } catch { return "\(error)" }
+        }
+    }
+
+    @Test func aWellFormedSafetensorsHeaderParses() {
+        let ok = Self.safetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"format":"pt"}}"#, data: .init(repeating: 0, count: 8))
+        #expect(Self.refusal(ok) == nil)
+    }
+
+    @Test("malformed safetensors headers are refused with the reason", arguments: [
+        (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "needs 12 bytes"),
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "overlap"),
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "belong to no tensor"),
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "truncated"),
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "after the last tensor"),
+        (#"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, 8, "dtype C64"),
+        (#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4, "not a size"),
+        (#"{"a":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,4]}}"#, 4, "overflows"),
+        (#"[1,2]"#, 0, "does not start with '{'"),
+        (#"{"a":"#, 0, "does not parse"),
+    ])
+    func malformedSafetensorsAreRefused(header: String, dataBytes: Int, mention: String) {
+        let reason = Self.refusal(Self.safetensors(header: header, data: .init(repeating: 0, count: dataBytes)))
+        #expect(reason?.contains(mention) == true, "got \(reason ?? "no error")")
+    }
+
+    @Test func aHeaderLengthBeyondTheCapOrTheFileIsRefused() {
+        var huge = Data()
+        withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { huge.append(contentsOf: $0) }
+        #expect(Self.refusal(huge)?.contains("limit") == true)
+        var short = Data()
+        withUnsafeBytes(of: UInt64(100).littleEndian) { short.append(contentsOf: $0) }
+        short.append(contentsOf: Array("{}".utf8))
+        #expect(Self.refusal(short)?.contains("only 2 follow") == true)
+        #expect(Self.refusal(Data([1, 2, 3]))?.contains("fewer than") == true)
+    }
+}
