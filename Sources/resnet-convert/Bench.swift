@@ -28,6 +28,9 @@ struct Bench: ParsableCommand {
     @Option(help: "plan (default), unfused or reference.")
     var engine: BenchmarkEngine = .plan
 
+    @Option(help: "For the plan engine: own (the plan's threads, default) or blas (OpenBLAS's threads).")
+    var parallelism: ForwardPlan.Parallelism = .own
+
     @Option(help: "Architecture preset for files without a model config.")
     var arch: String?
 
@@ -45,13 +48,13 @@ struct Bench: ParsableCommand {
         let side = size ?? loaded.model.spec.inputSize?.first ?? 224
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         Terminal.progress("timing \(iterations) iterations")
-        let r = try benchmarkForward(loaded.model, modelName: model, engine: engine, batch: batch, size: side,
+        let r = try benchmarkForward(loaded.model, modelName: model, engine: engine, parallelism: parallelism, batch: batch, size: side,
                                      iterations: iterations, warmup: warmup, threads: threadCount)
         if json {
             try Terminal.json(BenchReport(result: r, loadMs: loadMs, openRnwMs: openMs))
             return
         }
-        print("\(model): \(r.engine.rawValue), batch \(r.batch), \(r.size)x\(r.size), \(r.threads) threads, \(r.iterations) iterations")
+        print("\(model): \(r.engine.rawValue) (\(r.parallelism.rawValue) threads), batch \(r.batch), \(r.size)x\(r.size), \(r.threads) threads, \(r.iterations) iterations")
         print(String(format: "  median %.2f ms   min %.2f ms   mean %.2f ms   %.1f images/s", r.medianMs, r.minMs, r.meanMs, r.throughputPerS))
         print(String(format: "  load %.1f ms   plan %.1f ms", loadMs, r.prepareMs) + (openMs.map { String(format: "   open .rnw with checksums %.1f ms", $0) } ?? ""))
     }
@@ -73,3 +76,4 @@ private struct BenchReport: Encodable {
 }
 
 extension BenchmarkEngine: ExpressibleByArgument {}
+extension ForwardPlan.Parallelism: ExpressibleByArgument {}

@@ -23,6 +23,8 @@ public struct BenchmarkResult: Sendable, Codable {
     /// The model file, as given.
     public var model: String
     public var engine: BenchmarkEngine
+    /// For the plan engine: who runs the threads.
+    public var parallelism: ForwardPlan.Parallelism
     public var batch: Int
     /// Input height and width.
     public var size: Int
@@ -41,16 +43,17 @@ public struct BenchmarkResult: Sendable, Codable {
 
 /// Times `model` on a deterministic input of shape (batch, inputChannels, size, size).
 ///
-/// Sets OpenBLAS's thread count to `threads` for the rest of the process (it is a process-wide
-/// setting), so run benchmarks in their own process.
+/// Leaves OpenBLAS's process-wide thread count set for the rest of the process (to `threads`, or as
+/// the plan's ``ForwardPlan/Parallelism`` needs), so run benchmarks in their own process.
 /// - Throws: `ResNetError.usage` for non-positive counts; forward errors as `forward` throws them.
 public func benchmarkForward(_ model: ResNetModel, modelName: String, engine: BenchmarkEngine = .plan,
+                             parallelism: ForwardPlan.Parallelism = .own,
                              batch: Int, size: Int, iterations: Int, warmup: Int = 2, threads: Int) throws -> BenchmarkResult {
     for (v, what) in [(batch, "batch"), (size, "size"), (iterations, "iterations"), (threads, "threads")] where v < 1 {
         throw ResNetError.usage("\(what) must be at least 1, got \(v)")
     }
     guard warmup >= 0 else { throw ResNetError.usage("warm-up count must be non-negative, got \(warmup)") }
-    openblas_set_num_threads(Int32(clamping: threads))
+    if engine != .plan { openblas_set_num_threads(Int32(clamping: threads)) }   // the plan sets its own
 
     let shape = [batch, model.spec.inputChannels, size, size]
     let count = try checkedElementCount(shape) { ResNetError.usage("input \(shape): \($0)") }
@@ -62,7 +65,7 @@ public func benchmarkForward(_ model: ResNetModel, modelName: String, engine: Be
     var prepareMs = 0.0
     if engine == .plan {
         let start = clock.now
-        plan = try ForwardPlan(model, threads: threads)
+        plan = try ForwardPlan(model, threads: threads, parallelism: parallelism)
         prepareMs = milliseconds(clock.now - start)
     }
     func once() throws {
@@ -82,7 +85,7 @@ public func benchmarkForward(_ model: ResNetModel, modelName: String, engine: Be
     }
     times.sort()
     let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
-    return BenchmarkResult(model: modelName, engine: engine, batch: batch, size: size, threads: threads, warmup: warmup,
+    return BenchmarkResult(model: modelName, engine: engine, parallelism: parallelism, batch: batch, size: size, threads: threads, warmup: warmup,
                            iterations: iterations, medianMs: median, minMs: times[0],
                            meanMs: times.reduce(0, +) / Double(times.count),
                            throughputPerS: Double(batch) * 1000 / median, prepareMs: prepareMs)

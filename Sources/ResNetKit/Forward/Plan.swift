@@ -30,21 +30,38 @@ import Foundation
 public final class ForwardPlan: @unchecked Sendable {
     /// The structure the plan was built from.
     public let spec: ResNetSpec
-    /// How many chunks the plan's own loops (im2col, epilogues, pooling) split into. `sgemm` threading
-    /// is OpenBLAS's own setting (`OPENBLAS_NUM_THREADS`), which ``benchmarkForward`` sets to the same.
+    /// How many threads a run uses.
     public let threads: Int
+    /// Who runs those threads.
+    public let parallelism: Parallelism
+
+    /// Where the threads of a run come from. OpenBLAS's thread count is one setting for the whole
+    /// process, so `run` sets it (to 1 for `.own`, to `threads` for `.blas`) when it differs.
+    public enum Parallelism: String, Sendable, Codable, CaseIterable {
+        /// The plan splits every convolution's output rows over `threads` workers, each unfolding,
+        /// multiplying (single-threaded sgemm) and finishing its rows; OpenBLAS runs one thread.
+        /// The default: OpenBLAS's idle workers spin for a while after each call, and next to our own
+        /// workers on two cores that spinning cost more than the threading gained.
+        case own
+        /// OpenBLAS threads each sgemm over `threads`; everything else runs on the calling thread.
+        case blas
+    }
 
     let stem: [Step]
     let blocks: [BlockPlan]
+    /// Threads for the plan's own loops.
+    var loopThreads: Int { parallelism == .own ? threads : 1 }
     let head: [Step]
     private let lock = NSLock()
     private var arenas: [Arena] = []      // guarded by lock
 
     /// Compiles `model`. Throws `ResNetError.mapping` for a missing or misshapen tensor or an invalid op.
-    /// - Parameter threads: chunks for the plan's own parallel loops; default: the active processor count.
-    public init(_ model: ResNetModel, threads: Int? = nil) throws {
+    /// - Parameter threads: threads per run; default: the active processor count.
+    /// - Parameter parallelism: see ``Parallelism``; `.own` unless measuring.
+    public init(_ model: ResNetModel, threads: Int? = nil, parallelism: Parallelism = .own) throws {
         spec = model.spec
         self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
+        self.parallelism = parallelism
         let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil))
         stem = try compiler.compile(model.spec.stem, place: "stem")
         var blocks: [BlockPlan] = []
@@ -68,6 +85,8 @@ public final class ForwardPlan: @unchecked Sendable {
     public func run(_ input: Tensor) throws -> Tensor {
         let checker = ForwardRunner(tensors: [:], engine: .fast, capture: nil)
         let x = try checker.checkedInput(input, spec: spec)
+        let blasThreads = Int32(parallelism == .own ? 1 : threads)
+        if openblas_get_num_threads() != blasThreads { openblas_set_num_threads(blasThreads) }
         var sizing = Executor(plan: self, arena: nil)
         let sizedOutput = try sizing.runAll(inputShape: x.shape, input: nil)
         let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns)
@@ -476,7 +495,7 @@ struct Executor {
             if sizing { return y }
             let (src, dst, C, relu) = (pointer(x), pointer(y), x.c, a.relu)
             a.mean.withUnsafeBufferPointer { mean in a.scale.withUnsafeBufferPointer { scale in a.shift.withUnsafeBufferPointer { shift in
-                parallelChunks(x.count / C, threads: plan.threads, grain: 2048) { rows in
+                parallelChunks(x.count / C, threads: plan.loopThreads, grain: 2048) { rows in
                     for r in rows {
                         for c in 0..<C {
                             var v = (src[r * C + c] - mean[c]) * scale[c] + shift[c]
@@ -647,7 +666,7 @@ struct Executor {
         let pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PT == 0 && g.PB == 0 && g.PL == 0 && g.PR == 0
         let columnCount = pointwise ? 0 : try checkedElementCount([P, g.G * K]) { checker.mapping("\(c.place): im2col buffer: \($0)") }
         maxColumns = max(maxColumns, columnCount)
-        let (m, n, k) = (try blasSize(P, "output positions", c.place), try blasSize(Og, "output channels per group", c.place),
+        let (_, n, k) = (try blasSize(P, "output positions", c.place), try blasSize(Og, "output channels per group", c.place),
                          try blasSize(K, "kernel size", c.place))
         let lda = try blasSize(pointwise ? g.C : g.G * K, "unfolded row", c.place)
         let ldc = try blasSize(g.O, "output channels", c.place)
@@ -657,27 +676,28 @@ struct Executor {
         }
         if sizing { return y }
 
+        // Each chunk of output rows is unfolded, multiplied and finished by one thread while its
+        // columns are still in cache. With `.blas` there is one chunk and OpenBLAS threads the sgemm.
         let src = UnsafePointer(pointer(x))
-        let a: UnsafePointer<Float>
-        if pointwise {
-            a = src
-        } else {
-            let columns = arena!.columns
-            unfold(src, g, into: columns)
-            a = UnsafePointer(columns)
-        }
         let dst = pointer(y)
-        c.weights.withUnsafeBufferPointer { w in
-            for group in 0..<g.G {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k,
-                            1, a + group * (pointwise ? Cg : K), lda, w.baseAddress! + group * K * Og, n, 0, dst + group * Og, ldc)
-            }
-        }
+        let columns = arena!.columns
         let O = g.O
         let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
-        c.bias.withUnsafeBufferPointer { bias in
-            let b = bias.baseAddress!
-            parallelChunks(P, threads: plan.threads, grain: max(1, 16384 / O)) { rows in
+        c.weights.withUnsafeBufferPointer { weights in c.bias.withUnsafeBufferPointer { bias in
+            let w = weights.baseAddress!, b = bias.baseAddress!
+            parallelChunks(P, threads: plan.loopThreads, grain: 16) { rows in
+                let a: UnsafePointer<Float>
+                if pointwise {
+                    a = src + rows.lowerBound * g.C
+                } else {
+                    Executor.unfold(src, g, rows: rows, into: columns)
+                    a = UnsafePointer(columns + rows.lowerBound * g.G * K)
+                }
+                let out = dst + rows.lowerBound * O
+                for group in 0..<g.G {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
+                                1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
+                }
                 for p in rows {
                     let row = dst + p * O
                     if let shortcut {
@@ -690,30 +710,28 @@ struct Executor {
                     }
                 }
             }
-        }
+        } }
         release(x)
         return y
     }
 
     /// NHWC im2col: row p = (n, oh, ow), column ((g·KH + kh)·KW + kw)·Cg + i; zeros in the padding.
-    private func unfold(_ src: UnsafePointer<Float>, _ g: WindowGeometry, into columns: UnsafeMutablePointer<Float>) {
+    private static func unfold(_ src: UnsafePointer<Float>, _ g: WindowGeometry, rows: Range<Int>, into columns: UnsafeMutablePointer<Float>) {
         let Cg = g.C / g.G
         let rowLength = g.G * g.KH * g.KW * Cg
         let OHW = g.OH * g.OW
-        parallelChunks(g.N * OHW, threads: plan.threads, grain: max(1, 16384 / rowLength)) { rows in
-            for p in rows {
-                let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
-                let row = columns + p * rowLength
-                for kh in 0..<g.KH {
-                    let h = oh * g.SH - g.PT + kh * g.DH
-                    for kw in 0..<g.KW {
-                        let w = ow * g.SW - g.PL + kw * g.DW
-                        let inside = h >= 0 && h < g.H && w >= 0 && w < g.W
-                        let cell = src + ((n * g.H + max(h, 0)) * g.W + max(w, 0)) * g.C
-                        for group in 0..<g.G {
-                            let dst = row + ((group * g.KH + kh) * g.KW + kw) * Cg
-                            if inside { dst.update(from: cell + group * Cg, count: Cg) } else { dst.update(repeating: 0, count: Cg) }
-                        }
+        for p in rows {
+            let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
+            let row = columns + p * rowLength
+            for kh in 0..<g.KH {
+                let h = oh * g.SH - g.PT + kh * g.DH
+                for kw in 0..<g.KW {
+                    let w = ow * g.SW - g.PL + kw * g.DW
+                    let inside = h >= 0 && h < g.H && w >= 0 && w < g.W
+                    let cell = src + ((n * g.H + max(h, 0)) * g.W + max(w, 0)) * g.C
+                    for group in 0..<g.G {
+                        let dst = row + ((group * g.KH + kh) * g.KW + kw) * Cg
+                        if inside { dst.update(from: cell + group * Cg, count: Cg) } else { dst.update(repeating: 0, count: Cg) }
                     }
                 }
             }
@@ -724,7 +742,7 @@ struct Executor {
     private func pool(_ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ g: WindowGeometry, max isMax: Bool, includePad: Bool) {
         let C = g.C
         let OHW = g.OH * g.OW
-        parallelChunks(g.N * OHW, threads: plan.threads, grain: max(1, 8192 / C)) { rows in
+        parallelChunks(g.N * OHW, threads: plan.loopThreads, grain: max(1, 8192 / C)) { rows in
             for p in rows {
                 let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
                 let out = dst + p * C
