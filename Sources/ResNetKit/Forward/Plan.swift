@@ -685,28 +685,36 @@ struct Executor {
         let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
         c.weights.withUnsafeBufferPointer { weights in c.bias.withUnsafeBufferPointer { bias in
             let w = weights.baseAddress!, b = bias.baseAddress!
-            parallelChunks(P, threads: plan.loopThreads, grain: 16) { rows in
-                let a: UnsafePointer<Float>
-                if pointwise {
-                    a = src + rows.lowerBound * g.C
-                } else {
-                    Executor.unfold(src, g, rows: rows, into: columns)
-                    a = UnsafePointer(columns + rows.lowerBound * g.G * K)
-                }
-                let out = dst + rows.lowerBound * O
-                for group in 0..<g.G {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
-                                1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
-                }
-                for p in rows {
-                    let row = dst + p * O
-                    if let shortcut {
-                        let s = shortcut + p * O
-                        if relu { for o in 0..<O { let v = row[o] + b[o] + s[o]; row[o] = v < 0 ? 0 : v } }
-                        else { for o in 0..<O { row[o] = row[o] + b[o] + s[o] } }
+            parallelChunks(P, threads: plan.loopThreads, grain: 16) { chunk in
+                // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
+                // them; at least 256 rows so that packing the weights once per tile stays cheap.
+                let tile = max(256, 131_072 / max(pointwise ? g.C : g.G * K, 1))
+                var start = chunk.lowerBound
+                while start < chunk.upperBound {
+                    let rows = start..<min(start + tile, chunk.upperBound)
+                    start = rows.upperBound
+                    let a: UnsafePointer<Float>
+                    if pointwise {
+                        a = src + rows.lowerBound * g.C
                     } else {
-                        if relu { for o in 0..<O { let v = row[o] + b[o]; row[o] = v < 0 ? 0 : v } }
-                        else { for o in 0..<O { row[o] += b[o] } }
+                        Executor.unfold(src, g, rows: rows, into: columns)
+                        a = UnsafePointer(columns + rows.lowerBound * g.G * K)
+                    }
+                    let out = dst + rows.lowerBound * O
+                    for group in 0..<g.G {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
+                                    1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
+                    }
+                    for p in rows {
+                        let row = dst + p * O
+                        if let shortcut {
+                            let s = shortcut + p * O
+                            if relu { for o in 0..<O { let v = row[o] + b[o] + s[o]; row[o] = v < 0 ? 0 : v } }
+                            else { for o in 0..<O { row[o] = row[o] + b[o] + s[o] } }
+                        } else {
+                            if relu { for o in 0..<O { let v = row[o] + b[o]; row[o] = v < 0 ? 0 : v } }
+                            else { for o in 0..<O { row[o] += b[o] } }
+                        }
                     }
                 }
             }
