@@ -10,7 +10,7 @@ struct ResNetConvert: ParsableCommand {
         discussion: """
         Exit codes: 0 ok, 1 parity failed, 2 usage, 3 invalid/unsupported/refused input, 4 I/O error.
         """,
-        subcommands: [Convert.self, Verify.self, Inspect.self, Diff.self, Export.self],
+        subcommands: [Convert.self, Verify.self, Inspect.self, Diff.self, Export.self, Bench.self],
         defaultSubcommand: Convert.self
     )
 

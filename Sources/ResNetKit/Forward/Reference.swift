@@ -24,14 +24,18 @@ import Foundation
 public enum ForwardEngine: String, Sendable, Codable, CaseIterable {
     /// Plain loops, one function per op: the definition the fast path is tested against.
     case reference
-    /// im2col + OpenBLAS `sgemm`; the default, because full-size models must run in seconds.
+    /// OpenBLAS `sgemm` through a prepared ``ForwardPlan`` (or unfused im2col when capturing);
+    /// the default, because full-size models must run in well under a second.
     case fast
 }
 
 /// Runs `model` on `input` (N, C, H, W) and returns its output, usually (N, classes).
 ///
 /// - Parameters:
-///   - engine: `.fast` (default) or `.reference`; both follow the same op semantics.
+///   - engine: `.fast` (default) or `.reference`; both follow the same op semantics. Without `capture`,
+///     `.fast` runs a ``ForwardPlan`` (BN folded, ReLU and additions fused, NHWC), cached for the last
+///     model seen; with `capture` it runs the unfused im2col path, because a folded conv has no
+///     separate batch-norm output to report.
 ///   - capture: called with module outputs as they are produced: named stem ops (`conv1`, `bn1`),
 ///     whole blocks (`layer1.0`, …, as in `Block.name`) and named head ops (`fc`).
 /// - Throws: `ResNetError.invalidInput` when the input does not fit the model, and
@@ -39,6 +43,9 @@ public enum ForwardEngine: String, Sendable, Codable, CaseIterable {
 ///   channel mismatch, a spatial size that would become zero or negative).
 public func forward(_ model: ResNetModel, input: Tensor, engine: ForwardEngine = .fast,
                     capture: ((String, Tensor) -> Void)? = nil) throws -> Tensor {
+    if engine == .fast, capture == nil {
+        return try ForwardPlan.cached(for: model).run(input)
+    }
     let runner = ForwardRunner(tensors: model.tensors, engine: engine, capture: capture)
     return try runner.run(model.spec, input: input)
 }
@@ -323,7 +330,7 @@ struct ForwardRunner {
         return try runOps(spec.head, x, place: "head", captureNamed: true)
     }
 
-    private func checkedInput(_ input: Tensor, spec: ResNetSpec) throws -> Tensor {
+    func checkedInput(_ input: Tensor, spec: ResNetSpec) throws -> Tensor {
         func bad(_ reason: String) -> ResNetError { .invalidInput(file: "input", place: "input tensor", reason: reason) }
         guard input.shape.count == 4 else { throw bad("expected (N, C, H, W), got shape \(input.shape)") }
         guard input.shape.allSatisfy({ $0 > 0 }) else { throw bad("every dimension must be positive, got \(input.shape)") }
@@ -463,19 +470,19 @@ struct ForwardRunner {
 
     // MARK: checks
 
-    private func mapping(_ reason: String) -> ResNetError { .mapping(file: "model", reason: reason) }
+    func mapping(_ reason: String) -> ResNetError { .mapping(file: "model", reason: reason) }
 
-    private func checkRange(_ v: Int, _ range: ClosedRange<Int>, _ what: String, place: String) throws {
+    func checkRange(_ v: Int, _ range: ClosedRange<Int>, _ what: String, place: String) throws {
         guard range.contains(v) else { throw mapping("\(place): \(what) is \(v), must be in \(range.lowerBound)...\(range.upperBound)") }
     }
 
-    private func nchw(_ shape: [Int], _ what: String, place: String) throws -> (Int, Int, Int, Int) {
+    func nchw(_ shape: [Int], _ what: String, place: String) throws -> (Int, Int, Int, Int) {
         guard shape.count == 4 else { throw mapping("\(place): \(what) needs an (N, C, H, W) activation, got \(shape)") }
         return (shape[0], shape[1], shape[2], shape[3])
     }
 
     /// The canonical tensor `name`, which must exist with exactly `shape`.
-    private func tensor(_ name: String, shape: [Int], place: String) throws -> Tensor {
+    func tensor(_ name: String, shape: [Int], place: String) throws -> Tensor {
         guard let t = tensors[name] else { throw mapping("\(place): missing tensor \(name) (shape \(shape))") }
         guard t.shape == shape else { throw mapping("\(place): tensor \(name) has shape \(t.shape), the spec needs \(shape)") }
         let count = try checkedElementCount(shape) { mapping("\(place): tensor \(name): \($0)") }
@@ -512,7 +519,7 @@ struct ForwardRunner {
         try checkRange(v[1], 1...Self.maxWindow, what, place: place)
     }
 
-    private func convGeometry(_ c: ConvOp, _ shape: [Int], place: String) throws -> WindowGeometry {
+    func convGeometry(_ c: ConvOp, _ shape: [Int], place: String) throws -> WindowGeometry {
         let (N, C, H, W) = try nchw(shape, "convolution", place: place)
         try checkPair(c.kernel, "kernel", place: place)
         try checkPair(c.stride, "stride", place: place)
@@ -537,7 +544,7 @@ struct ForwardRunner {
         return g
     }
 
-    private func poolGeometry(_ p: PoolOp, _ shape: [Int], kind: String, place: String) throws -> WindowGeometry {
+    func poolGeometry(_ p: PoolOp, _ shape: [Int], kind: String, place: String) throws -> WindowGeometry {
         let (N, C, H, W) = try nchw(shape, kind, place: place)
         try checkPair(p.kernel, "\(kind) kernel", place: place)
         try checkPair(p.stride, "\(kind) stride", place: place)

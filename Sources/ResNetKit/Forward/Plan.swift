@@ -1,0 +1,781 @@
+// The fused fast path: a model compiled once into a plan, then run many times.
+//
+// Same dimension legend as Reference.swift. What differs from the unfused path:
+// - Activations are NHWC: x[n, h, w, c] = data[((n * H + h) * W + w) * C + c]; flat ones stay (N, F).
+//   NHWC makes batch and pixels one GEMM dimension P = N·OH·OW, so a 1×1 stride-1 convolution is one
+//   sgemm on the activation as it lies, batch 8 is one larger sgemm rather than 8 small ones, and
+//   im2col copies whole runs of channels instead of single floats.
+// - Conv weights are stored per group as (KH·KW·Cg, Og): row (kh·KW + kw)·Cg + i, column og.
+//   The im2col matrix is (P, G·KH·KW·Cg) with column ((g·KH + kh)·KW + kw)·Cg + i, so group g's
+//   patch is the contiguous run starting at g·KH·KW·Cg and all groups come from one unfolding pass.
+// - A batch norm right after a convolution is folded into its weights and bias (in double precision),
+//   and a following ReLU, plus the residual addition and the block's final ReLU, run in the sgemm
+//   epilogue: one pass over the output instead of four.
+// - All buffers come from an arena sized for the input shape and reused across calls; the hot loop
+//   allocates nothing. Plans are immutable, so concurrent calls only contend for the arena pool.
+//
+// Every check of Reference.swift still happens: geometry goes through the same ForwardRunner
+// helpers, in a sizing pass that walks the plan before any buffer is touched.
+
+import COpenBLAS
+import Dispatch
+import Foundation
+
+/// A model prepared once for repeated fast inference: batch norms folded into convolutions, ReLUs and
+/// residual additions fused, weights laid out for `sgemm`, activation buffers reused across calls.
+///
+/// `forward(_:input:engine:capture:)` builds and caches one for `.fast` when no capture is asked for;
+/// build one yourself to control threads or to keep several models prepared. Safe to share between
+/// threads: concurrent `run` calls each take their own buffers.
+public final class ForwardPlan: @unchecked Sendable {
+    /// The structure the plan was built from.
+    public let spec: ResNetSpec
+    /// How many threads a run uses.
+    public let threads: Int
+    /// Who runs those threads.
+    public let parallelism: Parallelism
+
+    /// Where the threads of a run come from. OpenBLAS's thread count is one setting for the whole
+    /// process, so `run` sets it (to 1 for `.own`, to `threads` for `.blas`) when it differs.
+    public enum Parallelism: String, Sendable, Codable, CaseIterable {
+        /// The plan splits every convolution's output rows over `threads` workers, each unfolding,
+        /// multiplying (single-threaded sgemm) and finishing its rows; OpenBLAS runs one thread.
+        /// The default: OpenBLAS's idle workers spin for a while after each call, and next to our own
+        /// workers on two cores that spinning cost more than the threading gained.
+        case own
+        /// OpenBLAS threads each sgemm over `threads`; everything else runs on the calling thread.
+        case blas
+    }
+
+    let stem: [Step]
+    let blocks: [BlockPlan]
+    /// Threads for the plan's own loops.
+    var loopThreads: Int { parallelism == .own ? threads : 1 }
+    let head: [Step]
+    private let lock = NSLock()
+    private var arenas: [Arena] = []      // guarded by lock
+
+    /// Compiles `model`. Throws `ResNetError.mapping` for a missing or misshapen tensor or an invalid op.
+    /// - Parameter threads: threads per run; default: the active processor count.
+    /// - Parameter parallelism: see ``Parallelism``; `.own` unless measuring.
+    public init(_ model: ResNetModel, threads: Int? = nil, parallelism: Parallelism = .own) throws {
+        spec = model.spec
+        self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
+        self.parallelism = parallelism
+        let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil))
+        stem = try compiler.compile(model.spec.stem, place: "stem")
+        var blocks: [BlockPlan] = []
+        for (s, stage) in model.spec.stages.enumerated() {
+            for (b, block) in stage.blocks.enumerated() {
+                let name = block.name.isEmpty ? "stage \(s) block \(b)" : block.name
+                blocks.append(BlockPlan(place: name,
+                                        pre: try compiler.compile(block.pre, place: "\(name) pre"),
+                                        residual: try compiler.compile(block.residual, place: "\(name) residual"),
+                                        shortcut: try compiler.compile(block.shortcut, place: "\(name) shortcut"),
+                                        post: try compiler.compile(block.post, place: "\(name) post")))
+            }
+        }
+        self.blocks = blocks
+        head = try compiler.compile(model.spec.head, place: "head")
+    }
+
+    /// Runs the plan on `input` (N, C, H, W); the result has the same shape and meaning as `forward`'s.
+    /// - Throws: `ResNetError.invalidInput` for an input that does not fit, `ResNetError.mapping` for a
+    ///   spec whose geometry fails at this input size.
+    public func run(_ input: Tensor) throws -> Tensor {
+        let checker = ForwardRunner(tensors: [:], engine: .fast, capture: nil)
+        let x = try checker.checkedInput(input, spec: spec)
+        let blasThreads = Int32(parallelism == .own ? 1 : threads)
+        if openblas_get_num_threads() != blasThreads { openblas_set_num_threads(blasThreads) }
+        var sizing = Executor(plan: self, arena: nil)
+        let sizedOutput = try sizing.runAll(inputShape: x.shape, input: nil)
+        let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns)
+        defer { giveBack(arena) }
+        var executor = Executor(plan: self, arena: arena)
+        let out = try x.data.withUnsafeBufferPointer { try executor.runAll(inputShape: x.shape, input: $0.baseAddress!) }
+        precondition(out.flat == sizedOutput.flat && out.count == sizedOutput.count, "sizing and running passes disagree")
+        return executor.output(out)
+    }
+
+    private func takeArena(activation: Int, columns: Int) -> Arena {
+        lock.lock()
+        defer { lock.unlock() }
+        if let i = arenas.firstIndex(where: { $0.activationCapacity >= activation && $0.columnCapacity >= columns }) {
+            return arenas.remove(at: i)
+        }
+        return Arena(activation: activation, columns: columns)
+    }
+
+    private func giveBack(_ arena: Arena) {
+        lock.lock()
+        defer { lock.unlock() }
+        // Keep at most two (one per concurrent caller on a two-core machine is the common case);
+        // prefer the largest so the next call of any size finds one.
+        arenas.append(arena)
+        arenas.sort { $0.activationCapacity > $1.activationCapacity }
+        if arenas.count > 2 { arenas.removeLast(arenas.count - 2) }
+    }
+}
+
+// MARK: - One cached plan for `forward`
+
+extension ForwardPlan {
+    private static let cacheLock = NSLock()
+    nonisolated(unsafe) private static var cache: (tensors: [String: Tensor], plan: ForwardPlan)?
+
+    /// The plan for `model`, reusing the last one when `model` is the same spec with the very same tensor
+    /// storage. Sound because the cache keeps those arrays alive: a live array buffer cannot be reused by
+    /// other data, and any write to a shared buffer copies it first, giving it a new address.
+    static func cached(for model: ResNetModel) throws -> ForwardPlan {
+        cacheLock.lock()
+        defer { cacheLock.unlock() }
+        if let (tensors, plan) = cache, plan.spec == model.spec, sameStorage(tensors, model.tensors) { return plan }
+        cache = nil                                     // drop the old weights before preparing new ones
+        let plan = try ForwardPlan(model)
+        cache = (model.tensors, plan)
+        return plan
+    }
+
+    private static func sameStorage(_ a: [String: Tensor], _ b: [String: Tensor]) -> Bool {
+        guard a.count == b.count else { return false }
+        for (name, t) in a {
+            guard let u = b[name], t.shape == u.shape, t.data.count == u.data.count else { return false }
+            let same = t.data.withUnsafeBufferPointer { x in u.data.withUnsafeBufferPointer { y in x.baseAddress == y.baseAddress } }
+            if !same { return false }
+        }
+        return true
+    }
+}
+
+// MARK: - Compiled steps
+
+/// A convolution with its batch norm folded in and what follows fused.
+struct ConvStep {
+    let op: ConvOp
+    let place: String
+    /// Per group (KH·KW·Cg, Og), concatenated over groups.
+    let weights: [Float]
+    /// (O); the conv bias and the folded batch-norm shift (zeros when neither exists).
+    let bias: [Float]
+    let relu: Bool
+}
+
+/// A batch norm that follows no convolution (pre-activation blocks, V2 post-norm), computed exactly as
+/// the reference does: `(x - mean) * scale + shift`.
+struct AffineStep {
+    let op: BatchNormOp
+    let place: String
+    let mean: [Float], scale: [Float], shift: [Float]
+    let relu: Bool
+}
+
+struct DenseStep {
+    let op: DenseOp
+    let place: String
+    let weight: [Float]     // (K, F), as stored
+    let bias: [Float]       // (K), zeros when absent
+}
+
+enum Step {
+    case conv(ConvStep)
+    case affine(AffineStep)
+    case relu
+    case maxPool(PoolOp, String)
+    case avgPool(PoolOp, String)
+    case zeroPad(top: Int, bottom: Int, left: Int, right: Int, String)
+    case subsample(Int, String)
+    case channelPad(before: Int, after: Int, String)
+    case globalAvgPool(String)
+    case flatten(FlattenOrder, String)
+    case dense(DenseStep)
+    case softmax(String)
+}
+
+struct BlockPlan {
+    let place: String
+    let pre: [Step], residual: [Step], shortcut: [Step], post: [Step]
+
+    /// The residual branch ends in a convolution without its own ReLU and the block ends in nothing or a
+    /// ReLU: then the addition and that ReLU go into the convolution's epilogue.
+    var fusesAddition: Bool {
+        guard case let .conv(c)? = residual.last, !c.relu else { return false }
+        if post.isEmpty { return true }
+        if post.count == 1, case .relu = post[0] { return true }
+        return false
+    }
+}
+
+/// Turns op lists into steps, checking every tensor.
+struct PlanCompiler {
+    let runner: ForwardRunner
+
+    func compile(_ ops: [Op], place: String) throws -> [Step] {
+        var steps: [Step] = []
+        var i = 0
+        while i < ops.count {
+            let at = ops[i].moduleName.map { "\(place) op \(i) (\($0))" } ?? "\(place) op \(i)"
+            switch ops[i] {
+            case let .conv(c):
+                var bn: (BatchNormOp, String)?
+                if i + 1 < ops.count, case let .batchNorm(b) = ops[i + 1], b.channels == c.outChannels {
+                    bn = (b, "\(place) op \(i + 1) (\(b.name))")
+                    i += 1
+                }
+                var relu = false
+                if i + 1 < ops.count, case .relu = ops[i + 1] { relu = true; i += 1 }
+                steps.append(.conv(try convStep(c, place: at, bn: bn, relu: relu)))
+            case let .batchNorm(b):
+                var relu = false
+                if i + 1 < ops.count, case .relu = ops[i + 1] { relu = true; i += 1 }
+                let (mean, inv) = try batchNormStatistics(b, place: at)
+                let gamma = b.scale ? try runner.tensor("\(b.name).weight", shape: [b.channels], place: at).data : nil
+                let beta = b.center ? try runner.tensor("\(b.name).bias", shape: [b.channels], place: at).data : nil
+                let scale = (0..<b.channels).map { Float(inv[$0]) * (gamma?[$0] ?? 1) }
+                steps.append(.affine(AffineStep(op: b, place: at, mean: mean, scale: scale,
+                                                shift: beta ?? [Float](repeating: 0, count: b.channels), relu: relu)))
+            case .relu: steps.append(.relu)
+            case let .maxPool(p): steps.append(.maxPool(p, at))
+            case let .avgPool(p): steps.append(.avgPool(p, at))
+            case let .zeroPad(t, b, l, r): steps.append(.zeroPad(top: t, bottom: b, left: l, right: r, at))
+            case let .subsample(s): steps.append(.subsample(s, at))
+            case let .channelPad(b, a): steps.append(.channelPad(before: b, after: a, at))
+            case .globalAvgPool: steps.append(.globalAvgPool(at))
+            case let .flatten(order): steps.append(.flatten(order, at))
+            case let .dense(d):
+                try runner.checkRange(d.inFeatures, 1...ForwardRunner.maxChannels, "dense inFeatures", place: at)
+                try runner.checkRange(d.outFeatures, 1...ForwardRunner.maxChannels, "dense outFeatures", place: at)
+                let weight = try runner.tensor("\(d.name).weight", shape: [d.outFeatures, d.inFeatures], place: at)
+                let bias = d.bias ? try runner.tensor("\(d.name).bias", shape: [d.outFeatures], place: at).data
+                                  : [Float](repeating: 0, count: d.outFeatures)
+                steps.append(.dense(DenseStep(op: d, place: at, weight: weight.data, bias: bias)))
+            case .softmax: steps.append(.softmax(at))
+            }
+            i += 1
+        }
+        return steps
+    }
+
+    /// Running mean and 1 / sqrt(var + eps) (as float32 first, as the reference computes it).
+    private func batchNormStatistics(_ b: BatchNormOp, place: String) throws -> ([Float], [Float]) {
+        try runner.checkRange(b.channels, 1...ForwardRunner.maxChannels, "batch norm channels", place: place)
+        guard b.epsilon.isFinite, b.epsilon >= 0 else {
+            throw runner.mapping("\(place): epsilon \(b.epsilon) is not a finite non-negative number")
+        }
+        let mean = try runner.tensor("\(b.name).running_mean", shape: [b.channels], place: place).data
+        let variance = try runner.tensor("\(b.name).running_var", shape: [b.channels], place: place).data
+        let eps = Float(b.epsilon)
+        if let c = variance.indices.first(where: { !(variance[$0] + eps > 0) }) {
+            throw runner.mapping("\(place): \(b.name).running_var[\(c)] = \(variance[c]) with epsilon \(b.epsilon) gives a non-positive variance")
+        }
+        return (mean, variance.map { 1 / ($0 + eps).squareRoot() })
+    }
+
+    private func convStep(_ c: ConvOp, place: String, bn: (BatchNormOp, String)?, relu: Bool) throws -> ConvStep {
+        // The shape checks that do not depend on the input; convGeometry repeats them per input.
+        for (v, what) in [(c.kernel, "kernel"), (c.stride, "stride"), (c.dilation, "dilation")] {
+            guard v.count == 2 else { throw runner.mapping("\(place): \(what) must have 2 values (height, width), has \(v)") }
+            try runner.checkRange(v[0], 1...ForwardRunner.maxWindow, what, place: place)
+            try runner.checkRange(v[1], 1...ForwardRunner.maxWindow, what, place: place)
+        }
+        try runner.checkRange(c.inChannels, 1...ForwardRunner.maxChannels, "inChannels", place: place)
+        try runner.checkRange(c.outChannels, 1...ForwardRunner.maxChannels, "outChannels", place: place)
+        try runner.checkRange(c.groups, 1...ForwardRunner.maxChannels, "groups", place: place)
+        guard c.inChannels % c.groups == 0, c.outChannels % c.groups == 0 else {
+            throw runner.mapping("\(place): groups \(c.groups) must divide both inChannels \(c.inChannels) and outChannels \(c.outChannels)")
+        }
+        let (O, G, KH, KW) = (c.outChannels, c.groups, c.kernel[0], c.kernel[1])
+        let Cg = c.inChannels / G, Og = O / G
+        _ = try checkedElementCount([O, Cg, KH, KW]) { runner.mapping("\(place): weight: \($0)") }
+        let w = try runner.tensor("\(c.name).weight", shape: [O, Cg, KH, KW], place: place).data
+        let convBias = c.bias ? try runner.tensor("\(c.name).bias", shape: [O], place: place).data : nil
+
+        // Folding: y = (conv(x) + b - mean) * s + beta with s = gamma / sqrt(var + eps)
+        //        = conv_{w·s}(x) + ((b - mean) * s + beta).
+        var scale = [Double](repeating: 1, count: O)
+        var bias = (0..<O).map { Double(convBias?[$0] ?? 0) }
+        if let (b, at) = bn {
+            let (mean, inv) = try batchNormStatistics(b, place: at)
+            let gamma = b.scale ? try runner.tensor("\(b.name).weight", shape: [O], place: at).data : nil
+            let beta = b.center ? try runner.tensor("\(b.name).bias", shape: [O], place: at).data : nil
+            for o in 0..<O {
+                scale[o] = Double(inv[o]) * Double(gamma?[o] ?? 1)
+                bias[o] = (bias[o] - Double(mean[o])) * scale[o] + Double(beta?[o] ?? 0)
+            }
+        }
+        let K = KH * KW * Cg
+        var packed = [Float](repeating: 0, count: G * K * Og)
+        for o in 0..<O {
+            let g = o / Og, og = o % Og
+            for i in 0..<Cg {
+                for kh in 0..<KH {
+                    for kw in 0..<KW {
+                        let v = Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
+                        packed[(g * K + (kh * KW + kw) * Cg + i) * Og + og] = Float(v)
+                    }
+                }
+            }
+        }
+        return ConvStep(op: c, place: place, weights: packed, bias: bias.map { Float($0) }, relu: relu)
+    }
+}
+
+// MARK: - Buffers
+
+/// Five activation slots (the most a block keeps alive: block input, forked input, shortcut result and
+/// two residual temporaries) and one im2col matrix, all 64-byte aligned.
+final class Arena {
+    static let slots = 5
+    let activationCapacity: Int
+    let columnCapacity: Int
+    let activations: [UnsafeMutablePointer<Float>]
+    let columns: UnsafeMutablePointer<Float>
+    var references = [Int](repeating: 0, count: Arena.slots)
+
+    init(activation: Int, columns: Int) {
+        activationCapacity = max(activation, 1)
+        columnCapacity = max(columns, 1)
+        activations = (0..<Arena.slots).map { _ in Arena.allocate(max(activation, 1)) }
+        self.columns = Arena.allocate(max(columns, 1))
+    }
+
+    private static func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
+            .bindMemory(to: Float.self, capacity: count)
+    }
+
+    deinit {
+        for p in activations { UnsafeMutableRawPointer(p).deallocate() }
+        UnsafeMutableRawPointer(columns).deallocate()
+    }
+}
+
+/// An activation in the arena: slot and NHWC dimensions (flat: (n, c)).
+struct Activation {
+    var slot: Int
+    var n: Int, h: Int, w: Int, c: Int
+    var flat: Bool
+    var count: Int { n * h * w * c }
+    /// The NCHW-style shape the reference checks expect.
+    var shape: [Int] { flat ? [n, c] : [n, c, h, w] }
+}
+
+/// Splits `0..<total` into at most `threads` chunks and runs them in parallel when each chunk would
+/// carry at least `grain` units of work.
+@inline(__always)
+func parallelChunks(_ total: Int, threads: Int, grain: Int, _ body: (Range<Int>) -> Void) {
+    let chunks = min(threads, total / max(grain, 1))
+    if chunks <= 1 {
+        if total > 0 { body(0..<total) }
+        return
+    }
+    // The chunks write disjoint ranges of buffers the caller owns for the duration of this call.
+    withoutActuallyEscaping(body) { escapable in
+        let work = UncheckedSendable(escapable)
+        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+            work.value((total * i / chunks)..<(total * (i + 1) / chunks))
+        }
+    }
+}
+
+/// Carries a closure over pointers into `concurrentPerform`; the caller guarantees disjoint writes.
+private struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+// MARK: - Execution
+
+/// Walks a plan once. Without an arena it only resolves and checks shapes and records the buffer
+/// sizes the run will need; with one it computes.
+struct Executor {
+    let plan: ForwardPlan
+    let arena: Arena?
+    let checker = ForwardRunner(tensors: [:], engine: .fast, capture: nil)
+    var maxActivation = 0
+    var maxColumns = 0
+    var sizing: Bool { arena == nil }
+
+    init(plan: ForwardPlan, arena: Arena?) {
+        self.plan = plan
+        self.arena = arena
+        if let arena { for i in arena.references.indices { arena.references[i] = 0 } }   // a reused arena starts empty
+    }
+
+    // Slots are reference counted so that an op may work in place only on a buffer nobody else reads.
+
+    private mutating func acquire(_ count: Int) -> Int {
+        maxActivation = max(maxActivation, count)
+        guard let arena else { return 0 }
+        guard let i = arena.references.firstIndex(of: 0) else { preconditionFailure("arena slots exhausted") }
+        arena.references[i] = 1
+        return i
+    }
+
+    private func retain(_ a: Activation) { if let arena { arena.references[a.slot] += 1 } }
+    private func release(_ a: Activation) { if let arena { arena.references[a.slot] -= 1 } }
+    private func unique(_ a: Activation) -> Bool { arena.map { $0.references[a.slot] == 1 } ?? false }
+    private func pointer(_ a: Activation) -> UnsafeMutablePointer<Float> { arena!.activations[a.slot] }
+
+    mutating func runAll(inputShape: [Int], input: UnsafePointer<Float>?) throws -> Activation {
+        let (N, C, H, W) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
+        var x = Activation(slot: acquire(N * C * H * W), n: N, h: H, w: W, c: C, flat: false)
+        if let input, !sizing {
+            let dst = pointer(x)
+            for n in 0..<N {
+                for c in 0..<C {
+                    for p in 0..<(H * W) { dst[(n * H * W + p) * C + c] = input[(n * C + c) * H * W + p] }
+                }
+            }
+        }
+        x = try run(plan.stem, x)
+        for block in plan.blocks { x = try run(block, x) }
+        return try run(plan.head, x)
+    }
+
+    /// Copies the final activation out as a tensor (NCHW again when it is still spatial).
+    func output(_ a: Activation) -> Tensor {
+        let src = pointer(a)
+        if a.flat { return Tensor(shape: [a.n, a.c], data: Array(UnsafeBufferPointer(start: src, count: a.count))) }
+        var data = [Float](repeating: 0, count: a.count)
+        let HW = a.h * a.w
+        for n in 0..<a.n { for p in 0..<HW { for c in 0..<a.c { data[(n * a.c + c) * HW + p] = src[(n * HW + p) * a.c + c] } } }
+        return Tensor(shape: [a.n, a.c, a.h, a.w], data: data)
+    }
+
+    private mutating func run(_ steps: [Step], _ x: Activation, add: Activation? = nil, finalRelu: Bool = false) throws -> Activation {
+        var x = x
+        for (i, step) in steps.enumerated() {
+            let last = i == steps.count - 1
+            if last, add != nil, case let .conv(c) = step {
+                x = try conv(c, x, add: add, relu: finalRelu)
+            } else {
+                x = try apply(step, x)
+            }
+        }
+        return x
+    }
+
+    private mutating func run(_ block: BlockPlan, _ x: Activation) throws -> Activation {
+        let forked = try run(block.pre, x)
+        retain(forked)                                            // read by both branches
+        let shortcut = try run(block.shortcut, forked)
+        if block.fusesAddition {
+            let out = try run(block.residual, forked, add: shortcut, finalRelu: !block.post.isEmpty)
+            release(shortcut)
+            return out
+        }
+        let residual = try run(block.residual, forked)
+        guard residual.shape == shortcut.shape else {
+            throw checker.mapping("\(block.place): residual branch gives shape \(residual.shape) but shortcut gives \(shortcut.shape); they cannot be added")
+        }
+        var sum = residual
+        sum.slot = acquire(residual.count)
+        if !sizing {
+            let (a, b, y) = (pointer(residual), pointer(shortcut), pointer(sum))
+            for i in 0..<sum.count { y[i] = a[i] + b[i] }
+        }
+        release(residual)
+        release(shortcut)
+        return try run(block.post, sum)
+    }
+
+    // MARK: one step
+
+    private mutating func apply(_ step: Step, _ x: Activation) throws -> Activation {
+        switch step {
+        case let .conv(c):
+            return try conv(c, x, add: nil, relu: c.relu)
+
+        case let .affine(a):
+            guard x.c == a.op.channels else {
+                throw checker.mapping("\(a.place): batch norm has \(a.op.channels) channels, activation has \(x.c) (shape \(x.shape))")
+            }
+            var y = x
+            if !unique(x) { y.slot = acquire(x.count) }
+            if sizing { return y }
+            let (src, dst, C, relu) = (pointer(x), pointer(y), x.c, a.relu)
+            a.mean.withUnsafeBufferPointer { mean in a.scale.withUnsafeBufferPointer { scale in a.shift.withUnsafeBufferPointer { shift in
+                parallelChunks(x.count / C, threads: plan.loopThreads, grain: 2048) { rows in
+                    for r in rows {
+                        for c in 0..<C {
+                            var v = (src[r * C + c] - mean[c]) * scale[c] + shift[c]
+                            if relu, v < 0 { v = 0 }
+                            dst[r * C + c] = v
+                        }
+                    }
+                }
+            } } }
+            if y.slot != x.slot { release(x) }
+            return y
+
+        case .relu:
+            var y = x
+            if !unique(x) { y.slot = acquire(x.count) }
+            if sizing { return y }
+            let (src, dst) = (pointer(x), pointer(y))
+            for i in 0..<x.count { let v = src[i]; dst[i] = v < 0 ? 0 : v }
+            if y.slot != x.slot { release(x) }
+            return y
+
+        case let .maxPool(p, place), let .avgPool(p, place):
+            var isMax = false
+            if case .maxPool = step { isMax = true }
+            let g = try checker.poolGeometry(p, x.shape, kind: isMax ? "max pool" : "average pool", place: place)
+            let y = Activation(slot: acquire(g.N * g.OH * g.OW * g.C), n: g.N, h: g.OH, w: g.OW, c: g.C, flat: false)
+            if sizing { return y }
+            pool(pointer(x), pointer(y), g, max: isMax, includePad: p.countIncludePad && p.padding != .same)
+            release(x)
+            return y
+
+        case let .zeroPad(top, bottom, left, right, place):
+            let (N, C, H, W) = try checker.nchw(x.shape, "zero padding", place: place)
+            for (v, side) in [(top, "top"), (bottom, "bottom"), (left, "left"), (right, "right")] {
+                try checker.checkRange(v, 0...ForwardRunner.maxWindow, "zero padding \(side)", place: place)
+            }
+            let (OH, OW) = (top + H + bottom, left + W + right)
+            _ = try checkedElementCount([N, C, OH, OW]) { checker.mapping("\(place): \($0)") }
+            let y = Activation(slot: acquire(N * OH * OW * C), n: N, h: OH, w: OW, c: C, flat: false)
+            if sizing { return y }
+            let (src, dst) = (pointer(x), pointer(y))
+            dst.update(repeating: 0, count: y.count)
+            for n in 0..<N {
+                for h in 0..<H {
+                    (dst + ((n * OH + h + top) * OW + left) * C).update(from: src + (n * H + h) * W * C, count: W * C)
+                }
+            }
+            release(x)
+            return y
+
+        case let .subsample(s, place):
+            let (N, C, H, W) = try checker.nchw(x.shape, "subsample", place: place)
+            try checker.checkRange(s, 1...ForwardRunner.maxWindow, "subsample stride", place: place)
+            let (OH, OW) = ((H + s - 1) / s, (W + s - 1) / s)
+            let y = Activation(slot: acquire(N * OH * OW * C), n: N, h: OH, w: OW, c: C, flat: false)
+            if sizing { return y }
+            let (src, dst) = (pointer(x), pointer(y))
+            for n in 0..<N {
+                for oh in 0..<OH {
+                    for ow in 0..<OW {
+                        (dst + ((n * OH + oh) * OW + ow) * C).update(from: src + ((n * H + oh * s) * W + ow * s) * C, count: C)
+                    }
+                }
+            }
+            release(x)
+            return y
+
+        case let .channelPad(before, after, place):
+            let (N, C, H, W) = try checker.nchw(x.shape, "channel padding", place: place)
+            try checker.checkRange(before, 0...ForwardRunner.maxChannels, "channel padding before", place: place)
+            try checker.checkRange(after, 0...ForwardRunner.maxChannels, "channel padding after", place: place)
+            let OC = before + C + after
+            _ = try checkedElementCount([N, OC, H, W]) { checker.mapping("\(place): \($0)") }
+            let y = Activation(slot: acquire(N * H * W * OC), n: N, h: H, w: W, c: OC, flat: false)
+            if sizing { return y }
+            let (src, dst) = (pointer(x), pointer(y))
+            dst.update(repeating: 0, count: y.count)
+            for p in 0..<(N * H * W) { (dst + p * OC + before).update(from: src + p * C, count: C) }
+            release(x)
+            return y
+
+        case let .globalAvgPool(place):
+            let (N, C, H, W) = try checker.nchw(x.shape, "global average pool", place: place)
+            let y = Activation(slot: acquire(N * C), n: N, h: 1, w: 1, c: C, flat: true)
+            if sizing { return y }
+            let (src, dst, HW) = (pointer(x), pointer(y), H * W)
+            for n in 0..<N {
+                let out = dst + n * C
+                out.update(repeating: 0, count: C)
+                for p in 0..<HW {                                  // same summation order as the reference
+                    let row = src + (n * HW + p) * C
+                    for c in 0..<C { out[c] += row[c] }
+                }
+                for c in 0..<C { out[c] /= Float(HW) }
+            }
+            release(x)
+            return y
+
+        case let .flatten(order, place):
+            if x.flat { return x }
+            let (N, C, H, W) = try checker.nchw(x.shape, "flatten", place: place)
+            if order == .hwc {                                   // NHWC memory already is pixel-major
+                return Activation(slot: x.slot, n: N, h: 1, w: 1, c: H * W * C, flat: true)
+            }
+            let y = Activation(slot: acquire(x.count), n: N, h: 1, w: 1, c: C * H * W, flat: true)
+            if sizing { return y }
+            let (src, dst, HW) = (pointer(x), pointer(y), H * W)
+            for n in 0..<N { for p in 0..<HW { for c in 0..<C { dst[(n * C + c) * HW + p] = src[(n * HW + p) * C + c] } } }
+            release(x)
+            return y
+
+        case let .dense(d):
+            guard x.flat else {
+                throw checker.mapping("\(d.place): dense needs a flat (N, features) activation, got \(x.shape); the spec lacks flatten or global pooling")
+            }
+            guard x.c == d.op.inFeatures else {
+                throw checker.mapping("\(d.place): dense expects \(d.op.inFeatures) input features, activation has \(x.c)")
+            }
+            let (N, F, K) = (x.n, d.op.inFeatures, d.op.outFeatures)
+            _ = try checkedElementCount([N, K]) { checker.mapping("\(d.place): \($0)") }
+            let (m, n, k) = (try blasSize(N, "batch", d.place), try blasSize(K, "outputs", d.place), try blasSize(F, "features", d.place))
+            let y = Activation(slot: acquire(N * K), n: N, h: 1, w: 1, c: K, flat: true)
+            if sizing { return y }
+            let (src, dst) = (pointer(x), pointer(y))
+            for r in 0..<N { for j in 0..<K { dst[r * K + j] = d.bias[j] } }
+            d.weight.withUnsafeBufferPointer { w in
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, src, k, w.baseAddress!, k, 1, dst, n)
+            }
+            release(x)
+            return y
+
+        case let .softmax(place):
+            guard x.flat else { throw checker.mapping("\(place): softmax needs (N, classes), got \(x.shape)") }
+            var y = x
+            if !unique(x) { y.slot = acquire(x.count) }
+            if sizing { return y }
+            let (src, dst, K) = (pointer(x), pointer(y), x.c)
+            for n in 0..<x.n {
+                var maxValue = -Float.infinity
+                for k in 0..<K { maxValue = max(maxValue, src[n * K + k]) }
+                var sum: Float = 0
+                for k in 0..<K {
+                    let e = Float(exp(Double(src[n * K + k] - maxValue)))
+                    dst[n * K + k] = e
+                    sum += e
+                }
+                for k in 0..<K { dst[n * K + k] /= sum }
+            }
+            if y.slot != x.slot { release(x) }
+            return y
+        }
+    }
+
+    private func blasSize(_ v: Int, _ what: String, _ place: String) throws -> blasint {
+        guard let b = blasint(exactly: v) else {
+            throw ResNetError.unsupported(file: "model", place: place, reason: "\(what) \(v) exceeds the BLAS size limit \(blasint.max)")
+        }
+        return b
+    }
+
+    /// Convolution: unfold (unless 1×1 stride 1 unpadded), one sgemm per group, then one epilogue pass
+    /// adding the folded bias, the shortcut and the ReLU.
+    private mutating func conv(_ c: ConvStep, _ x: Activation, add: Activation?, relu: Bool) throws -> Activation {
+        let g = try checker.convGeometry(c.op, x.shape, place: c.place)
+        let Cg = g.C / g.G, Og = g.O / g.G
+        let P = g.N * g.OH * g.OW
+        let K = g.KH * g.KW * Cg
+        let pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PT == 0 && g.PB == 0 && g.PL == 0 && g.PR == 0
+        let columnCount = pointwise ? 0 : try checkedElementCount([P, g.G * K]) { checker.mapping("\(c.place): im2col buffer: \($0)") }
+        maxColumns = max(maxColumns, columnCount)
+        let (_, n, k) = (try blasSize(P, "output positions", c.place), try blasSize(Og, "output channels per group", c.place),
+                         try blasSize(K, "kernel size", c.place))
+        let lda = try blasSize(pointwise ? g.C : g.G * K, "unfolded row", c.place)
+        let ldc = try blasSize(g.O, "output channels", c.place)
+        let y = Activation(slot: acquire(P * g.O), n: g.N, h: g.OH, w: g.OW, c: g.O, flat: false)
+        if let add, add.shape != y.shape {
+            throw checker.mapping("\(c.place): residual branch gives shape \(y.shape) but shortcut gives \(add.shape); they cannot be added")
+        }
+        if sizing { return y }
+
+        // Each chunk of output rows is unfolded, multiplied and finished by one thread while its
+        // columns are still in cache. With `.blas` there is one chunk and OpenBLAS threads the sgemm.
+        let src = UnsafePointer(pointer(x))
+        let dst = pointer(y)
+        let columns = arena!.columns
+        let O = g.O
+        let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
+        c.weights.withUnsafeBufferPointer { weights in c.bias.withUnsafeBufferPointer { bias in
+            let w = weights.baseAddress!, b = bias.baseAddress!
+            parallelChunks(P, threads: plan.loopThreads, grain: 16) { chunk in
+                // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
+                // them; at least 256 rows so that packing the weights once per tile stays cheap.
+                let tile = max(256, 131_072 / max(pointwise ? g.C : g.G * K, 1))
+                var start = chunk.lowerBound
+                while start < chunk.upperBound {
+                    let rows = start..<min(start + tile, chunk.upperBound)
+                    start = rows.upperBound
+                    let a: UnsafePointer<Float>
+                    if pointwise {
+                        a = src + rows.lowerBound * g.C
+                    } else {
+                        Executor.unfold(src, g, rows: rows, into: columns)
+                        a = UnsafePointer(columns + rows.lowerBound * g.G * K)
+                    }
+                    let out = dst + rows.lowerBound * O
+                    for group in 0..<g.G {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
+                                    1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
+                    }
+                    for p in rows {
+                        let row = dst + p * O
+                        if let shortcut {
+                            let s = shortcut + p * O
+                            if relu { for o in 0..<O { let v = row[o] + b[o] + s[o]; row[o] = v < 0 ? 0 : v } }
+                            else { for o in 0..<O { row[o] = row[o] + b[o] + s[o] } }
+                        } else {
+                            if relu { for o in 0..<O { let v = row[o] + b[o]; row[o] = v < 0 ? 0 : v } }
+                            else { for o in 0..<O { row[o] += b[o] } }
+                        }
+                    }
+                }
+            }
+        } }
+        release(x)
+        return y
+    }
+
+    /// NHWC im2col: row p = (n, oh, ow), column ((g·KH + kh)·KW + kw)·Cg + i; zeros in the padding.
+    private static func unfold(_ src: UnsafePointer<Float>, _ g: WindowGeometry, rows: Range<Int>, into columns: UnsafeMutablePointer<Float>) {
+        let Cg = g.C / g.G
+        let rowLength = g.G * g.KH * g.KW * Cg
+        let OHW = g.OH * g.OW
+        for p in rows {
+            let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
+            let row = columns + p * rowLength
+            for kh in 0..<g.KH {
+                let h = oh * g.SH - g.PT + kh * g.DH
+                for kw in 0..<g.KW {
+                    let w = ow * g.SW - g.PL + kw * g.DW
+                    let inside = h >= 0 && h < g.H && w >= 0 && w < g.W
+                    let cell = src + ((n * g.H + max(h, 0)) * g.W + max(w, 0)) * g.C
+                    for group in 0..<g.G {
+                        let dst = row + ((group * g.KH + kh) * g.KW + kw) * Cg
+                        if inside { dst.update(from: cell + group * Cg, count: Cg) } else { dst.update(repeating: 0, count: Cg) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// NHWC max or average pooling with the reference's padding and NaN rules.
+    private func pool(_ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ g: WindowGeometry, max isMax: Bool, includePad: Bool) {
+        let C = g.C
+        let OHW = g.OH * g.OW
+        parallelChunks(g.N * OHW, threads: plan.loopThreads, grain: max(1, 8192 / C)) { rows in
+            for p in rows {
+                let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
+                let out = dst + p * C
+                out.update(repeating: isMax ? -Float.infinity : 0, count: C)
+                var cells = 0
+                for kh in 0..<g.KH {
+                    let h = oh * g.SH - g.PT + kh
+                    if h < 0 || h >= g.H { continue }
+                    for kw in 0..<g.KW {
+                        let w = ow * g.SW - g.PL + kw
+                        if w < 0 || w >= g.W { continue }
+                        let cell = src + ((n * g.H + h) * g.W + w) * C
+                        cells += 1
+                        if isMax {
+                            for c in 0..<C { let v = cell[c]; if v > out[c] || v.isNaN { out[c] = v } }
+                        } else {
+                            for c in 0..<C { out[c] += cell[c] }
+                        }
+                    }
+                }
+                if !isMax {
+                    let divisor = Float(includePad ? g.KH * g.KW : cells)
+                    for c in 0..<C { out[c] /= divisor }
+                }
+            }
+        }
+    }
+}
