@@ -28,18 +28,22 @@ struct Convert: ParsableCommand {
     @Flag(help: "Write the output even if a parity check fails.")
     var force = false
 
+    @Flag(help: "Skip the forward-pass checks (for timing the I/O path); the written file is still read back and compared.")
+    var noVerify = false
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
     func validate() throws {
         if layout != nil && expect == nil { throw ValidationError("--layout only applies with --expect") }
+        if noVerify && expect != nil { throw ValidationError("--no-verify and --expect contradict each other") }
         if !output.hasSuffix(".rnw") { throw ValidationError("the output must be a .rnw file (got \(output))") }
     }
 
     func run() throws {
         let report = try ResNetKit.convert(input: input, output: output,
                                            options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout,
-                                                          force: force, dtype: dtype, foldBatchNorm: foldBn),
+                                                          force: force, dtype: dtype, foldBatchNorm: foldBn, skipVerification: noVerify),
                                            progress: Terminal.progress)
         if json {
             try Terminal.json(report)

@@ -29,6 +29,9 @@ public struct ConversionOptions: Sendable {
     public var layout: Layout?
     /// Write even when a parity check fails.
     public var force: Bool
+    /// Skip the forward-pass checks (goldens, graph self-check); the read-back still runs. For timing
+    /// the I/O path: the report then says nothing was verified numerically.
+    public var skipVerification: Bool = false
     /// Storage dtype of conv and dense weights: f32, f16, bf16 or int8 (see ``RNWWriter``).
     public var dtype: DType
     /// Fold each BatchNorm that directly follows a conv into that conv before writing.
@@ -36,7 +39,8 @@ public struct ConversionOptions: Sendable {
 
     /// Creates options; the defaults write float32, unfolded, and refuse on failed parity.
     public init(arch: String? = nil, mapFile: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false,
-                dtype: DType = .float32, foldBatchNorm: Bool = false) {
+                dtype: DType = .float32, foldBatchNorm: Bool = false, skipVerification: Bool = false) {
+        self.skipVerification = skipVerification
         self.arch = arch; self.mapFile = mapFile; self.expect = expect; self.layout = layout; self.force = force
         self.dtype = dtype; self.foldBatchNorm = foldBatchNorm
     }
@@ -56,18 +60,20 @@ public func convert(input: String, output: String, options: ConversionOptions = 
     let source = loaded.model
     var checks: [ParityCheck] = []
     var goldens: Goldens?
-    if let expect = options.expect {
+    if let expect = options.expect, !options.skipVerification {
         progress?("verifying against \(expect)")
         let g = try Goldens(path: expect, inputChannels: source.spec.inputChannels, override: options.layout)
         checks.append(try Verifier.checkGoldens(source, goldens: g))
         goldens = g
     }
-    if let graph = loaded.kerasGraph {
+    if let graph = loaded.kerasGraph, !options.skipVerification {
         progress?("interpreting the Keras graph for the self-check")
         checks.append(try Verifier.checkKerasGraph(graph, model: source, file: input, blockOutputs: loaded.kerasBlockOutputs))
     }
     var notes = loaded.notes
-    if checks.isEmpty {
+    if options.skipVerification {
+        notes.append("--no-verify: no forward-pass check was run; only the read-back of the written file")
+    } else if checks.isEmpty {
         notes.append("no numerical reference: pass --expect io.npz to verify against the source framework")
     }
 
@@ -79,7 +85,7 @@ public func convert(input: String, output: String, options: ConversionOptions = 
         notes.append("--fold-bn: folded \(result.folded.count) BatchNorm op(s) into the conv before each")
     }
     let model = try storedModel(transformed, dtype: options.dtype)
-    if options.foldBatchNorm || options.dtype != .float32 {
+    if (options.foldBatchNorm || options.dtype != .float32) && !options.skipVerification {
         // Parity is measured again on the model a reader will get, against the same references.
         let policy = TolerancePolicy.forStorage(options.dtype, spec: model.spec)
         let label = [options.foldBatchNorm ? "bn folded" : nil, options.dtype != .float32 ? options.dtype.rawValue : nil]
