@@ -56,6 +56,8 @@ public struct ConversionOptions: Sendable {
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
     progress?("reading \(input)")
+    // The provenance hash reads the whole file once more; on the second core it costs no wall time.
+    let sourceHash = InBackground { try sha256Hex(path: input) }
     let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
     let source = loaded.model
     var checks: [ParityCheck] = []
@@ -111,7 +113,7 @@ public func convert(input: String, output: String, options: ConversionOptions = 
 
     progress?("writing \(output)")
     let provenance = RNWProvenance(sourceFormat: loaded.format, sourcePath: URL(fileURLWithPath: input).lastPathComponent,
-                                   sourceSHA256: try sha256Hex(path: input), scheme: model.spec.family,
+                                   sourceSHA256: try sourceHash.value(), scheme: model.spec.family,
                                    unwrappingNotes: loaded.notes, toolVersion: toolVersion)
     let records = checks.compactMap { RNWParityRecord(check: $0) }
     let dir = (output as NSString).deletingLastPathComponent
@@ -141,6 +143,26 @@ public func convert(input: String, output: String, options: ConversionOptions = 
                             passed: failed.isEmpty, forced: !failed.isEmpty, notes: notes)
 }
 
+/// Runs `work` on its own thread; `value()` waits for it.
+final class InBackground<T>: @unchecked Sendable {
+    private var result: Result<T, Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping @Sendable () throws -> T) {
+        let thread = Thread { [self] in
+            result = Result { try work() }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func value() throws -> T {
+        done.wait()
+        done.signal()   // later calls return at once
+        return try result!.get()
+    }
+}
+
 /// The version written into provenance records.
 public let toolVersion = "resnet-convert 0.1.0"
 
@@ -154,7 +176,8 @@ func compareBitExact(_ a: ResNetModel, _ b: ResNetModel, file: String) throws {
     }
     for (name, t) in a.tensors {
         let u = b.tensors[name]!
-        guard t.shape == u.shape, t.data.withUnsafeBytes({ x in u.data.withUnsafeBytes { y in x.elementsEqual(y) } }) else {
+        guard t.shape == u.shape, t.data.count == u.data.count,
+              t.data.withUnsafeBytes({ x in u.data.withUnsafeBytes { y in x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 } }) else {
             throw ResNetError.parityFailed(reason: "read-back of \(file): tensor \(name) differs from what was written")
         }
     }

@@ -233,7 +233,7 @@ final class TorchZip: TorchStorageSource {
         }
         if !m.compressed {
             let raw = UnsafeRawBufferPointer(rebasing: image.bytes[m.data])
-            let crc = raw.isEmpty ? 0 : Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count, deallocator: .none).crc32(checksum: 0)
+            let crc = ZipCRC32.checksum(raw)
             guard crc == m.crc32 else {
                 throw ResNetError.invalidInput(file: file, place: place,
                     reason: "CRC-32 is \(String(crc, radix: 16)), the zip directory says \(String(m.crc32, radix: 16)): damaged bytes")
