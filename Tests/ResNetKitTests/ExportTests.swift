@@ -122,6 +122,29 @@ import Testing
         #expect(err <= 1e-5 * (a.data.map(abs).max() ?? 1))
     }
 
+    static func permuteGraph(then cls: String?) -> KerasGraph {
+        var nodes = [
+            KerasNode(id: 0, path: "input_1", className: "InputLayer", config: .object([:]), inputs: []),
+            KerasNode(id: 1, path: "permute", className: "Permute", config: .object(["dims": .array([.number(3), .number(1), .number(2)])]), inputs: [0]),
+        ]
+        if let cls { nodes.append(KerasNode(id: 2, path: "next", className: cls, config: .object(["activation": .string("relu")]), inputs: [1])) }
+        return KerasGraph(nodes: nodes, input: 0, output: nodes.count - 1, inputShape: [2, 3, 4])
+    }
+
+    /// The interpreter's Permute moves the non-batch axes as `dims` says (numbered from 1).
+    @Test func interpreterPermuteMovesChannelsFirst() throws {
+        let x = Tensor(shape: [1, 2, 3, 4], data: (0..<24).map(Float.init))
+        let y = try interpretKerasGraph(Self.permuteGraph(then: nil), input: x, file: "t")
+        #expect(y == x.permuted([0, 3, 1, 2]))
+    }
+
+    /// The walker reads Permute((3, 1, 2)) only as the layout of a following Flatten.
+    @Test func walkerRefusesALayerOtherThanFlattenAfterPermute() {
+        #expect {
+            _ = try KerasGraphWalker(graph: Self.permuteGraph(then: "Activation"), file: "t").walk()
+        } throws: { "\($0)".contains("only a Flatten may follow Permute") }
+    }
+
     /// A max pool padded with -inf on an input that may be negative has no exact Keras layer:
     /// refused with exit 3, naming the op, and `export` leaves nothing behind.
     @Test func paddedMaxPoolWithoutAReLUBeforeItIsRefused() throws {
