@@ -12,9 +12,12 @@ For each case the source is exported to NAME.pth, NAME.safetensors, NAME.h5 and 
     model (seed names), or, for structures no PyTorch class has, a module built from the spec whose
     submodules carry the canonical names;
   * .h5: keras.applications ResNet50/101/152(V2) (or the seed Keras model) built with
-    weights=None, then model.load_weights(file), in tf_keras and in Keras 3;
+    weights=None, then model.load_weights(file), in tf_keras and in Keras 3; for every other
+    structure the export is a full model with its own model_config, loaded with
+    models.load_model(file, compile=False) in tf_keras and in Keras 3 (NHWC input);
   * .onnx: onnxruntime.
-Exports the tool refuses (exit 3, e.g. .h5 for a torchvision layout) are recorded as refused.
+Exports the tool refuses (exit 3, e.g. a max pool with -inf padding on a possibly negative input
+in .h5) are recorded as refused.
 Frameworks run in separate worker processes (never torch and tensorflow in one process).
 Versions are pinned in tools/requirements-check-exports.txt. The tolerance is the float32 policy:
 max |error| at most 1e-4 of the golden output's largest magnitude.
@@ -243,6 +246,13 @@ def keras_worker(args):
         try:
             layout = args.layout
             shape = nhwc.shape[1:]
+            if layout.startswith("full Keras model"):
+                # The file carries its own architecture: nothing is built here.
+                model = K.models.load_model(f, compile=False)
+                kind = "its own model_config"
+                out = model.predict(nhwc, verbose=0)
+                results["h5"] = dict(compare(out, y), loader="%s.models.load_model(compile=False) from %s (%s %s)" % (args.keras, kind, K.__name__, K.__version__))
+                continue
             if "seed" in layout:
                 sys.path.insert(0, str(HERE))
                 import make_fixtures as mf

@@ -13,7 +13,7 @@ struct Export: ParsableCommand {
 
     @OptionGroup var source: SourceOptions
 
-    @Option(name: .customLong("input-size"), help: "ONNX only: input height and width, e.g. 224x224 (TF 'same' padding is resolved for it); default: the size the model declares.")
+    @Option(name: .customLong("input-size"), help: "ONNX and full-model Keras .h5: input height and width, e.g. 224x224 (ONNX resolves TF 'same' padding for it; Keras declares it in the InputLayer); default: the size the model declares.")
     var inputSize: String?
 
     @Option(help: "ONNX only: a fixed batch size (default: a symbolic batch dimension N).")

@@ -57,19 +57,123 @@ import Testing
         #expect(ours != nil && ours == theirs)
     }
 
-    /// PyTorch → .rnw → .h5 is refused (exit 3) for layouts keras.applications does not build, and
-    /// nothing is left behind.
-    @Test func torchvisionLayoutIsRefusedForH5AndNothingIsWritten() throws {
+    /// PyTorch → .rnw → .h5 (full model with its own model_config) → .rnw: the re-read model still
+    /// meets the PyTorch goldens, and every canonical tensor comes back bit for bit under the Keras
+    /// variable of the layer named after its module (dots become underscores).
+    @Test("PyTorch layouts round-trip through a full-model Keras .h5", arguments: [
+        "tv-resnet18-mini", "cifar-resnet20-optionA", "cifar-resnet20-optionB", "seed-torch",
+    ])
+    func torchLayoutsRoundTripThroughKerasModelH5(name: String) throws {
         let dir = try Paths.temporaryDirectory()
-        let h5 = dir.appendingPathComponent("tv.h5").path
-        #expect(throws: ResNetError.self) {
-            _ = try exportModel(input: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth"), output: h5)
+        let rnw = dir.appendingPathComponent("m.rnw").path, h5 = dir.appendingPathComponent("m.h5").path
+        let back = dir.appendingPathComponent("m2.rnw").path
+        let golden = Self.fixture("torch/\(name)/io.npz")
+        _ = try convert(input: Self.fixture("torch/\(name)/\(name).pth"), output: rnw)
+        let report = try exportModel(input: rnw, output: h5)
+        #expect(report.layout.hasPrefix("full Keras model"))
+        // convert runs the Keras-graph self-check on the written file as on any Keras input.
+        _ = try convert(input: h5, output: back, options: .init(expect: golden))
+        let original = try RNWReader(path: rnw).model()
+        let reread = try RNWReader(path: back).model()
+        let goldens = try Goldens(path: golden, inputChannels: reread.spec.inputChannels)
+        let check = try Verifier.checkGoldens(reread, goldens: goldens)
+        #expect(check.passed, "\(check.detail)")
+
+        let walked = try loadModel(path: h5)
+        var bySource: [String: String] = [:]
+        for o in walked.mapping { bySource[o.source] = o.canonical }
+        let roles = ["weight": ["conv": "kernel", "batch_norm": "gamma", "dense": "kernel"], "bias": ["conv": "bias", "batch_norm": "beta", "dense": "bias"],
+                     "running_mean": ["batch_norm": "moving_mean"], "running_var": ["batch_norm": "moving_variance"]]
+        var kinds: [String: String] = [:]
+        for op in original.spec.allOps { if let m = op.moduleName, let k = op.moduleKind { kinds[m] = k } }
+        for (canonical, t) in original.tensors {
+            let dot = canonical.lastIndex(of: ".")!
+            let module = String(canonical[..<dot]), role = String(canonical[canonical.index(after: dot)...])
+            let layer = module.replacingOccurrences(of: ".", with: "_")
+            guard let v = roles[role]?[kinds[module] ?? ""] else { Issue.record("no Keras variable for \(canonical)"); continue }
+            let source = "model_weights/\(layer)/\(layer)/\(v):0"
+            guard let c = bySource[source], let u = reread.tensors[c] else { Issue.record("\(source) (for \(canonical)) is not in the re-read model"); continue }
+            #expect(bitIdentical(t, u), "\(canonical) → \(source) → \(c) differs")
         }
-        do { _ = try exportModel(input: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth"), output: h5) } catch let e as ResNetError {
+    }
+
+    /// A structure no keras.applications builder has: the zero-padded max pool after a ReLU, the
+    /// option-A shortcut (1×1 max pool + 0/1 embedding conv) and a channel-major flatten of a 2×2 map
+    /// (Permute + Flatten) all come back with the same outputs, and the file holds those layers.
+    @Test func channelMajorFlattenOfAMapBecomesPermuteAndFlatten() throws {
+        var model = try loadModel(path: Self.fixture("torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth")).model
+        let fc = model.spec.head.compactMap { op -> DenseOp? in if case let .dense(d) = op { return d } else { return nil } }[0]
+        let width = fc.inFeatures
+        model.spec.head = [.avgPool(PoolOp(kernel: [4, 4], stride: [4, 4])), .flatten(.chw),
+                           .dense(DenseOp(name: fc.name, inFeatures: width * 4, outFeatures: fc.outFeatures, bias: true))]
+        model.tensors["\(fc.name).weight"] = Tensor(shape: [fc.outFeatures, width * 4],
+                                                    data: (0..<(fc.outFeatures * width * 4)).map { Float(($0 * 37) % 23) / 23 - 0.5 })
+        let h5 = try Paths.temporaryDirectory().appendingPathComponent("m.h5").path
+        _ = try exportKerasModel(model, to: h5, display: h5, inputSize: nil)
+        let read = try readKerasFile(path: h5)
+        let classes = Set(read.graph?.nodes.map(\.className) ?? [])
+        #expect(classes.isSuperset(of: ["Permute", "Flatten", "ZeroPadding2D", "MaxPooling2D", "Add"]))
+        let back = try loadModel(path: h5).model
+        #expect(back.spec.head.contains(.flatten(.chw)))
+        let x = Verifier.deterministicInput(shape: [2, 3, 32, 32], seed: 7)
+        let a = try forward(model, input: x), b = try forward(back, input: x)
+        #expect(a.shape == b.shape)
+        let err = zip(a.data, b.data).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(err <= 1e-5 * (a.data.map(abs).max() ?? 1))
+    }
+
+    static func permuteGraph(then cls: String?) -> KerasGraph {
+        var nodes = [
+            KerasNode(id: 0, path: "input_1", className: "InputLayer", config: .object([:]), inputs: []),
+            KerasNode(id: 1, path: "permute", className: "Permute", config: .object(["dims": .array([.number(3), .number(1), .number(2)])]), inputs: [0]),
+        ]
+        if let cls { nodes.append(KerasNode(id: 2, path: "next", className: cls, config: .object(["activation": .string("relu")]), inputs: [1])) }
+        return KerasGraph(nodes: nodes, input: 0, output: nodes.count - 1, inputShape: [2, 3, 4])
+    }
+
+    /// The interpreter's Permute moves the non-batch axes as `dims` says (numbered from 1).
+    @Test func interpreterPermuteMovesChannelsFirst() throws {
+        let x = Tensor(shape: [1, 2, 3, 4], data: (0..<24).map(Float.init))
+        let y = try interpretKerasGraph(Self.permuteGraph(then: nil), input: x, file: "t")
+        #expect(y == x.permuted([0, 3, 1, 2]))
+    }
+
+    /// The walker reads Permute((3, 1, 2)) only as the layout of a following Flatten.
+    @Test func walkerRefusesALayerOtherThanFlattenAfterPermute() {
+        #expect {
+            _ = try KerasGraphWalker(graph: Self.permuteGraph(then: "Activation"), file: "t").walk()
+        } throws: { "\($0)".contains("only a Flatten may follow Permute") }
+    }
+
+    /// A max pool padded with -inf on an input that may be negative has no exact Keras layer:
+    /// refused with exit 3, naming the op, and `export` leaves nothing behind.
+    @Test func paddedMaxPoolWithoutAReLUBeforeItIsRefused() throws {
+        var model = try loadModel(path: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth")).model
+        model.spec.stem.removeAll { $0 == .relu }
+        let dir = try Paths.temporaryDirectory()
+        let rnw = dir.appendingPathComponent("m.rnw").path, h5 = dir.appendingPathComponent("m.h5").path
+        try RNWWriter.write(model, to: rnw)
+        do {
+            _ = try exportModel(input: rnw, output: h5)
+            Issue.record("export succeeded")
+        } catch let e as ResNetError {
             #expect(e.exitCode == 3)
-            #expect(e.description.contains("keras.applications layouts only"))
+            #expect(e.description.contains("max_pool") && e.description.contains("ReLU"), "\(e)")
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["m.rnw"])
+    }
+
+    /// Average pooling that leaves explicit padding out of the divisor is refused too.
+    @Test func explicitlyPaddedAveragePoolExcludingPaddingIsRefused() throws {
+        var model = try loadModel(path: Self.fixture("torch/tv-resnet18-mini/tv-resnet18-mini.pth")).model
+        model.spec.stem = model.spec.stem.map { op in
+            if case .maxPool = op { return .avgPool(PoolOp(kernel: [3, 3], stride: [2, 2], padding: .symmetric(1), countIncludePad: false)) }
+            return op
+        }
+        let h5 = try Paths.temporaryDirectory().appendingPathComponent("m.h5").path
+        #expect {
+            _ = try exportKerasModel(model, to: h5, display: h5, inputSize: nil)
+        } throws: { ($0 as? ResNetError)?.exitCode == 3 && "\($0)".contains("avg_pool") }
     }
 
     /// PyTorch → .pth / .safetensors → canonical: torchvision and seed names map back through their

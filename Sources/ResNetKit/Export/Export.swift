@@ -25,8 +25,8 @@ public struct ExportOptions: Sendable {
     /// How to read the input (see ``loadModel(path:arch:mapFile:)``).
     public var arch: String?
     public var mapFile: String?
-    /// ONNX only: the input's spatial size [H, W] (TF `same` padding is resolved for it); the
-    /// spec's own input size when nil.
+    /// ONNX and full-model Keras `.h5`: the input's spatial size [H, W] (ONNX resolves TF `same`
+    /// padding for it; Keras declares it in the InputLayer); the spec's own input size when nil.
     public var inputSize: [Int]?
     /// ONNX only: a fixed batch size; nil writes a symbolic `N`.
     public var batch: Int?
@@ -74,7 +74,7 @@ public func exportModel(input: String, output: String, options: ExportOptions = 
         case .pth, .safetensors:
             result = try exportTorchLayout(model, to: staged, format: format, display: output)
         case .h5:
-            result = try exportKerasWeights(model, to: staged, display: output)
+            result = try exportKerasWeights(model, to: staged, display: output, inputSize: options.inputSize)
         case .onnx:
             result = try exportONNX(model, to: staged, display: output, inputSize: options.inputSize, batch: options.batch)
         }

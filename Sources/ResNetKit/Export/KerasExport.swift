@@ -81,16 +81,16 @@ private func kerasCorrespondence(_ spec: ResNetSpec, layout: KerasLayout, file: 
     return (b, walked.sources)
 }
 
-/// Writes a legacy Keras weights file for a keras.applications-shaped (or seed) model and reads it back.
-func exportKerasWeights(_ model: ResNetModel, to path: String, display: String) throws
+/// Writes a legacy Keras weights file for a keras.applications-shaped (or seed) model and reads it
+/// back; any other structure gets a full-model file with its own `model_config` (``exportKerasModel``).
+func exportKerasWeights(_ model: ResNetModel, to path: String, display: String, inputSize: [Int]? = nil) throws
     -> (layout: String, check: String, notes: [String]) {
     var found: (KerasLayout, PresetGraphBuilder, [TensorOrigin])?
     for layout in kerasLayouts {
         if let c = kerasCorrespondence(model.spec, layout: layout, file: display) { found = (layout, c.builder, c.origins); break }
     }
     guard let (layout, builder, origins) = found else {
-        throw ResNetError.unsupported(file: display, place: "model structure (\(model.spec.family))",
-            reason: "export to .h5 supports keras.applications layouts only for now (ResNet v1/V2 as keras.applications builds them, and the seed Keras model)")
+        return try exportKerasModel(model, to: path, display: display, inputSize: inputSize)
     }
     var bySource: [String: TensorOrigin] = [:]
     for o in origins { bySource[o.source] = o }

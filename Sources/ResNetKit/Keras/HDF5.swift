@@ -575,6 +575,32 @@ final class HDF5Writer {
         }
     }
 
+    /// Attaches a scalar variable-length UTF-8 string attribute, as h5py writes a Python `str`.
+    /// The text lives in the global heap, so it may exceed the 64 KiB object-header limit that
+    /// bounds fixed-length attributes (a ResNet-152 `model_config` is several hundred KB).
+    func setTextAttribute(_ attribute: String, of path: String, _ value: String) throws {
+        let place = "\(path)@\(attribute)"
+        try withHDF5 {
+            let sid = H5Screate(H5S_SCALAR)
+            guard sid >= 0 else { throw fail(place, "cannot create dataspace") }
+            defer { H5Sclose(sid) }
+            let tid = H5Tcopy(chdf5_c_s1())
+            guard tid >= 0 else { throw fail(place, "cannot create string type") }
+            defer { H5Tclose(tid) }
+            guard H5Tset_size(tid, chdf5_variable()) >= 0, H5Tset_cset(tid, H5T_CSET_UTF8) >= 0 else {
+                throw fail(place, "cannot make a variable-length UTF-8 string type")
+            }
+            let aid = H5Acreate_by_name(id, path, attribute, tid, sid, chdf5_default(), chdf5_default(), chdf5_default())
+            guard aid >= 0 else { throw fail(place, "cannot create attribute") }
+            defer { H5Aclose(aid) }
+            let status = value.withCString { text -> herr_t in
+                var pointer: UnsafePointer<CChar>? = text
+                return withUnsafePointer(to: &pointer) { H5Awrite(aid, tid, $0) }
+            }
+            guard status >= 0 else { throw fail(place, "cannot write attribute") }
+        }
+    }
+
     /// Writes a contiguous little-endian float32 dataset at `path` (absolute; parent groups exist).
     func writeFloat32(_ path: String, _ t: Tensor) throws {
         try withHDF5 {

@@ -125,6 +125,7 @@ struct KerasLayerCall {
         case "AveragePooling2D": return try pooling(one(inputs), average: true)
         case "GlobalAveragePooling2D": return try globalAveragePooling(one(inputs))
         case "Flatten": return try flatten(one(inputs))
+        case "Permute": return try permute(one(inputs))
         case "Dropout": return try one(inputs)   // inference: identity
         case "TFOpLambda": return try tfOp(inputs)
         case "SlicingOpLambda": return try slicingOp(inputs)
@@ -304,6 +305,16 @@ struct KerasLayerCall {
     func flatten(_ x: Tensor) throws -> Tensor {
         try requireChannelsLast()
         return x.reshaped([x.shape[0], x.shape.dropFirst().reduce(1, *)])
+    }
+
+    /// Permute: `dims` is a permutation of the non-batch axes, numbered from 1.
+    func permute(_ x: Tensor) throws -> Tensor {
+        let rank = x.shape.count
+        guard let list = node.config["dims"]?.array, list.count == rank - 1,
+              let axes = Optional(list.compactMap(\.int)), axes.count == rank - 1, Set(axes) == Set(1..<rank) else {
+            throw bad("dims \(node.config["dims"] ?? .null) is not a permutation of the \(rank - 1) non-batch axes (numbered from 1)")
+        }
+        return x.permuted([0] + axes)
     }
 
     // MARK: TF op layers (tf_keras `TFOpLambda` / `SlicingOpLambda`)

@@ -100,6 +100,10 @@ public struct KerasGraphWalker {
                 return try input(0)
             }
             let cfg = kn.config
+            // A Permute to channels-first is understood only as the layout of a following Flatten.
+            if kn.className != "Flatten", let p = kn.inputs.compactMap({ map[$0] }).first(where: { nodes[$0].source.hasSuffix("#permute") }) {
+                throw fail(place, "reads the channels-first output of Permute '\(nodes[p].source.dropLast("#permute".count))'; only a Flatten may follow Permute((3, 1, 2))")
+            }
             switch kn.className {
             case "InputLayer":
                 let shape = graph.inputShape
@@ -156,10 +160,28 @@ public struct KerasGraphWalker {
                 s.flat = true; s.h = nil; s.w = nil
                 map[kn.id] = append(.op(.globalAvgPool), inputs: [x], source: kn.path, shape: s)
 
+            case "Permute":
+                let x = try single()
+                let s = nodes[x].shape
+                guard cfg["dims"]?.array?.compactMap({ $0.int }) == [3, 1, 2], !s.flat, !s.nchwView else {
+                    throw fail(place, "only Permute((3, 1, 2)) of a feature map, followed by Flatten, is supported (found dims \(cfg["dims"] ?? .null))")
+                }
+                var t = s
+                t.nchwView = true
+                // A marker: no canonical op; the Flatten after it flattens channel-major.
+                map[kn.id] = append(.op(.flatten(.chw)), inputs: [x], source: kn.path + "#permute", shape: t)
+
             case "Flatten":
                 let x = try single()
                 let s = nodes[x].shape
                 if s.flat { map[kn.id] = x; break }
+                if nodes[x].source.hasSuffix("#permute") {
+                    // Permute((3, 1, 2)) + Flatten is PyTorch's channel-major flatten of the map before it.
+                    guard let h = s.h, let w = s.w else { throw fail(place, "Flatten after Permute needs a known spatial size") }
+                    let src = nodes[x].inputs[0]
+                    map[kn.id] = append(.op(.flatten(.chw)), inputs: [src], source: kn.path, shape: Shape(c: s.c * h * w, h: nil, w: nil, flat: true))
+                    break
+                }
                 guard let h = s.h, let w = s.w else { throw fail(place, "Flatten needs a known spatial size") }
                 if h == 1 && w == 1 {
                     map[kn.id] = append(.op(.flatten(.chw)), inputs: [x], source: kn.path, shape: Shape(c: s.c, h: nil, w: nil, flat: true))
@@ -180,7 +202,7 @@ public struct KerasGraphWalker {
                 map[kn.id] = try tfOp(kn, inputs: ins, place: place)
 
             default:
-                throw fail(place, "layer class \(kn.className) has no canonical equivalent; supported: Conv2D, BatchNormalization, Activation, ReLU, Add, ZeroPadding2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, Dropout, Softmax, InputLayer and the TFOpLambda ops relu/add/pad/identity/transpose/getitem")
+                throw fail(place, "layer class \(kn.className) has no canonical equivalent; supported: Conv2D, BatchNormalization, Activation, ReLU, Add, ZeroPadding2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Permute((3, 1, 2)) before Flatten, Dense, Dropout, Softmax, InputLayer and the TFOpLambda ops relu/add/pad/identity/transpose/getitem")
             }
         }
         guard let inputID = map[graph.input], case .input = nodes[inputID].kind else {
@@ -502,7 +524,7 @@ public struct KerasGraphWalker {
     // MARK: Step 2: cut into stem, blocks, head
 
     private func isMarker(_ n: Int) -> Bool {
-        nodes[n].source.hasSuffix("#transpose") || nodes[n].source.hasSuffix("#squeeze")
+        nodes[n].source.hasSuffix("#transpose") || nodes[n].source.hasSuffix("#squeeze") || nodes[n].source.hasSuffix("#permute")
     }
 
     /// Follows single-consumer nodes from `start` (exclusive) until an add or a fork.

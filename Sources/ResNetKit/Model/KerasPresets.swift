@@ -276,27 +276,8 @@ struct PresetGraphBuilder {
         layer("Dense", name: name, ["units": .number(Double(units)), "activation": .string(activation)], inputs: [x])
     }
 
-    /// The order of `model.layers` in Keras: by decreasing depth (longest path to the output), ties
-    /// broken by first visit in a depth-first walk from the output that follows inputs in call order.
-    func kerasLayerOrder() -> [Int] {
-        var consumers = [[Int]](repeating: [], count: nodes.count)
-        for n in nodes { for i in n.inputs { consumers[i].append(n.id) } }
-        var depth = [Int](repeating: 0, count: nodes.count)
-        for n in nodes.reversed() {
-            depth[n.id] = consumers[n.id].map { depth[$0] + 1 }.max() ?? 0
-        }
-        var visitIndex = [Int: Int]()
-        var stack = [output]
-        // Iterative pre-order DFS from the output, inputs in call order.
-        while let n = stack.popLast() {
-            if visitIndex[n] != nil { continue }
-            visitIndex[n] = visitIndex.count
-            for i in nodes[n].inputs.reversed() where visitIndex[i] == nil { stack.append(i) }
-        }
-        return nodes.map(\.id).filter { visitIndex[$0] != nil }.sorted {
-            depth[$0] != depth[$1] ? depth[$0] > depth[$1] : visitIndex[$0]! < visitIndex[$1]!
-        }
-    }
+    /// The order of `model.layers` in Keras (see ``kerasLayerOrder(_:output:)``).
+    func kerasLayerOrder() -> [Int] { ResNetKit.kerasLayerOrder(nodes, output: output) }
 
     /// Attaches the file's variables to the weighted layers: by layer name when every name
     /// matches, otherwise class by class in the order Keras gives the generic names.
@@ -333,5 +314,28 @@ struct PresetGraphBuilder {
 
     private var channels: Int? {
         nodes.first(where: { $0.className == "Conv2D" })?.weights.first?.tensor.shape[2]
+    }
+}
+
+/// The order of `model.layers` in Keras: by decreasing depth (longest path to the output), ties
+/// broken by first visit in a depth-first walk from the output that follows inputs in call order.
+/// `nodes` are in topological order, each `id` equal to its index.
+func kerasLayerOrder(_ nodes: [KerasNode], output: Int) -> [Int] {
+    var consumers = [[Int]](repeating: [], count: nodes.count)
+    for n in nodes { for i in n.inputs { consumers[i].append(n.id) } }
+    var depth = [Int](repeating: 0, count: nodes.count)
+    for n in nodes.reversed() {
+        depth[n.id] = consumers[n.id].map { depth[$0] + 1 }.max() ?? 0
+    }
+    var visitIndex = [Int: Int]()
+    var stack = [output]
+    // Iterative pre-order DFS from the output, inputs in call order.
+    while let n = stack.popLast() {
+        if visitIndex[n] != nil { continue }
+        visitIndex[n] = visitIndex.count
+        for i in nodes[n].inputs.reversed() where visitIndex[i] == nil { stack.append(i) }
+    }
+    return nodes.map(\.id).filter { visitIndex[$0] != nil }.sorted {
+        depth[$0] != depth[$1] ? depth[$0] > depth[$1] : visitIndex[$0]! < visitIndex[$1]!
     }
 }
