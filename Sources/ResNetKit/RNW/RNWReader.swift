@@ -39,6 +39,20 @@ public final class RNWReader: @unchecked Sendable {
         self.index = index
     }
 
+    /// Validates an `.rnw` image held in memory (the bytes are copied); `name` stands for the file
+    /// in messages. Checks exactly what ``init(path:verifyChecksums:)`` checks.
+    public init(data: Data, name: String, verifyChecksums: Bool = true) throws {
+        self.path = name
+        let storage = FileBytes(copying: data)
+        let parsed = try parseRNW(storage.bytes, file: name, verifyChecksums: verifyChecksums)
+        self.storage = storage
+        self.manifest = parsed.manifest
+        self.spec = parsed.spec
+        var index: [String: Int] = [:]
+        for (i, e) in parsed.manifest.tensors.enumerated() { index[e.name] = i }
+        self.index = index
+    }
+
     /// Reads the file at `path` into a model; shorthand for `RNWReader(path:).model()`.
     public static func readModel(at path: String, verifyChecksums: Bool = true) throws -> ResNetModel {
         try RNWReader(path: path, verifyChecksums: verifyChecksums).model()
@@ -121,6 +135,18 @@ private final class FileBytes: @unchecked Sendable {
         }
         bytes = UnsafeRawBufferPointer(start: buffer, count: size)
         mapped = false
+    }
+
+    /// A heap copy, aligned like a mapping so tensor reads see the same alignment.
+    init(copying data: Data) {
+        mapped = false
+        guard !data.isEmpty else {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: data.count, alignment: Int(RNWHeader.alignment))
+        data.copyBytes(to: buffer.assumingMemoryBound(to: UInt8.self), count: data.count)
+        bytes = UnsafeRawBufferPointer(start: buffer, count: data.count)
     }
 
     deinit {
