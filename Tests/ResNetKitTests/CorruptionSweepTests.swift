@@ -155,3 +155,45 @@ import Testing
         }
     }
 }
+
+/// The superblock fields checked before libhdf5 parses a file.
+@Suite struct HDF5SuperblockTests {
+    static func good() throws -> Data {
+        try Data(contentsOf: Paths.fixtures.appendingPathComponent("bad/good.h5"))
+    }
+
+    static func expectRefused(_ data: Data, mention: String) throws {
+        do {
+            _ = try HDF5File(bytes: data, name: "damaged.h5")
+            Issue.record("damaged superblock was accepted")
+        } catch let e as ResNetError {
+            #expect(e.exitCode == 3)
+            #expect(e.description.contains("superblock"), "\(e)")
+            #expect(e.description.contains(mention), "\(e)")
+        }
+    }
+
+    @Test func anUnknownSuperblockVersionIsRefusedBeforeLibhdf5() throws {
+        var d = try Self.good()
+        d[8] = 7
+        try Self.expectRefused(d, mention: "version 7")
+    }
+
+    @Test func anImpossibleOffsetSizeIsRefused() throws {
+        var d = try Self.good()
+        let version = d[8]
+        d[version <= 1 ? 13 : 9] = 3
+        try Self.expectRefused(d, mention: "size of offsets is 3")
+    }
+
+    @Test func anImpossibleLengthSizeIsRefused() throws {
+        var d = try Self.good()
+        let version = d[8]
+        d[version <= 1 ? 14 : 10] = 0
+        try Self.expectRefused(d, mention: "size of lengths is 0")
+    }
+
+    @Test func aSignatureWithoutASuperblockIsRefused() throws {
+        try Self.expectRefused(try Self.good().prefix(12), mention: "truncated")
+    }
+}
