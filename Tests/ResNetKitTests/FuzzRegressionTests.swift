@@ -16,3 +16,14 @@ import Testing
         #expect(throws: ResNetError.self) { try NPZ.read(data: data, file: "fuzz.npz") }
     }
 }
+
+/// fuzz-keras-config: a byte that is not UTF-8 next to an unquoted key made Foundation's JSON5
+/// scanner trap. Config text is now validated as UTF-8 before it is decoded.
+@Test func kerasConfigThatIsNotUTF8IsRefused() throws {
+    let data = try FuzzRegressionTests.bytes("keras-config-invalid-utf8-key.json")
+    #expect {
+        try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    } throws: { error in
+        (error as? ResNetError)?.description.contains("not valid UTF-8") == true
+    }
+}
