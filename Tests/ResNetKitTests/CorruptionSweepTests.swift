@@ -7,6 +7,9 @@ import Testing
 /// ``ResNetError``; any other error type, a trap or a hang fails the suite. Positions come from a
 /// fixed-seed generator, so a failure names a file and offset that reproduce.
 @Suite struct CorruptionSweepTests {
+    /// RESNET_SWEEP_SCALE=N multiplies every position count (for long local runs; CI uses 1).
+    static let scale = max(1, Int(ProcessInfo.processInfo.environment["RESNET_SWEEP_SCALE"] ?? "") ?? 1)
+
     /// SplitMix64: deterministic positions without Foundation's random sources.
     struct Positions {
         var state: UInt64
@@ -57,6 +60,7 @@ import Testing
     /// Runs `read` over every variant; anything but success or a ResNetError is recorded.
     static func sweep(_ file: URL, cuts: Int, flips: Int, read: (Data, String) throws -> Void) throws -> (read: Int, refused: Int) {
         let data = try Data(contentsOf: file)
+        let (cuts, flips) = (cuts * scale, flips * scale)
         var counts = (read: 0, refused: 0)
         for (label, bytes) in variants(of: data, name: file.lastPathComponent, cuts: cuts, flips: flips) {
             do {
