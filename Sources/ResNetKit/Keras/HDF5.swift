@@ -119,6 +119,25 @@ final class HDF5File {
         return overflow ? UInt64.max : total
     }
 
+    /// Checks the superblock fields libhdf5 trusts first, before it parses anything: the version
+    /// (0–3 exist), the sizes of file offsets and lengths (libhdf5 writes 8; 2 and 4 are legal),
+    /// and the declared end of file against the real size.
+    static func checkSuperblock(name: String, fileSize: Int, superblock: Int, header: [UInt8]) throws {
+        let place = "superblock at byte \(superblock)"
+        guard header.count >= 16 else {
+            throw ResNetError.invalidInput(file: name, place: place, reason: "truncated file: \(header.count) bytes from the signature on, a superblock needs more")
+        }
+        let version = header[8]
+        guard version <= 3 else {
+            throw ResNetError.unsupported(file: name, place: place, reason: "superblock version \(version) (versions 0-3 are known)")
+        }
+        let (offsetSize, lengthSize) = version <= 1 ? (header[13], header[14]) : (header[9], header[10])
+        for (what, size) in [("offsets", offsetSize), ("lengths", lengthSize)] where ![2, 4, 8].contains(size) {
+            throw ResNetError.invalidInput(file: name, place: place, reason: "size of \(what) is \(size) bytes (2, 4 or 8 expected): damaged superblock")
+        }
+        try checkNotTruncated(name: name, fileSize: fileSize, superblock: superblock, header: header)
+    }
+
     private static func checkNotTruncated(name: String, fileSize: Int, superblock: Int, header: [UInt8]) throws {
         guard let declared = declaredSize(header: header) else { return }
         // The base address is where the superblock sits when a user block precedes it.
@@ -159,7 +178,7 @@ final class HDF5File {
         if (try? handle.seek(toOffset: UInt64(superblock))) != nil, let d = try? handle.read(upToCount: 64) {
             header = [UInt8](d)
         }
-        try HDF5File.checkNotTruncated(name: path, fileSize: size, superblock: superblock, header: header)
+        try HDF5File.checkSuperblock(name: path, fileSize: size, superblock: superblock, header: header)
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let f = H5Fopen(path, chdf5_acc_rdonly(), chdf5_default())
@@ -189,7 +208,7 @@ final class HDF5File {
         }
         let headerStart = bytes.startIndex + superblock
         let header = [UInt8](bytes[headerStart ..< min(headerStart + 64, bytes.endIndex)])
-        try HDF5File.checkNotTruncated(name: name, fileSize: bytes.count, superblock: superblock, header: header)
+        try HDF5File.checkSuperblock(name: name, fileSize: bytes.count, superblock: superblock, header: header)
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let fapl = H5Pcreate(chdf5_file_access_class())

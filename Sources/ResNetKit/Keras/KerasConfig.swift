@@ -68,6 +68,11 @@ struct GenericNamer {
 
 /// Parses JSON text into a JSONValue, reporting where it came from on failure.
 func parseKerasJSON(_ data: Data, file: String, place: String) throws -> JSONValue {
+    // Foundation's JSON5 scanner traps on bytes that are not UTF-8 (found by fuzz-keras-config),
+    // so the text is validated first.
+    guard String(validating: data, as: UTF8.self) != nil else {
+        throw ResNetError.invalidInput(file: file, place: place, reason: "JSON text is not valid UTF-8")
+    }
     let decoder = JSONDecoder()
     // Python's json module writes NaN / Infinity for such floats; JSON5 mode accepts them.
     decoder.allowsJSON5 = true

@@ -15,7 +15,7 @@ public final class RNWReader: @unchecked Sendable {
     public let manifest: RNWManifest
     /// The model structure stored in the manifest.
     public let spec: ResNetSpec
-    private let storage: FileBytes
+    private let storage: MappedFile
     private let index: [String: Int]
 
     /// Opens and validates the file at `path`.
@@ -29,9 +29,23 @@ public final class RNWReader: @unchecked Sendable {
     ///   ``ResNetError/io(file:reason:)`` when the file cannot be read.
     public init(path: String, verifyChecksums: Bool = true) throws {
         self.path = path
-        let storage = try FileBytes(path: path)
+        let storage = try MappedFile(path: path)
         if verifyChecksums { storage.prefault() }
         let parsed = try parseRNW(storage.bytes, file: path, verifyChecksums: verifyChecksums)
+        self.storage = storage
+        self.manifest = parsed.manifest
+        self.spec = parsed.spec
+        var index: [String: Int] = [:]
+        for (i, e) in parsed.manifest.tensors.enumerated() { index[e.name] = i }
+        self.index = index
+    }
+
+    /// Validates an `.rnw` image held in memory (the bytes are copied); `name` stands for the file
+    /// in messages. Checks exactly what ``init(path:verifyChecksums:)`` checks.
+    public init(data: Data, name: String, verifyChecksums: Bool = true) throws {
+        self.path = name
+        let storage = MappedFile(copying: data)
+        let parsed = try parseRNW(storage.bytes, file: name, verifyChecksums: verifyChecksums)
         self.storage = storage
         self.manifest = parsed.manifest
         self.spec = parsed.spec
@@ -81,63 +95,6 @@ public final class RNWReader: @unchecked Sendable {
         var tensors: [String: Tensor] = [:]
         for e in manifest.tensors { tensors[e.name] = try tensor(named: e.name) }
         return ResNetModel(spec: spec, tensors: tensors)
-    }
-}
-
-/// The whole file as bytes: a read-only private mapping, or a heap copy when mmap is refused
-/// (e.g. by some FUSE or pipe-backed files).
-private final class FileBytes: @unchecked Sendable {
-    let bytes: UnsafeRawBufferPointer
-    private let mapped: Bool
-
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open: \(errnoText())") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ResNetError.io(file: path, reason: "cannot stat: \(errnoText())") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ResNetError.io(file: path, reason: "not a regular file") }
-        guard let size = Int(exactly: st.st_size), size >= 0 else {
-            throw ResNetError.io(file: path, reason: "file size \(st.st_size) is not addressable")
-        }
-        if size == 0 {
-            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
-            mapped = false
-            return
-        }
-        if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
-            bytes = UnsafeRawBufferPointer(start: p, count: size)
-            mapped = true
-            return
-        }
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: Int(RNWHeader.alignment))
-        var done = 0
-        while done < size {
-            let n = read(fd, buffer + done, size - done)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                let reason = n < 0 ? errnoText() : "file shrank while being read"
-                buffer.deallocate()
-                throw ResNetError.io(file: path, reason: "read failed at byte \(done): \(reason)")
-            }
-            done += n
-        }
-        bytes = UnsafeRawBufferPointer(start: buffer, count: size)
-        mapped = false
-    }
-
-    /// Maps every page in one system call before a full read (the checksums): on a 103 MB file
-    /// (tools/bench/open, warm page cache) verified opens took 31 ms with pages faulted in one by
-    /// one while hashing, 19-26 ms with this call. Only a
-    /// hint: on kernels without MADV_POPULATE_READ (Linux < 5.14) the call fails and nothing changes.
-    func prefault() {
-        guard mapped, let base = bytes.baseAddress else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, 22 /* MADV_POPULATE_READ */)
-    }
-
-    deinit {
-        guard let base = bytes.baseAddress else { return }
-        if mapped { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) } else { base.deallocate() }
     }
 }
 

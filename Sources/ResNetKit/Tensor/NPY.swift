@@ -140,6 +140,9 @@ public struct NPZ: Sendable {
 
     /// Reads an `.npz` archive held in memory; `file` names it in errors.
     public static func read(data: Data, file: String = "<data>") throws -> NPZ {
+        // ZIPFoundation's in-memory reader traps on offsets past the end: validate the directory,
+        // every local header and every member's extent against the bytes first.
+        try data.withUnsafeBytes { _ = try checkedZipDirectory($0, file: file) }
         let archive: Archive
         do {
             archive = try Archive(data: data, accessMode: .read)

@@ -1,56 +1,6 @@
 import Foundation
 import ZIPFoundation
 
-/// The bytes of a checkpoint: a read-only private mapping of the file (a heap copy when mmap is
-/// refused), or a copy of caller-supplied data. Legacy storages are read straight from here.
-final class TorchByteImage: @unchecked Sendable {
-    let bytes: UnsafeRawBufferPointer
-    private let mapped: Bool
-
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ResNetError.io(file: path, reason: "cannot stat: \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ResNetError.io(file: path, reason: "not a regular file") }
-        guard let size = Int(exactly: st.st_size), size > 0 else {
-            throw ResNetError.invalidInput(file: path, place: "", reason: "empty file")
-        }
-        if let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
-            bytes = UnsafeRawBufferPointer(start: p, count: size)
-            mapped = true
-            return
-        }
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-        var done = 0
-        while done < size {
-            let n = read(fd, buffer + done, size - done)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                let reason = n < 0 ? String(cString: strerror(errno)) : "file shrank while being read"
-                buffer.deallocate()
-                throw ResNetError.io(file: path, reason: "read failed at byte \(done): \(reason)")
-            }
-            done += n
-        }
-        bytes = UnsafeRawBufferPointer(start: buffer, count: size)
-        mapped = false
-    }
-
-    init(data: Data) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(data.count, 1), alignment: 64)
-        data.copyBytes(to: buffer)
-        bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<data.count])
-        mapped = false
-    }
-
-    deinit {
-        guard let base = bytes.baseAddress else { return }
-        if mapped { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) } else { base.deallocate() }
-    }
-}
-
 /// What a container yields: the unpickled object and a way to reach each storage's bytes.
 struct TorchDecoded {
     var root: PickleValue
@@ -167,7 +117,9 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String) throws -> [Z
         }
         let dataStart = header + 30 + u16(header + 26) + u16(header + 28)
         let stored = try int(compressed, memberPlace, "stored size")
-        let plain = try int(uncompressed, memberPlace, "uncompressed size")
+        // A deflated member may inflate past the file's size; readers cap what they inflate.
+        guard uncompressed <= UInt64(Int32.max) * 64 else { throw bad(memberPlace, "uncompressed size \(uncompressed) is absurd") }
+        let plain = Int(uncompressed)
         guard dataStart <= b.count, stored <= b.count - dataStart else {
             throw bad(memberPlace, "data [\(dataStart), +\(stored)) extends past the end of the file (\(b.count) bytes)")
         }
@@ -186,7 +138,7 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String) throws -> [Z
 /// checked; deflated members (re-zipped files) are inflated by ZIPFoundation with a size cap.
 final class TorchZip: TorchStorageSource {
     let file: String
-    let image: TorchByteImage
+    let image: MappedFile
     private var members: [String: ZipMember] = [:]
     /// Opened only if a member is compressed; the directory was validated first.
     private var archive: Archive?
@@ -194,7 +146,7 @@ final class TorchZip: TorchStorageSource {
     /// How many `data/` members start on a 64-byte boundary, of how many.
     let aligned: (Int, Int)
 
-    init(image: TorchByteImage, file: String) throws {
+    init(image: MappedFile, file: String) throws {
         self.file = file
         self.image = image
         let list = try checkedZipDirectory(image.bytes, file: file)
@@ -330,14 +282,14 @@ final class TorchZip: TorchStorageSource {
 /// this reader does too and only reports sys_info.
 final class TorchLegacy: TorchStorageSource {
     let file: String
-    let image: TorchByteImage
+    let image: MappedFile
     /// Byte range of each stored storage in the file.
     private var ranges: [String: Range<Int>] = [:]
 
     static let magic: [UInt8] = [0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19] // 0x1950a86a20f9469cfc6c, little-endian
     static let protocolVersion = 1001
 
-    init(image: TorchByteImage, file: String) {
+    init(image: MappedFile, file: String) {
         self.file = file
         self.image = image
     }

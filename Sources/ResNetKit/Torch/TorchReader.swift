@@ -16,17 +16,19 @@ import Foundation
 ///     Such classes are only named, never looked up or called; with `false` only state-dict
 ///     globals are accepted.
 public func readTorchCheckpoint(path: String, allowModuleRecords: Bool = true) throws -> TorchCheckpoint {
-    try readTorchCheckpoint(image: try TorchByteImage(path: path), name: path, allowModuleRecords: allowModuleRecords)
+    let image = try MappedFile(path: path)
+    guard image.bytes.count > 0 else { throw ResNetError.invalidInput(file: path, place: "", reason: "empty file") }
+    return try readTorchCheckpoint(image: image, name: path, allowModuleRecords: allowModuleRecords)
 }
 
 /// Reads a PyTorch checkpoint held in memory; `name` stands for the file in messages.
 /// Behaves exactly like ``readTorchCheckpoint(path:allowModuleRecords:)``.
 public func readTorchCheckpoint(data: Data, name: String, allowModuleRecords: Bool = true) throws -> TorchCheckpoint {
     guard !data.isEmpty else { throw ResNetError.invalidInput(file: name, place: "", reason: "empty file") }
-    return try readTorchCheckpoint(image: TorchByteImage(data: data), name: name, allowModuleRecords: allowModuleRecords)
+    return try readTorchCheckpoint(image: MappedFile(copying: data), name: name, allowModuleRecords: allowModuleRecords)
 }
 
-func readTorchCheckpoint(image: TorchByteImage, name: String, allowModuleRecords: Bool) throws -> TorchCheckpoint {
+func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bool) throws -> TorchCheckpoint {
     let policy: PicklePolicy = allowModuleRecords ? .moduleRecords : .stateDict
     let b = image.bytes
     let decoded: TorchDecoded

@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+@testable import ResNetKit
+
+/// Every committed fixture, cut short at many lengths and with single bytes changed at many
+/// positions, is either read (a flipped weight is still a weight) or refused with a
+/// ``ResNetError``; any other error type, a trap or a hang fails the suite. Positions come from a
+/// fixed-seed generator, so a failure names a file and offset that reproduce.
+@Suite struct CorruptionSweepTests {
+    /// RESNET_SWEEP_SCALE=N multiplies every position count (for long local runs; CI uses 1).
+    static let scale = max(1, Int(ProcessInfo.processInfo.environment["RESNET_SWEEP_SCALE"] ?? "") ?? 1)
+
+    /// SplitMix64: deterministic positions without Foundation's random sources.
+    struct Positions {
+        var state: UInt64
+        init(name: String) {
+            // FNV-1a of the file name: each file gets its own fixed sequence.
+            state = name.utf8.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        /// Half the positions in the first and last 4 KiB (headers, zip directories,
+        /// superblocks, manifests), half anywhere.
+        mutating func offsets(_ n: Int, in count: Int) -> [Int] {
+            guard count > 0 else { return [] }
+            return (0..<n).map { i in
+                let r = Int(next() % UInt64(Int.max))
+                switch i % 4 {
+                case 0: return r % min(count, 4096)
+                case 1: return count - 1 - r % min(count, 4096)
+                default: return r % count
+                }
+            }
+        }
+    }
+
+    /// Truncations (every length in `cuts`, plus a few fixed ones) and byte changes of `data`.
+    static func variants(of data: Data, name: String, cuts: Int, flips: Int) -> [(label: String, bytes: Data)] {
+        var positions = Positions(name: name)
+        var out: [(String, Data)] = []
+        let lengths = Set([0, 1, 8, 64, data.count / 2, data.count - 1] + positions.offsets(cuts, in: data.count))
+        for n in lengths.sorted() where n >= 0 && n < data.count {
+            out.append(("cut at \(n)", data.prefix(n)))
+        }
+        for p in positions.offsets(flips, in: data.count) {
+            var d = data
+            let i = d.startIndex + p
+            let mask = UInt8(truncatingIfNeeded: positions.next() % 255 + 1)   // never 0: always a change
+            d[i] ^= mask
+            out.append(("byte \(p) ^ 0x\(String(mask, radix: 16))", d))
+        }
+        return out
+    }
+
+    /// Runs `read` over every variant; anything but success or a ResNetError is recorded.
+    static func sweep(_ file: URL, cuts: Int, flips: Int, read: (Data, String) throws -> Void) throws -> (read: Int, refused: Int) {
+        let data = try Data(contentsOf: file)
+        let (cuts, flips) = (cuts * scale, flips * scale)
+        var counts = (read: 0, refused: 0)
+        for (label, bytes) in variants(of: data, name: file.lastPathComponent, cuts: cuts, flips: flips) {
+            do {
+                try read(bytes, label)
+                counts.read += 1
+            } catch is ResNetError {
+                counts.refused += 1
+            } catch {
+                Issue.record("\(file.lastPathComponent), \(label): not a ResNetError: \(type(of: error)): \(error)")
+            }
+        }
+        return counts
+    }
+
+    static func files(under dir: String, where keep: (String) -> Bool) -> [URL] {
+        let root = Paths.fixtures.appendingPathComponent(dir)
+        guard let e = FileManager.default.enumerator(at: root, includingPropertiesForKeys: nil) else { return [] }
+        return e.compactMap { $0 as? URL }.filter { keep($0.lastPathComponent) }.sorted { $0.path < $1.path }
+    }
+
+    /// Writes `bytes` where the path-based loaders can open it.
+    static func loadFromDisk(_ bytes: Data, suffix: String, in dir: URL) throws {
+        let url = dir.appendingPathComponent("variant" + suffix)
+        try bytes.write(to: url)
+        _ = try loadModel(path: url.path)
+    }
+
+    static func suffix(_ url: URL) -> String {
+        let name = url.lastPathComponent
+        for s in [".weights.h5", ".h5", ".keras", ".pth", ".pt", ".th", ".rnw"] where name.hasSuffix(s) { return s }
+        return ""
+    }
+
+    @Test func damagedKerasFilesAreReadOrRefused() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let files = Self.files(under: "keras") { $0.hasSuffix(".h5") || $0.hasSuffix(".keras") }
+            + Self.files(under: "bad") { $0.hasSuffix(".h5") }
+        #expect(files.count >= 25)
+        var total = (read: 0, refused: 0)
+        for f in files {
+            let c = try Self.sweep(f, cuts: 8, flips: 12) { bytes, _ in
+                try Self.loadFromDisk(bytes, suffix: Self.suffix(f), in: dir)
+            }
+            total.read += c.read; total.refused += c.refused
+        }
+        print("Keras sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
+        #expect(total.refused > 0)
+    }
+
+    @Test func damagedTorchFilesAreReadOrRefused() throws {
+        let files = Self.files(under: "torch") { [".pth", ".pt", ".th"].contains(where: $0.hasSuffix) }
+        #expect(files.count >= 14)
+        var total = (read: 0, refused: 0)
+        for f in files {
+            let c = try Self.sweep(f, cuts: 24, flips: 40) { bytes, _ in
+                let ckpt = try readTorchCheckpoint(data: bytes, name: f.lastPathComponent)
+                _ = try mapTorchCheckpoint(ckpt, arch: nil, mapFile: nil)
+            }
+            total.read += c.read; total.refused += c.refused
+        }
+        print("Torch sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
+        #expect(total.refused > 0)
+    }
+
+    @Test func damagedGoldenArchivesAreReadOrRefused() throws {
+        let files = Self.files(under: "keras") { $0 == "io.npz" } + Self.files(under: "torch") { $0 == "io.npz" }
+        #expect(files.count >= 10)
+        var total = (read: 0, refused: 0)
+        for f in files {
+            let c = try Self.sweep(f, cuts: 16, flips: 24) { bytes, _ in _ = try NPZ.read(data: bytes, file: f.path) }
+            total.read += c.read; total.refused += c.refused
+        }
+        print("npz sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
+        #expect(total.refused > 0)
+    }
+
+    /// `.rnw` files made from fixtures of each framework. Every byte of an `.rnw` is covered by a
+    /// checksum or checked for zero padding, so every change must be refused.
+    @Test func damagedRNWFilesAreRefused() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sources = ["bad/good.h5", "keras/seed-keras/keras3.keras", "torch/cifar-resnet20-optionA/legacy.th"]
+        for source in sources {
+            let rnw = dir.appendingPathComponent(URL(fileURLWithPath: source).lastPathComponent + ".rnw")
+            let model = try loadModel(path: Paths.fixtures.appendingPathComponent(source).path).model
+            try RNWWriter.write(model, to: rnw.path)
+            var read = 0
+            let c = try Self.sweep(rnw, cuts: 24, flips: 48) { bytes, label in
+                _ = try RNWReader(data: bytes, name: rnw.lastPathComponent).model()
+                read += 1
+                Issue.record("\(rnw.lastPathComponent), \(label): damaged file was accepted")
+            }
+            #expect(c.read == read)
+            print("rnw sweep (\(source)): \(c.refused) variants refused")
+        }
+    }
+}
+
+/// The superblock fields checked before libhdf5 parses a file.
+@Suite struct HDF5SuperblockTests {
+    static func good() throws -> Data {
+        try Data(contentsOf: Paths.fixtures.appendingPathComponent("bad/good.h5"))
+    }
+
+    static func expectRefused(_ data: Data, mention: String) throws {
+        do {
+            _ = try HDF5File(bytes: data, name: "damaged.h5")
+            Issue.record("damaged superblock was accepted")
+        } catch let e as ResNetError {
+            #expect(e.exitCode == 3)
+            #expect(e.description.contains("superblock"), "\(e)")
+            #expect(e.description.contains(mention), "\(e)")
+        }
+    }
+
+    @Test func anUnknownSuperblockVersionIsRefusedBeforeLibhdf5() throws {
+        var d = try Self.good()
+        d[8] = 7
+        try Self.expectRefused(d, mention: "version 7")
+    }
+
+    @Test func anImpossibleOffsetSizeIsRefused() throws {
+        var d = try Self.good()
+        let version = d[8]
+        d[version <= 1 ? 13 : 9] = 3
+        try Self.expectRefused(d, mention: "size of offsets is 3")
+    }
+
+    @Test func anImpossibleLengthSizeIsRefused() throws {
+        var d = try Self.good()
+        let version = d[8]
+        d[version <= 1 ? 14 : 10] = 0
+        try Self.expectRefused(d, mention: "size of lengths is 0")
+    }
+
+    @Test func aSignatureWithoutASuperblockIsRefused() throws {
+        try Self.expectRefused(try Self.good().prefix(12), mention: "truncated")
+    }
+}

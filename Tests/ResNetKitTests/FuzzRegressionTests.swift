@@ -1,0 +1,29 @@
+import Foundation
+import Testing
+@testable import ResNetKit
+
+/// Inputs the libFuzzer harnesses in tools/fuzz found crashing, each refused with a ResNetError
+/// now. The bytes are committed under fixtures/fuzz-regressions (see tools/fuzz/README.md).
+@Suite struct FuzzRegressionTests {
+    static func bytes(_ name: String) throws -> Data {
+        try Data(contentsOf: Paths.fixtures.appendingPathComponent("fuzz-regressions/\(name)"))
+    }
+
+    /// fuzz-npy: a member's local header offset past the end of the archive made ZIPFoundation's
+    /// in-memory reader trap on its seek. The zip directory is now checked first.
+    @Test func npzWithALocalHeaderPastTheEndIsRefused() throws {
+        let data = try Self.bytes("npz-local-header-past-end.npz")
+        #expect(throws: ResNetError.self) { try NPZ.read(data: data, file: "fuzz.npz") }
+    }
+}
+
+/// fuzz-keras-config: a byte that is not UTF-8 next to an unquoted key made Foundation's JSON5
+/// scanner trap. Config text is now validated as UTF-8 before it is decoded.
+@Test func kerasConfigThatIsNotUTF8IsRefused() throws {
+    let data = try FuzzRegressionTests.bytes("keras-config-invalid-utf8-key.json")
+    #expect {
+        try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    } throws: { error in
+        (error as? ResNetError)?.description.contains("not valid UTF-8") == true
+    }
+}
