@@ -15,6 +15,15 @@ import Testing
         let data = try Self.bytes("npz-local-header-past-end.npz")
         #expect(throws: ResNetError.self) { try NPZ.read(data: data, file: "fuzz.npz") }
     }
+
+    /// The directory check added for the case above must not refuse `numpy.savez_compressed`
+    /// archives, whose members inflate to more than the whole archive.
+    @Test func deflatedNPZLargerThanItsArchiveIsStillRead() throws {
+        let zeros = Tensor(shape: [64, 64, 4], data: [Float](repeating: 0, count: 64 * 64 * 4))
+        let data = try NPZ(arrays: ["x": NPYArray(zeros)]).encode(compressed: true)
+        #expect(data.count < 64 * 64 * 4 * 4)
+        #expect(try NPZ.read(data: data, file: "zeros.npz")["x"]?.tensor == zeros)
+    }
 }
 
 /// fuzz-keras-config: a byte that is not UTF-8 next to an unquoted key made Foundation's JSON5

@@ -142,7 +142,7 @@ public struct NPZ: Sendable {
     public static func read(data: Data, file: String = "<data>") throws -> NPZ {
         // ZIPFoundation's in-memory reader traps on offsets past the end: validate the directory,
         // every local header and every member's extent against the bytes first.
-        try data.withUnsafeBytes { _ = try checkedZipDirectory($0, file: file) }
+        try data.withUnsafeBytes { _ = try checkedZipDirectory($0, file: file, plainSizeWithinFile: false) }
         let archive: Archive
         do {
             archive = try Archive(data: data, accessMode: .read)
