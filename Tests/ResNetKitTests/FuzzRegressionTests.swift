@@ -55,3 +55,12 @@ import Testing
 func exponentWithoutDigitsScan(text: String, offset: Int?) {
     #expect(exponentWithoutDigits(Data(text.utf8)) == offset)
 }
+
+/// fuzz-keras-config: a nested Functional model whose "config" key is damaged was force-unwrapped
+/// in the graph builder. It is refused now.
+@Test func kerasNestedModelWithoutAConfigIsRefused() throws {
+    let data = try FuzzRegressionTests.bytes("keras-config-nested-model-without-config.json")
+    let json = try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    var builder = KerasGraphBuilder(file: "fuzz.json", place: "config.json")
+    #expect(throws: ResNetError.self) { _ = try builder.build(json) }
+}

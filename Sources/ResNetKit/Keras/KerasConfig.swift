@@ -221,7 +221,9 @@ struct KerasGraphBuilder {
             }
             let generic = namer.next(for: cls)
             if KerasGraphBuilder.isModel(entry) {
-                let outs = try inline(className: cls, config: entry["config"]!, names: names + [name],
+                // A nested model without a config is refused, not force-unwrapped (found by fuzz-keras-config).
+                guard let config = entry["config"] else { throw invalid(scope, "nested model '\(name)' has no config") }
+                let outs = try inline(className: cls, config: config, names: names + [name],
                                       generics: generics + [generic], bound: [current])
                 guard outs.count == 1 else { throw invalid(scope + "/" + name, "sub-model in a Sequential has \(outs.count) outputs") }
                 current = outs[0]
@@ -365,7 +367,8 @@ struct KerasGraphBuilder {
                 }
                 if !ready { i += 1; continue }
                 if KerasGraphBuilder.isModel(p.entry) {
-                    outputsOf[p.name] = try inline(className: p.cls, config: p.entry["config"]!, names: names + [p.name],
+                    guard let config = p.entry["config"] else { throw invalid(p.name, "nested model has no config") }
+                    outputsOf[p.name] = try inline(className: p.cls, config: config, names: names + [p.name],
                                                    generics: generics + [p.generic], bound: inputs)
                 } else {
                     outputsOf[p.name] = [addNode(path: (names + [p.name]).joined(separator: "/"), className: p.cls,
