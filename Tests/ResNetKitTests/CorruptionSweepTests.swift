@@ -7,7 +7,8 @@ import Testing
 /// ``ResNetError``; any other error type, a trap or a hang fails the suite. Positions come from a
 /// fixed-seed generator, so a failure names a file and offset that reproduce.
 @Suite struct CorruptionSweepTests {
-    /// RESNET_SWEEP_SCALE=N multiplies every position count (for long local runs; CI uses 1).
+    /// RESNET_SWEEP_SCALE=N multiplies every position count (for long local runs; CI uses 1);
+    /// RESNET_SWEEP_TRACE=1 names each variant on stderr before it is read.
     static let scale = max(1, Int(ProcessInfo.processInfo.environment["RESNET_SWEEP_SCALE"] ?? "") ?? 1)
 
     /// SplitMix64: deterministic positions without Foundation's random sources.
@@ -62,7 +63,10 @@ import Testing
         let data = try Data(contentsOf: file)
         let (cuts, flips) = (cuts * scale, flips * scale)
         var counts = (read: 0, refused: 0)
+        let trace = ProcessInfo.processInfo.environment["RESNET_SWEEP_TRACE"] != nil
         for (label, bytes) in variants(of: data, name: file.lastPathComponent, cuts: cuts, flips: flips) {
+            // Names each variant before reading it, so a crash (e.g. inside libhdf5) can be located.
+            if trace { FileHandle.standardError.write(Data("sweep: \(file.path) \(label)\n".utf8)) }
             do {
                 try read(bytes, label)
                 counts.read += 1
@@ -217,4 +221,19 @@ import Testing
     } throws: { error in
         (error as? ResNetError)?.description.contains("memory allocation failed") == true
     }
+}
+
+/// Found by the sweep at RESNET_SWEEP_SCALE=4: one flipped byte corrupts a global-heap object and
+/// libhdf5 1.10.8 segfaults in H5HG_read while reading the `layer_names` attribute. Nothing in
+/// our process can catch that; enable this test once HDF5 is parsed in a child process or libhdf5
+/// is fixed (see README, "HDF5: residual risk").
+@Test(.disabled("libhdf5 1.10.8 segfaults in H5HG_read on this file; it would kill the test process"))
+func anHDF5GlobalHeapWithACorruptObjectSizeIsRefused() throws {
+    var data = try Data(contentsOf: Paths.fixtures.appendingPathComponent("keras/kapp-resnet-v1/tfkeras2.legacy-weights.h5"))
+    data[2078] ^= 0x80
+    let dir = try Paths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let path = dir.appendingPathComponent("flipped.h5").path
+    try data.write(to: URL(fileURLWithPath: path))
+    #expect(throws: ResNetError.self) { _ = try readKerasFile(path: path) }
 }

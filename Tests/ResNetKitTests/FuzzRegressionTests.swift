@@ -36,3 +36,31 @@ import Testing
         (error as? ResNetError)?.description.contains("not valid UTF-8") == true
     }
 }
+
+/// fuzz-keras-config: `"epsilon":1.001e-` — an exponent sign with no digits — passes Foundation's
+/// JSON5 scanner and then traps when the number is converted. Such numbers are refused first.
+@Test func kerasConfigWithAnExponentWithoutDigitsIsRefused() throws {
+    let data = try FuzzRegressionTests.bytes("keras-config-exponent-without-digits.json")
+    #expect {
+        try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    } throws: { error in
+        (error as? ResNetError)?.description.contains("no exponent digits") == true
+    }
+}
+
+@Test("exponent signs without digits are found outside strings only", arguments: [
+    (#"{"a":1e-}"#, 6), (#"{"a":.5E+,"b":2}"#, 7), (#"[1.e-]"#, 3), (#"[2e-"#, 2),
+    (#"{"a":1e-5}"#, nil), (#"{"a":"1e-"}"#, nil), (#"{'a':'x\'1e-'}"#, nil), (#"{"e-":1}"#, nil), (#"[NaN, -Infinity]"#, nil),
+] as [(String, Int?)])
+func exponentWithoutDigitsScan(text: String, offset: Int?) {
+    #expect(exponentWithoutDigits(Data(text.utf8)) == offset)
+}
+
+/// fuzz-keras-config: a nested Functional model whose "config" key is damaged was force-unwrapped
+/// in the graph builder. It is refused now.
+@Test func kerasNestedModelWithoutAConfigIsRefused() throws {
+    let data = try FuzzRegressionTests.bytes("keras-config-nested-model-without-config.json")
+    let json = try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    var builder = KerasGraphBuilder(file: "fuzz.json", place: "config.json")
+    #expect(throws: ResNetError.self) { _ = try builder.build(json) }
+}

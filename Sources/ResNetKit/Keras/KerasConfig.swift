@@ -73,6 +73,9 @@ func parseKerasJSON(_ data: Data, file: String, place: String) throws -> JSONVal
     guard String(validating: data, as: UTF8.self) != nil else {
         throw ResNetError.invalidInput(file: file, place: place, reason: "JSON text is not valid UTF-8")
     }
+    if let offset = exponentWithoutDigits(data) {
+        throw ResNetError.invalidInput(file: file, place: "\(place) byte \(offset)", reason: "JSON number has an exponent sign but no exponent digits")
+    }
     let decoder = JSONDecoder()
     // Python's json module writes NaN / Infinity for such floats; JSON5 mode accepts them.
     decoder.allowsJSON5 = true
@@ -81,6 +84,30 @@ func parseKerasJSON(_ data: Data, file: String, place: String) throws -> JSONVal
     } catch {
         throw ResNetError.invalidInput(file: file, place: place, reason: "JSON not parseable: \(error)")
     }
+}
+
+/// The offset of the first number like `1e-` (exponent sign, no digits) outside strings, or nil.
+/// Foundation's JSON5 scanner accepts such a token and then traps converting it (found by
+/// fuzz-keras-config), so they are refused before decoding.
+func exponentWithoutDigits(_ data: Data) -> Int? {
+    let b = [UInt8](data)
+    var quote: UInt8? = nil   // JSON5 strings may be single-quoted
+    var i = 0
+    while i < b.count {
+        let c = b[i]
+        if let q = quote {
+            if c == UInt8(ascii: "\\") { i += 1 } else if c == q { quote = nil }
+        } else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
+            quote = c
+        } else if (c == UInt8(ascii: "e") || c == UInt8(ascii: "E")) && i > 0 && i + 1 < b.count,
+                  b[i - 1] == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b[i - 1]),
+                  b[i + 1] == UInt8(ascii: "+") || b[i + 1] == UInt8(ascii: "-"),
+                  i + 2 >= b.count || !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b[i + 2]) {
+            return i
+        }
+        i += 1
+    }
+    return nil
 }
 
 /// Builds a flat graph from a model config.
@@ -194,7 +221,9 @@ struct KerasGraphBuilder {
             }
             let generic = namer.next(for: cls)
             if KerasGraphBuilder.isModel(entry) {
-                let outs = try inline(className: cls, config: entry["config"]!, names: names + [name],
+                // A nested model without a config is refused, not force-unwrapped (found by fuzz-keras-config).
+                guard let config = entry["config"] else { throw invalid(scope, "nested model '\(name)' has no config") }
+                let outs = try inline(className: cls, config: config, names: names + [name],
                                       generics: generics + [generic], bound: [current])
                 guard outs.count == 1 else { throw invalid(scope + "/" + name, "sub-model in a Sequential has \(outs.count) outputs") }
                 current = outs[0]
@@ -338,7 +367,8 @@ struct KerasGraphBuilder {
                 }
                 if !ready { i += 1; continue }
                 if KerasGraphBuilder.isModel(p.entry) {
-                    outputsOf[p.name] = try inline(className: p.cls, config: p.entry["config"]!, names: names + [p.name],
+                    guard let config = p.entry["config"] else { throw invalid(p.name, "nested model has no config") }
+                    outputsOf[p.name] = try inline(className: p.cls, config: config, names: names + [p.name],
                                                    generics: generics + [p.generic], bound: inputs)
                 } else {
                     outputsOf[p.name] = [addNode(path: (names + [p.name]).joined(separator: "/"), className: p.cls,
