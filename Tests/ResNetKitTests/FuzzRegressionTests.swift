@@ -64,3 +64,22 @@ func exponentWithoutDigitsScan(text: String, offset: Int?) {
     var builder = KerasGraphBuilder(file: "fuzz.json", place: "config.json")
     #expect(throws: ResNetError.self) { _ = try builder.build(json) }
 }
+
+/// fuzz-keras-config: a bare 85-digit integer trapped Foundation's JSON5 number validation. Config
+/// text is now decoded as strict JSON (NaN / Infinity from Python are marked and restored), so the
+/// text is simply not a model config.
+@Test func kerasConfigThatIsALongBareNumberIsRefused() throws {
+    let data = try FuzzRegressionTests.bytes("keras-config-long-bare-integer.json")
+    let value = try? parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    #expect(value == nil || value?.object == nil, "a bare number is not a config")
+}
+
+/// Python's json module writes NaN and Infinity; they still parse, as numbers, outside strings only.
+@Test func kerasConfigKeepsPythonNonFiniteNumbers() throws {
+    let text = #"{"a": NaN, "b": [Infinity, -Infinity], "c": "NaN stays text", "d": "say \"NaN\""}"#
+    let v = try parseKerasJSON(Data(text.utf8), file: "t.json", place: "config.json")
+    #expect(v["a"]?.double?.isNaN == true)
+    #expect(v["b"]?.array?.first?.double == .infinity && v["b"]?[1]?.double == -.infinity)
+    #expect(v["c"]?.string == "NaN stays text")
+    #expect(v["d"]?.string == #"say "NaN""#)
+}

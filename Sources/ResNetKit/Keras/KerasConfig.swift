@@ -76,13 +76,61 @@ func parseKerasJSON(_ data: Data, file: String, place: String) throws -> JSONVal
     if let offset = exponentWithoutDigits(data) {
         throw ResNetError.invalidInput(file: file, place: "\(place) byte \(offset)", reason: "JSON number has an exponent sign but no exponent digits")
     }
+    // Python's json module writes NaN / Infinity / -Infinity for such floats. Foundation's JSON5
+    // mode would accept them but traps on several malformed numbers (three fuzz findings, one a
+    // bare 85-digit integer), so those three tokens are turned into marked strings, the text is
+    // decoded as strict JSON, and the marks are turned back into numbers.
     let decoder = JSONDecoder()
-    // Python's json module writes NaN / Infinity for such floats; JSON5 mode accepts them.
-    decoder.allowsJSON5 = true
     do {
-        return try decoder.decode(JSONValue.self, from: data)
+        return restoreNonFinite(try decoder.decode(JSONValue.self, from: markNonFinite(data)))
     } catch {
         throw ResNetError.invalidInput(file: file, place: place, reason: "JSON not parseable: \(error)")
+    }
+}
+
+private let nonFiniteMark = "\u{1}resnet-convert-nonfinite:"
+
+/// Rewrites the bare tokens `NaN`, `Infinity` and `-Infinity` outside strings as marked strings.
+func markNonFinite(_ data: Data) -> Data {
+    let b = [UInt8](data)
+    var out: [UInt8] = []
+    out.reserveCapacity(b.count)
+    var inString = false
+    var i = 0
+    let tokens: [[UInt8]] = [Array("-Infinity".utf8), Array("Infinity".utf8), Array("NaN".utf8)]
+    outer: while i < b.count {
+        let c = b[i]
+        if inString {
+            out.append(c)
+            if c == UInt8(ascii: "\\"), i + 1 < b.count { out.append(b[i + 1]); i += 2; continue }
+            if c == UInt8(ascii: "\"") { inString = false }
+            i += 1
+            continue
+        }
+        if c == UInt8(ascii: "\"") { inString = true; out.append(c); i += 1; continue }
+        for t in tokens where b.count - i >= t.count && Array(b[i..<(i + t.count)]) == t {
+            out += Array("\"\\u0001resnet-convert-nonfinite:".utf8) + t + [UInt8(ascii: "\"")]
+            i += t.count
+            continue outer
+        }
+        out.append(c)
+        i += 1
+    }
+    return Data(out)
+}
+
+/// Turns the strings `markNonFinite` made back into numbers.
+func restoreNonFinite(_ v: JSONValue) -> JSONValue {
+    switch v {
+    case let .string(s) where s.hasPrefix(nonFiniteMark):
+        switch s.dropFirst(nonFiniteMark.count) {
+        case "NaN": return .number(.nan)
+        case "Infinity": return .number(.infinity)
+        default: return .number(-.infinity)
+        }
+    case let .array(a): return .array(a.map(restoreNonFinite))
+    case let .object(o): return .object(o.mapValues(restoreNonFinite))
+    default: return v
     }
 }
 
