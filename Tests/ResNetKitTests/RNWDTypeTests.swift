@@ -5,16 +5,6 @@ import Testing
 // Storage dtypes, BN folding and the tolerance policy. Reference conversions come from Swift's own
 // Float16 (the compiler's IEEE conversion), never from numbers typed in here.
 
-private struct Mix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Test func everyFloat16ValueSurvivesWideningAndNarrowing() {
     for h in 0...UInt16.max {
@@ -30,7 +20,7 @@ private struct Mix64: RandomNumberGenerator {
 }
 
 @Test func float16NarrowingMatchesTheCompilersRoundToNearestEven() {
-    var rng = Mix64(state: 7)
+    var rng = SplitMix64(state: 7)
     var checked = 0
     // Random bit patterns cover every exponent; the scaled ones crowd the binary16 range, where
     // normal/subnormal/overflow rounding happens, and the midpoints test ties to even.
@@ -51,7 +41,7 @@ private struct Mix64: RandomNumberGenerator {
 }
 
 @Test func bfloat16NarrowingIsNearestWithTiesToEven() {
-    var rng = Mix64(state: 11)
+    var rng = SplitMix64(state: 11)
     for _ in 0..<200_000 {
         let x = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
         guard x.isFinite else { continue }
@@ -71,7 +61,7 @@ private struct Mix64: RandomNumberGenerator {
 }
 
 @Test func int8KeepsEachChannelsPeakAndErrsAtMostHalfAStep() throws {
-    var rng = Mix64(state: 3)
+    var rng = SplitMix64(state: 3)
     let shape = [5, 3, 3, 3]
     var data = (0..<135).map { _ in Float.random(in: -2...2, using: &rng) }
     for i in 27..<54 { data[i] = 0 }            // an all-zero output channel
@@ -134,7 +124,7 @@ private func foldSpec() -> ResNetSpec {
 }
 
 private func randomFoldModel(_ spec: ResNetSpec, seed: UInt64) -> ResNetModel {
-    var rng = Mix64(state: seed)
+    var rng = SplitMix64(state: seed)
     var tensors: [String: Tensor] = [:]
     for p in spec.parameters {
         let n = p.shape.reduce(1, *)

@@ -4,8 +4,8 @@ import Testing
 
 // MARK: - Fixtures built here: a tiny but complete ResNet and random weights.
 
-/// Deterministic generator so a failing case can be reproduced.
-private struct SplitMix64: RandomNumberGenerator {
+/// Deterministic generator so a failing case can be reproduced (shared by the .rnw tests).
+struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

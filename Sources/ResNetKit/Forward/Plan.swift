@@ -632,18 +632,7 @@ struct Executor {
             var y = x
             if !unique(x) { y.slot = acquire(x.count) }
             if sizing { return y }
-            let (src, dst, K) = (pointer(x), pointer(y), x.c)
-            for n in 0..<x.n {
-                var maxValue = -Float.infinity
-                for k in 0..<K { maxValue = max(maxValue, src[n * K + k]) }
-                var sum: Float = 0
-                for k in 0..<K {
-                    let e = Float(exp(Double(src[n * K + k] - maxValue)))
-                    dst[n * K + k] = e
-                    sum += e
-                }
-                for k in 0..<K { dst[n * K + k] /= sum }
-            }
+            softmaxRows(pointer(x), pointer(y), N: x.n, K: x.c)
             if y.slot != x.slot { release(x) }
             return y
         }

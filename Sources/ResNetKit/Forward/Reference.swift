@@ -281,18 +281,26 @@ func denseForward(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: In
 /// - input: (N, K);  returns: (N, K)
 func softmaxForward(input: [Float], N: Int, K: Int) -> [Float] {
     var out = [Float](repeating: 0, count: N * K)
-    for n in 0..<N {
-        var maxValue = -Float.infinity
-        for k in 0..<K { maxValue = max(maxValue, input[n * K + k]) }
-        var sum: Float = 0
-        for k in 0..<K {
-            let e = Float(exp(Double(input[n * K + k] - maxValue)))
-            out[n * K + k] = e
-            sum += e
-        }
-        for k in 0..<K { out[n * K + k] /= sum }
+    input.withUnsafeBufferPointer { src in
+        out.withUnsafeMutableBufferPointer { dst in softmaxRows(src.baseAddress!, dst.baseAddress!, N: N, K: K) }
     }
     return out
+}
+
+/// The softmax both forward paths use. `src` and `dst` may be the same buffer.
+/// - src, dst: (N, K)
+func softmaxRows(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, N: Int, K: Int) {
+    for n in 0..<N {
+        var maxValue = -Float.infinity
+        for k in 0..<K { maxValue = max(maxValue, src[n * K + k]) }
+        var sum: Float = 0
+        for k in 0..<K {
+            let e = Float(exp(Double(src[n * K + k] - maxValue)))
+            dst[n * K + k] = e
+            sum += e
+        }
+        for k in 0..<K { dst[n * K + k] /= sum }
+    }
 }
 
 /// Elementwise sum of the residual and shortcut branches; same shape on both sides.

@@ -68,8 +68,8 @@ struct GenericNamer {
 
 /// Parses JSON text into a JSONValue, reporting where it came from on failure.
 func parseKerasJSON(_ data: Data, file: String, place: String) throws -> JSONValue {
-    // Foundation's JSON5 scanner traps on bytes that are not UTF-8 (found by fuzz-keras-config),
-    // so the text is validated first.
+    // Foundation's JSON5 scanner trapped on bytes that are not UTF-8 (fuzz-keras-config); the
+    // strict decoder used now rejects them too, but the clear message is worth the check.
     guard String(validating: data, as: UTF8.self) != nil else {
         throw ResNetError.invalidInput(file: file, place: place, reason: "JSON text is not valid UTF-8")
     }
@@ -135,7 +135,7 @@ func restoreNonFinite(_ v: JSONValue) -> JSONValue {
 }
 
 /// The offset of the first number like `1e-` (exponent sign, no digits) outside strings, or nil.
-/// Foundation's JSON5 scanner accepts such a token and then traps converting it (found by
+/// Foundation's JSON5 scanner accepted such a token and then trapped converting it (found by
 /// fuzz-keras-config), so they are refused before decoding.
 func exponentWithoutDigits(_ data: Data) -> Int? {
     let b = [UInt8](data)
