@@ -35,10 +35,13 @@ let package = Package(
             name: "CONNXProto",
             linkerSettings: [.linkedLibrary("protobuf-c")]
         ),
+        // SHA-256 compression on the x86 SHA extensions, for the source hash in provenance records.
+        // Only Sources/ResNetKit/Tensor/SHA256.swift imports it (with a Swift fallback).
+        .target(name: "CSHA256"),
         .target(
             name: "ResNetKit",
             dependencies: [
-                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto",
+                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),
