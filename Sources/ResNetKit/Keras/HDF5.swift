@@ -68,6 +68,9 @@ final class HDF5File {
     /// Size of the file image in bytes, used to bound what a dataset may claim to hold.
     let fileSize: Int
     private let id: hid_t
+    /// The file on disk when its superblock is at byte 0, so that libhdf5's raw-data addresses are
+    /// file offsets: streaming conversion then reads contiguous float32 datasets by offset.
+    private(set) var rawPath: String?
 
     /// The 8-byte HDF5 format signature, found at the start of the superblock.
     static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -190,6 +193,7 @@ final class HDF5File {
                 reason: "libhdf5 cannot open the file (truncated or damaged?): \(failureText)")
         }
         id = fid
+        rawPath = superblock == 0 ? path : nil
     }
 
     /// Opens an HDF5 file image held in memory (e.g. `model.weights.h5` inside a `.keras` zip),
@@ -499,6 +503,9 @@ final class HDF5File {
                     reason: "shape \(shape) needs \(storedBytes) bytes but the whole file has \(fileSize)"
                         + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
             }
+            if let deferred = DeferredSources.current {
+                return try deferRead(path, did: did, tid: tid, shape: shape, dtype: dtype, filters: Int(filters), into: deferred)
+            }
             var data = [Float](repeating: 0, count: count)
             if count > 0 {
                 // libhdf5 converts any IEEE-style float (f16/bf16 included) to native float itself.
@@ -509,6 +516,61 @@ final class HDF5File {
             }
             let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
             return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
+        }
+    }
+
+    /// Records the dataset in `deferred` and returns a placeholder (streaming conversion). A
+    /// contiguous, unfiltered little-endian float32 dataset is later read straight from the file at
+    /// the address libhdf5 reports, after checking that address and the storage size against the
+    /// file; every other dataset is read through libhdf5 when its turn comes.
+    private func deferRead(_ path: String, did: hid_t, tid: hid_t, shape: [Int], dtype: DType, filters: Int,
+                           into deferred: DeferredSources) throws -> SourceTensor {
+        let count = shape.reduce(1, *)
+        let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
+        var offset: Int?
+        #if _endian(little)
+        if let rawPath, dtype == .float32, filters == 0, count > 0, H5Tequal(tid, chdf5_ieee_f32le()) > 0 {
+            let dcpl = H5Dget_create_plist(did)
+            let contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS
+            if dcpl >= 0 { H5Pclose(dcpl) }
+            let address = H5Dget_offset(did)   // HADDR_UNDEF (all ones) when not contiguous or not allocated
+            let stored = H5Dget_storage_size(did)
+            if contiguous, address < UInt64(Int.max), stored == UInt64(count * 4),
+               case let (end, overflow) = Int(address).addingReportingOverflow(count * 4), !overflow, end <= fileSize {
+                offset = Int(address)
+            }
+        }
+        #endif
+        let name = self.name
+        if let offset, let rawPath {
+            let fd = try deferred.descriptor(for: rawPath)
+            deferred.add(cleanName, .init(shape: shape, dtype: dtype) { out in
+                try preadFully(fd, UnsafeMutableRawBufferPointer(out), at: offset, file: name, place: path)
+            })
+        } else {
+            deferred.add(cleanName, .init(shape: shape, dtype: dtype) { [self] out in
+                try readFloats(path, into: out)
+            })
+        }
+        return SourceTensor(name: cleanName, sourceDType: dtype, tensor: placeholderTensor(shape: shape))
+    }
+
+    /// Reads the dataset at `path` as float32 into `out`, which must match its element count.
+    private func readFloats(_ path: String, into out: UnsafeMutableBufferPointer<Float>) throws {
+        try withHDF5 {
+            let did = H5Dopen2(id, path, chdf5_default())
+            guard did >= 0 else { throw failure(path, "cannot open dataset") }
+            defer { H5Dclose(did) }
+            let sid = H5Dget_space(did)
+            guard sid >= 0 else { throw failure(path, "cannot read dataset dataspace") }
+            defer { H5Sclose(sid) }
+            guard H5Sget_simple_extent_npoints(sid) == out.count else {
+                throw ResNetError.invalidInput(file: name, place: path, reason: "dataset changed size between reads")
+            }
+            if out.isEmpty { return }
+            guard H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), out.baseAddress) >= 0 else {
+                throw failure(path, "cannot read dataset (truncated file?)")
+            }
         }
     }
 }

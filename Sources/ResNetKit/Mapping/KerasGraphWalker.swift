@@ -289,7 +289,7 @@ public struct KerasGraphWalker {
         guard k.tensor.shape == wantK else {
             throw ResNetError.mapping(file: file, reason: "\(k.name): kernel shape \(k.tensor.shape), the config implies \(wantK) (HWIO)")
         }
-        var tensors = ["weight": k.tensor.permuted([3, 2, 0, 1])]   // HWIO → OIHW
+        var tensors = ["weight": layoutChanged(k.tensor, [3, 2, 0, 1])]   // HWIO → OIHW
         var origins = ["weight": k]
         if useBias {
             let b = kn.weights[1]
@@ -402,7 +402,7 @@ public struct KerasGraphWalker {
         guard kn.weights[0].tensor.shape == [inF, units] else {
             throw ResNetError.mapping(file: file, reason: "\(kn.weights[0].name): kernel shape \(kn.weights[0].tensor.shape), expected [\(inF), \(units)]")
         }
-        var tensors = ["weight": kn.weights[0].tensor.permuted([1, 0])]   // (in, out) → (out, in)
+        var tensors = ["weight": layoutChanged(kn.weights[0].tensor, [1, 0])]   // (in, out) → (out, in)
         var origins = ["weight": kn.weights[0]]
         if useBias {
             origins["bias"] = kn.weights[1]

@@ -55,9 +55,13 @@ public struct ConversionOptions: Sendable {
 /// leaves no output and does not touch an existing one.
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
-    progress?("reading \(input)")
     // The provenance hash reads the whole file once more; on the second core it costs no wall time.
     let sourceHash = InBackground { try sha256Hex(path: input) }
+    // --no-verify at float32 streams tensor by tensor when the input allows (see StreamConvert.swift).
+    if let streamed = try convertStreaming(input: input, output: output, options: options, sourceHash: sourceHash, progress: progress) {
+        return streamed
+    }
+    progress?("reading \(input)")
     let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
     let source = loaded.model
     var checks: [ParityCheck] = []

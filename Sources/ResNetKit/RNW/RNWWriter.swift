@@ -68,13 +68,24 @@ public enum RNWWriter {
     static func layout(spec: ResNetSpec, tensors: [EncodedTensor], provenance: RNWProvenance?,
                        parity: [RNWParityRecord], metadata: [String: String], file: String)
         throws -> (header: [UInt8], manifest: [UInt8], entries: [RNWTensorEntry]) {
+        let described = tensors.map { item in
+            RNWStoredTensor(name: item.name, dtype: item.dtype, shape: item.shape, length: UInt64(item.bytes.count),
+                            checksum: item.bytes.withUnsafeBytes { xxHash64($0) }, scales: item.scales)
+        }
+        return try layout(spec: spec, described: described, provenance: provenance, parity: parity, metadata: metadata, file: file)
+    }
+
+    /// ``layout(spec:tensors:provenance:parity:metadata:file:)`` from each tensor's length and
+    /// checksum alone, so a streaming writer can lay out a file without holding its data.
+    static func layout(spec: ResNetSpec, described tensors: [RNWStoredTensor], provenance: RNWProvenance?,
+                       parity: [RNWParityRecord], metadata: [String: String], file: String)
+        throws -> (header: [UInt8], manifest: [UInt8], entries: [RNWTensorEntry]) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let specJSON: [UInt8]
         do { specJSON = Array(try encoder.encode(spec)) } catch {
             throw ResNetError.invalidInput(file: file, place: "spec", reason: "cannot encode as JSON: \(error)")
         }
-        let checksums = tensors.map { item in item.bytes.withUnsafeBytes { xxHash64($0) } }
         // The oldest version that can describe the file, so that float32 files stay readable by 1.0 readers.
         let minor: UInt16 = tensors.allSatisfy({ $0.dtype == .float32 }) ? 0 : RNWFormatVersion.minor
 
@@ -82,10 +93,10 @@ public enum RNWWriter {
         while true {
             var entries: [RNWTensorEntry] = []
             var offset = dataStart
-            for (item, sum) in zip(tensors, checksums) {
-                let length = UInt64(item.bytes.count)
+            for item in tensors {
+                let length = item.length
                 entries.append(RNWTensorEntry(name: item.name, dtype: item.dtype, shape: item.shape,
-                                              offset: offset, length: length, checksum: sum, scales: item.scales))
+                                              offset: offset, length: length, checksum: item.checksum, scales: item.scales))
                 offset = alignedUp(offset + length)!
             }
             let manifest = RNWManifest(formatMajor: UInt32(RNWFormatVersion.major), formatMinor: UInt32(minor),
@@ -104,19 +115,19 @@ public enum RNWWriter {
     }
 
     /// Splits a path into its directory (`.` when none) and last component.
-    private static func split(_ path: String) -> (String, String) {
+    static func split(_ path: String) -> (String, String) {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
         let dir = String(path[..<slash])
         return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
     }
 
     /// Creates a fresh file beside the destination; O_EXCL guarantees it is ours alone.
-    private static func createTemporary(directory: String, base: String, for path: String) throws -> (Int32, String) {
+    static func createTemporary(directory: String, base: String, for path: String) throws -> (Int32, String) {
         var lastError: Int32 = 0
         for _ in 0..<16 {
             let tag = String(UInt64.random(in: 0...UInt64.max), radix: 36)
             let candidate = (directory == "/" ? "" : directory) + "/.\(base).\(getpid()).\(tag).tmp"
-            let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            let fd = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)   // RDWR: the streaming writer reads back
             if fd >= 0 { return (fd, candidate) }
             lastError = errno
             if lastError != EEXIST { break }
@@ -133,6 +144,16 @@ func withLittleEndianBytes<R>(_ values: [Float], _ body: (UnsafeRawBufferPointer
     #else
     return try values.withUnsafeBytes(body)
     #endif
+}
+
+/// What the layout needs to know of one stored tensor: everything but its bytes.
+struct RNWStoredTensor {
+    var name: String
+    var dtype: DType
+    var shape: [Int]
+    var length: UInt64
+    var checksum: UInt64
+    var scales: [Float]
 }
 
 /// Sequential writes to a file descriptor with the OS error in every failure.

@@ -65,6 +65,20 @@ final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, 22 /* MADV_POPULATE_READ */)
     }
 
+    /// Drops the whole pages of `part` (a range of ``bytes``) from this process's resident set once
+    /// they have been read: the mapping stays valid and a later read faults them in again from the
+    /// page cache. Streaming conversion calls it after each tensor so that reading a file from end
+    /// to end costs one tensor of memory. Does nothing for heap copies or ranges outside the file.
+    func release(_ part: UnsafeRawBufferPointer) {
+        guard mapped, let base = bytes.baseAddress, let start = part.baseAddress,
+              start >= base, start + part.count <= base + bytes.count else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: start) + page - 1) / page * page
+        let hi = (Int(bitPattern: start) + part.count) / page * page
+        guard hi > lo else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED)
+    }
+
     deinit {
         guard let base = bytes.baseAddress else { return }
         if mapped { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) } else { base.deallocate() }

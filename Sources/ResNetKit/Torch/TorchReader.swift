@@ -66,7 +66,28 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
         }
         total = sum
     }
-    for key in keyOrder {
+    if let deferred = DeferredSources.current {
+        // Structure only: record where each tensor lives; its storage is read when it is written.
+        for key in keyOrder {
+            let indices = byKey[key]!
+            let storage = unwrapper.tensors[indices[0]].tensor.storage
+            let (needed, overflow) = (storage.base + storage.count).multipliedReportingOverflow(by: storage.dtype.size)
+            guard !overflow else { throw ResNetError.invalidInput(file: name, place: "storage '\(key)'", reason: "byte size overflows") }
+            for i in indices {
+                let entry = unwrapper.tensors[i]
+                let bigEndian = decoded.bigEndian
+                deferred.add(entry.name, .init(shape: entry.tensor.shape, dtype: entry.tensor.storage.dtype) { out in
+                    try source.withStorage(key, minimumBytes: needed) { raw in
+                        try materialise(entry.tensor, raw: raw, bigEndian: bigEndian, file: name, place: entry.name, into: out)
+                        image.release(raw)
+                    }
+                })
+                tensors[i] = SourceTensor(name: entry.name, sourceDType: entry.tensor.storage.dtype,
+                                          tensor: placeholderTensor(shape: entry.tensor.shape))
+            }
+        }
+    }
+    for key in keyOrder where DeferredSources.current == nil {
         let indices = byKey[key]!
         let storage = unwrapper.tensors[indices[0]].tensor.storage
         // The stored storage as the persistent id declared it (legacy views share their root's bytes).

@@ -6,6 +6,20 @@ func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bo
                  file: String, place: String) throws -> Tensor {
     let count = t.shape.reduce(1, *) // bounded by TorchLimits.maxTensorElements at unpickling
     if count == 0 { return Tensor(shape: t.shape, data: []) }
+    var out = [Float](repeating: 0, count: count)
+    try out.withUnsafeMutableBufferPointer { dst in
+        try materialise(t, raw: raw, bigEndian: bigEndian, file: file, place: place, into: dst)
+    }
+    return Tensor(shape: t.shape, data: out)
+}
+
+/// ``materialise(_:raw:bigEndian:file:place:)`` into a caller's buffer of exactly the view's
+/// element count (streaming conversion reuses one buffer for every tensor).
+func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bool,
+                 file: String, place: String, into dst: UnsafeMutableBufferPointer<Float>) throws {
+    let count = t.shape.reduce(1, *)
+    precondition(dst.count == count, "buffer does not match the view's element count")
+    if count == 0 { return }
     let size = t.storage.dtype.size
     var last = t.storage.base + t.offset
     for (d, s) in zip(t.shape, t.strides) { last += (d - 1) * s } // no overflow: checked at unpickling
@@ -14,7 +28,6 @@ func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bo
             reason: "view reaches element \(last) but the stored storage holds \(raw.count / size)")
     }
     let load = elementLoader(t.storage.dtype, bigEndian: bigEndian)
-    var out = [Float](repeating: 0, count: count)
     let rank = t.shape.count
     var contiguous = true
     var expected = 1
@@ -23,7 +36,15 @@ func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bo
         expected *= t.shape[i]
     }
     let first = t.storage.base + t.offset
-    out.withUnsafeMutableBufferPointer { dst in
+    do {
+        #if _endian(little)
+        if contiguous && t.storage.dtype == .float32 && !bigEndian {
+            // The common case, a plain float32 state dict: one copy, no per-element call.
+            dst.withMemoryRebound(to: UInt8.self) { UnsafeMutableRawBufferPointer($0) }
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[(first * 4) ..< (first + count) * 4]))
+            return
+        }
+        #endif
         if contiguous {
             for i in 0..<count { dst[i] = load(raw, first + i) }
             return
@@ -44,7 +65,6 @@ func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bo
             }
         }
     }
-    return Tensor(shape: t.shape, data: out)
 }
 
 /// Loads element `i` of a stored storage as float32. Integers convert exactly up to 2^24, which

@@ -1,0 +1,191 @@
+import Foundation
+
+/// Writes a float32 `.rnw` file one tensor at a time, byte for byte what ``RNWWriter`` writes for
+/// the same model, while holding one tensor in memory instead of the model.
+///
+/// The manifest records each tensor's checksum, and its length (varints) decides where the data
+/// starts, so it is known only after the last tensor. The data is therefore written at the start
+/// the manifest most likely needs (each unknown checksum taken as 9 or 10 varint bytes, alternately),
+/// each tensor read back from the file and compared with what was meant to be written; at the end
+/// the real header and manifest go in front. When the real data start differs from the guess (a
+/// few 64-byte steps at most), the data is moved within the file and every tensor is checked
+/// again against its checksum.
+///
+/// The write is atomic like ``RNWWriter``'s: a temporary file beside the destination, flushed,
+/// checked by `verify`, then renamed; any failure removes it and leaves the destination alone.
+enum RNWStreamWriter {
+    /// What ``write(spec:to:provenance:sourceHash:fill:verify:failAfterBytes:)`` did.
+    struct Outcome {
+        var entries: [RNWTensorEntry]
+        /// True when the data had to be moved because the guessed data start was wrong.
+        var moved: Bool
+    }
+
+    /// Writes `spec`'s parameters in the spec's order; `fill(i, buffer)` must put parameter `i`'s
+    /// float32 values (canonical layout) into `buffer`, which has exactly its element count.
+    /// `provenance` is stored with its `sourceSHA256` replaced by `sourceHash()`, which is called once,
+    /// after the last tensor (the hash may still be running on another thread until then).
+    /// `verify` sees the finished temporary file before it is renamed over `path`.
+    static func write(spec: ResNetSpec, to path: String, provenance: RNWProvenance?, sourceHash: () throws -> String,
+                      fill: (Int, UnsafeMutableBufferPointer<Float>) throws -> Void,
+                      verify: (String, [RNWTensorEntry]) throws -> Void,
+                      failAfterBytes: Int? = nil) throws -> Outcome {
+        let params = spec.parameters
+        var counts: [Int] = []
+        for p in params {
+            var n = 1
+            for d in p.shape {
+                let (m, overflow) = n.multipliedReportingOverflow(by: d)
+                guard d >= 0, !overflow, m <= Int.max / 4 else {
+                    throw ResNetError.mapping(file: path, reason: "\(p.name): shape \(p.shape) is too large")
+                }
+                n = m
+            }
+            counts.append(n)
+        }
+        func described(_ sums: [UInt64]) -> [RNWStoredTensor] {
+            zip(params, zip(counts, sums)).map { p, cs in
+                RNWStoredTensor(name: p.name, dtype: .float32, shape: p.shape, length: UInt64(cs.0 * 4), checksum: cs.1, scales: [])
+            }
+        }
+        // The guess: a provenance of the same length (the hash is hex of fixed width) and checksums
+        // whose varints take 10 and 9 bytes alternately (half of all 64-bit values need 10).
+        let guessedSums = params.indices.map { $0 % 2 == 0 ? UInt64.max : UInt64(1) << 62 }
+        var placeholder = provenance
+        placeholder?.sourceSHA256 = String(repeating: "0", count: 64)
+        let guess = try RNWWriter.layout(spec: spec, described: described(guessedSums), provenance: placeholder,
+                                         parity: [], metadata: [:], file: path).entries
+
+        let (directory, base) = RNWWriter.split(path)
+        guard !base.isEmpty, base != ".", base != ".." else {
+            throw ResNetError.io(file: path, reason: "destination is not a file name")
+        }
+        let (fd, tempPath) = try RNWWriter.createTemporary(directory: directory, base: base, for: path)
+        var closed = false
+        var renamed = false
+        defer {
+            if !closed { close(fd) }
+            if !renamed { unlink(tempPath) }
+        }
+        var out = PositionalSink(fd: fd, file: path, failAfter: failAfterBytes)
+
+        let largest = counts.max() ?? 0
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(largest, 1))
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: max(largest * 4, 1), alignment: 64)
+        defer { buffer.deallocate(); back.deallocate() }
+
+        var sums: [UInt64] = []
+        sums.reserveCapacity(params.count)
+        for (i, p) in params.enumerated() {
+            let values = UnsafeMutableBufferPointer(rebasing: buffer[0 ..< counts[i]])
+            try fill(i, values)
+            let bytes = UnsafeRawBufferPointer(values)
+            #if _endian(big)
+            for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
+            #endif
+            sums.append(xxHash64(bytes))
+            let offset = Int(guess[i].offset)
+            try out.write(bytes, at: offset)
+            // Read-back: the file must hold exactly the bytes converted from the source.
+            let readBack = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< bytes.count])
+            try preadFully(fd, readBack, at: offset, file: path, place: "tensor \(p.name) (read-back)")
+            guard bytes.count == 0 || memcmp(readBack.baseAddress!, bytes.baseAddress!, bytes.count) == 0 else {
+                throw ResNetError.parityFailed(reason: "read-back of \(path): tensor \(p.name) differs from what was written")
+            }
+        }
+
+        var finished = provenance
+        let hash = try sourceHash()
+        finished?.sourceSHA256 = hash
+        let final = try RNWWriter.layout(spec: spec, described: described(sums), provenance: finished,
+                                         parity: [], metadata: [:], file: path)
+        let start = Int(final.entries.first?.offset ?? UInt64(final.header.count + final.manifest.count))
+        let guessedStart = Int(guess.first?.offset ?? 0)
+        let end = Int(final.entries.last.map { $0.offset + $0.length } ?? UInt64(start))
+        var moved = false
+        if !params.isEmpty && start != guessedStart {
+            try out.move(from: guessedStart, to: start, count: end - start, back: back)
+            guard ftruncate(fd, off_t(end)) == 0 else {
+                throw ResNetError.io(file: path, reason: "cannot truncate temporary file: \(errnoText())")
+            }
+            moved = true
+            // The per-tensor read-back saw the old place; check every tensor where it is now.
+            for e in final.entries {
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< Int(e.length)])
+                try preadFully(fd, chunk, at: Int(e.offset), file: path, place: "tensor \(e.name) (read-back)")
+                guard xxHash64(UnsafeRawBufferPointer(chunk)) == e.checksum else {
+                    throw ResNetError.parityFailed(reason: "read-back of \(path): tensor \(e.name) differs from what was written")
+                }
+            }
+        }
+        try out.write(final.header, at: 0)
+        try out.write(final.manifest, at: final.header.count)
+        let manifestEnd = final.header.count + final.manifest.count
+        if start > manifestEnd { try out.write([UInt8](repeating: 0, count: start - manifestEnd), at: manifestEnd) }
+
+        guard fsync(fd) == 0 else { throw ResNetError.io(file: path, reason: "fsync of temporary file failed: \(errnoText())") }
+        closed = true
+        guard close(fd) == 0 else { throw ResNetError.io(file: path, reason: "close of temporary file failed: \(errnoText())") }
+        try verify(tempPath, final.entries)
+        guard rename(tempPath, path) == 0 else {
+            throw ResNetError.io(file: path, reason: "cannot replace destination: \(errnoText())")
+        }
+        renamed = true
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
+        return Outcome(entries: final.entries, moved: moved)
+    }
+
+}
+
+/// Positioned writes with the OS error in every failure; `failAfter` injects a failure once that
+/// many bytes were written (tests of the no-output-on-failure rule).
+private struct PositionalSink {
+    let fd: Int32
+    let file: String
+    let failAfter: Int?
+    private(set) var written = 0
+
+    init(fd: Int32, file: String, failAfter: Int?) {
+        self.fd = fd; self.file = file; self.failAfter = failAfter
+    }
+
+    mutating func write(_ bytes: [UInt8], at offset: Int) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            var chunk = min(bytes.count - done, 1 << 24)
+            if let limit = failAfter {
+                if written >= limit {
+                    throw ResNetError.io(file: file, reason: "write failed: injected failure after \(limit) bytes")
+                }
+                chunk = min(chunk, limit - written)
+            }
+            let n = pwrite(fd, bytes.baseAddress! + done, chunk, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ResNetError.io(file: file, reason: "write failed at byte \(offset + done): \(errnoText())")
+            }
+            done += n
+            written += n
+        }
+    }
+
+    /// Moves `count` bytes at `from` to `to` within the file, in chunks of `back`'s size, in the
+    /// order that never overwrites bytes not yet moved.
+    mutating func move(from: Int, to: Int, count: Int, back: UnsafeMutableRawBufferPointer) throws {
+        let step = back.count
+        var chunks: [(Int, Int)] = []
+        var at = 0
+        while at < count { chunks.append((at, min(step, count - at))); at += step }
+        if to > from { chunks.reverse() }
+        for (rel, n) in chunks {
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< n])
+            try preadFully(fd, chunk, at: from + rel, file: file, place: "moving tensor data")
+            try write(UnsafeRawBufferPointer(chunk), at: to + rel)
+        }
+    }
+}
