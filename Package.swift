@@ -38,10 +38,12 @@ let package = Package(
         // SHA-256 compression on the x86 SHA extensions, for the source hash in provenance records.
         // Only Sources/ResNetKit/Tensor/SHA256.swift imports it (with a Swift fallback).
         .target(name: "CSHA256"),
+        // Linux file calls Swift's Glibc module hides (sync_file_range). Only RNWStreamWriter.swift imports it.
+        .systemLibrary(name: "CLinuxIO"),
         .target(
             name: "ResNetKit",
             dependencies: [
-                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256",
+                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256", "CLinuxIO",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),

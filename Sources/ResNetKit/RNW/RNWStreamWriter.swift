@@ -1,3 +1,4 @@
+import CLinuxIO
 import Foundation
 
 /// Writes a float32 `.rnw` file one tensor at a time, byte for byte what ``RNWWriter`` writes for
@@ -70,27 +71,33 @@ enum RNWStreamWriter {
         var out = PositionalSink(fd: fd, file: path, failAfter: failAfterBytes)
 
         let largest = counts.max() ?? 0
-        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(largest, 1))
         let back = UnsafeMutableRawBufferPointer.allocate(byteCount: max(largest * 4, 1), alignment: 64)
-        defer { buffer.deallocate(); back.deallocate() }
+        defer { back.deallocate() }
 
         var sums: [UInt64] = []
         sums.reserveCapacity(params.count)
-        for (i, p) in params.enumerated() {
-            let values = UnsafeMutableBufferPointer(rebasing: buffer[0 ..< counts[i]])
-            try fill(i, values)
-            let bytes = UnsafeRawBufferPointer(values)
-            #if _endian(big)
-            for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
-            #endif
-            sums.append(xxHash64(bytes))
-            let offset = Int(guess[i].offset)
-            try out.write(bytes, at: offset)
-            // Read-back: the file must hold exactly the bytes converted from the source.
-            let readBack = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< bytes.count])
-            try preadFully(fd, readBack, at: offset, file: path, place: "tensor \(p.name) (read-back)")
-            guard bytes.count == 0 || memcmp(readBack.baseAddress!, bytes.baseAddress!, bytes.count) == 0 else {
-                throw ResNetError.parityFailed(reason: "read-back of \(path): tensor \(p.name) differs from what was written")
+        try withoutActuallyEscaping(fill) { fill in
+            let prefetch = Prefetcher(counts: counts, largest: largest, fill: fill)
+            defer { prefetch.stop() }
+            for (i, p) in params.enumerated() {
+                let values = try prefetch.take(i)
+                defer { prefetch.release(i) }
+                let bytes = UnsafeRawBufferPointer(values)
+                #if _endian(big)
+                for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
+                #endif
+                sums.append(xxHash64(bytes))
+                let offset = Int(guess[i].offset)
+                try out.write(bytes, at: offset)
+                // Starts writeback now rather than all at the final fsync, which then waits for the
+                // last tensors only (a hint: a failure here resurfaces at fsync).
+                _ = clinuxio_start_writeback(fd, Int64(offset), Int64(bytes.count))
+                // Read-back: the file must hold exactly the bytes converted from the source.
+                let readBack = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< bytes.count])
+                try preadFully(fd, readBack, at: offset, file: path, place: "tensor \(p.name) (read-back)")
+                guard bytes.count == 0 || memcmp(readBack.baseAddress!, bytes.baseAddress!, bytes.count) == 0 else {
+                    throw ResNetError.parityFailed(reason: "read-back of \(path): tensor \(p.name) differs from what was written")
+                }
             }
         }
 
@@ -136,6 +143,69 @@ enum RNWStreamWriter {
         return Outcome(entries: final.entries, moved: moved)
     }
 
+}
+
+/// Fills tensor i+1 on its own thread while tensor i is written and read back: reading and
+/// rearranging a tensor costs about as much as writing it, so the two overlap on the two cores.
+/// Two buffers alternate; `take(i)` waits for tensor i (or rethrows its fill error), `release(i)`
+/// hands its buffer back, `stop()` ends the thread and waits for it (always call it, also on failure).
+private final class Prefetcher: @unchecked Sendable {
+    private let counts: [Int]
+    private let buffers: [UnsafeMutableBufferPointer<Float>]
+    private var fill: ((Int, UnsafeMutableBufferPointer<Float>) throws -> Void)?
+    private let ready = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
+    private let free = [DispatchSemaphore(value: 1), DispatchSemaphore(value: 1)]
+    private let finished = DispatchSemaphore(value: 0)
+    private var failures: [Error?] = [nil, nil]
+    private var cancelled = false
+    private let lock = NSLock()
+    private var stopped = false
+
+    init(counts: [Int], largest: Int, fill: @escaping (Int, UnsafeMutableBufferPointer<Float>) throws -> Void) {
+        self.counts = counts
+        self.fill = fill
+        buffers = (0 ..< 2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: max(largest, 1)) }
+        let thread = Thread { [self] in run() }
+        thread.start()
+    }
+
+    private func run() {
+        for i in counts.indices {
+            let slot = i % 2
+            free[slot].wait()
+            lock.lock(); let stop = cancelled; lock.unlock()
+            if stop { break }
+            do {
+                try fill!(i, UnsafeMutableBufferPointer(rebasing: buffers[slot][0 ..< counts[i]]))
+            } catch {
+                failures[slot] = error
+                ready[slot].signal()
+                break
+            }
+            ready[slot].signal()
+        }
+        // Drop the caller's closure before saying so: it must not outlive the write call.
+        fill = nil
+        finished.signal()
+    }
+
+    func take(_ i: Int) throws -> UnsafeMutableBufferPointer<Float> {
+        let slot = i % 2
+        ready[slot].wait()
+        if let error = failures[slot] { throw error }
+        return UnsafeMutableBufferPointer(rebasing: buffers[slot][0 ..< counts[i]])
+    }
+
+    func release(_ i: Int) { free[i % 2].signal() }
+
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        lock.lock(); cancelled = true; lock.unlock()
+        free[0].signal(); free[1].signal()
+        finished.wait()
+        for b in buffers { b.deallocate() }
+    }
 }
 
 /// Positioned writes with the OS error in every failure; `failAfter` injects a failure once that

@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+@testable import ResNetKit
+
+/// `convert --no-verify` streams tensor by tensor; these tests hold it to the materialising
+/// writer's exact bytes and to the no-output-on-failure rule.
+@Suite struct StreamConvertTests {
+    /// Every committed Keras and PyTorch fixture a converter accepts.
+    static func fixtureFiles() throws -> [String] {
+        var files: [String] = []
+        for (folder, exts) in [("keras", [".h5", ".keras"]), ("torch", [".pth"])] {
+            let root = Paths.fixtures.appendingPathComponent(folder)
+            for model in try FileManager.default.contentsOfDirectory(atPath: root.path).sorted() {
+                let dir = root.appendingPathComponent(model)
+                guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { continue }
+                for name in names.sorted() where exts.contains(where: { name.hasSuffix($0) }) {
+                    files.append(dir.appendingPathComponent(name).path)
+                }
+            }
+        }
+        return files
+    }
+
+    /// What `convert` wrote before streaming existed: the whole model through ``RNWWriter``.
+    static func materialisedBytes(_ input: String, to path: String) throws -> Data {
+        let loaded = try loadModel(path: input)
+        let provenance = RNWProvenance(sourceFormat: loaded.format, sourcePath: URL(fileURLWithPath: input).lastPathComponent,
+                                       sourceSHA256: try sha256Hex(path: input), scheme: loaded.model.spec.family,
+                                       unwrappingNotes: loaded.notes, toolVersion: toolVersion)
+        try RNWWriter.write(loaded.model, to: path, provenance: provenance)
+        return try Data(contentsOf: URL(fileURLWithPath: path))
+    }
+
+    static func streamedOptions() -> ConversionOptions { ConversionOptions(force: true, skipVerification: true) }
+
+    @Test func streamedFilesAreByteIdenticalToTheMaterialisingWriterOnEveryFixture() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var compared = 0
+        for input in try Self.fixtureFiles() {
+            let expected: Data
+            do {
+                expected = try Self.materialisedBytes(input, to: dir.appendingPathComponent("old.rnw").path)
+            } catch {
+                // Files that need --arch: the streamed conversion must refuse them the same way.
+                #expect(throws: ResNetError.self) {
+                    _ = try convert(input: input, output: dir.appendingPathComponent("new.rnw").path, options: Self.streamedOptions())
+                }
+                continue
+            }
+            let out = dir.appendingPathComponent("new.rnw").path
+            let report = try convert(input: input, output: out, options: Self.streamedOptions())
+            #expect(report.checks.first?.detail.contains("streamed") == true, "\(input) was not streamed")
+            let written = try Data(contentsOf: URL(fileURLWithPath: out))
+            #expect(written == expected, "\(input): streamed .rnw differs from the materialising writer's")
+            let back = try RNWReader(path: out).model(), source = try loadModel(path: input).model
+            #expect(back.spec == source.spec && back.tensors == source.tensors, "\(input)")
+            compared += 1
+        }
+        #expect(compared >= 20, "only \(compared) fixtures converted")
+    }
+
+    @Test func aWriteFailureMidStreamLeavesTheOldOutputAndNoTemporaryFile() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let inputs = [Paths.fixtures.appendingPathComponent("torch/tv-resnet18-mini/tv-resnet18-mini.pth").path,
+                      Paths.fixtures.appendingPathComponent("keras/kapp-resnet-v1/tfkeras2.model.h5").path]
+        for input in inputs {
+            let out = dir.appendingPathComponent("out.rnw").path
+            try Data("previous output".utf8).write(to: URL(fileURLWithPath: out))
+            let full = try Self.materialisedBytes(input, to: dir.appendingPathComponent("ref.rnw").path).count
+            try FileManager.default.removeItem(at: dir.appendingPathComponent("ref.rnw"))
+            for limit in [0, 100, full / 2, full - 1] {
+                do {
+                    _ = try convertStreaming(input: input, output: out, options: Self.streamedOptions(),
+                                             sourceHash: InBackground { try sha256Hex(path: input) }, progress: nil, failAfterBytes: limit)
+                    Issue.record("\(input): no failure after \(limit) bytes")
+                } catch let error as ResNetError {
+                    #expect(error.exitCode == 4, "\(error)")
+                }
+                #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data("previous output".utf8), "destination changed (fail after \(limit))")
+                #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["out.rnw"], "temporary file left (fail after \(limit))")
+            }
+        }
+    }
+
+    @Test func damagedTensorBytesFoundMidStreamFailWithTheTensorNamedAndNoOutput() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var bytes = [UInt8](try Data(contentsOf: Paths.fixtures.appendingPathComponent("torch/tv-resnet18-mini/tv-resnet18-mini.pth")))
+        // Flip one byte inside the last stored storage member: structure intact, data damaged.
+        var target: Int?
+        var i = 0
+        while i + 30 < bytes.count {
+            if bytes[i] == 0x50, bytes[i + 1] == 0x4B, bytes[i + 2] == 0x03, bytes[i + 3] == 0x04 {
+                let size = Int(bytes[i + 18]) | Int(bytes[i + 19]) << 8 | Int(bytes[i + 20]) << 16 | Int(bytes[i + 21]) << 24
+                let nameLength = Int(bytes[i + 26]) | Int(bytes[i + 27]) << 8
+                let extra = Int(bytes[i + 28]) | Int(bytes[i + 29]) << 8
+                let name = String(decoding: bytes[(i + 30) ..< (i + 30 + nameLength)], as: UTF8.self)
+                if name.contains("/data/"), size > 64 { target = i + 30 + nameLength + extra + size / 2 }
+            }
+            i += 1
+        }
+        let at = try #require(target)
+        bytes[at] ^= 0x40
+        let input = dir.appendingPathComponent("damaged.pth").path
+        try Data(bytes).write(to: URL(fileURLWithPath: input))
+        let out = dir.appendingPathComponent("out.rnw").path
+        do {
+            _ = try convert(input: input, output: out, options: Self.streamedOptions())
+            Issue.record("damaged storage was not noticed")
+        } catch let error as ResNetError {
+            #expect(error.exitCode == 3)
+            #expect(error.description.contains("damaged.pth") && error.description.contains("CRC-32"), "\(error)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["damaged.pth"])
+    }
+
+    @Test func theBlockedTransposeEqualsThePlainPermutation() {
+        var rng = SplitMix64(state: 5)
+        for (h, w, i, o) in [(1, 1, 1, 1), (1, 1, 3, 17), (3, 3, 5, 33), (7, 7, 3, 64), (1, 1, 40, 15), (3, 1, 2, 16)] {
+            let src = Tensor(shape: [h, w, i, o], data: (0 ..< h * w * i * o).map { _ in Float.random(in: -1 ... 1, using: &rng) })
+            var out = [Float](repeating: .nan, count: src.count)
+            src.data.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { transposeToOIHW(s, $0, hw: h * w, i: i, o: o) }
+            }
+            #expect(out == src.permuted([3, 2, 0, 1]).data, "HWIO \([h, w, i, o])")
+        }
+    }
+}
+
+/// The SHA-NI compression must agree with the Swift one everywhere, and both with FIPS 180-4.
+@Suite struct SHA256HardwareTests {
+    static func hex(_ bytes: [UInt8], hardware: Bool, chunk: Int? = nil) -> String {
+        var h = SHA256()
+        h.useHardware = hardware
+        bytes.withUnsafeBytes { all in
+            guard let chunk else { h.update(all); return }
+            var at = 0
+            repeat {
+                let n = min(chunk, all.count - at)
+                h.update(UnsafeRawBufferPointer(rebasing: all[at ..< at + n]))
+                at += n
+            } while at < all.count
+        }
+        return h.finish()
+    }
+
+    @Test func bothImplementationsGiveTheFIPSExampleDigests() {
+        let million = [UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)
+        let cases: [([UInt8], String)] = [
+            (Array("abc".utf8), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            (Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+            (million, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+        ]
+        for hardware in [false, true] where !hardware || SHA256.hardwareAvailable {
+            for (input, digest) in cases { #expect(Self.hex(input, hardware: hardware) == digest, "hardware: \(hardware)") }
+        }
+    }
+
+    @Test(.enabled(if: SHA256.hardwareAvailable, "this CPU has no SHA extensions"))
+    func hardwareAgreesWithSwiftOnRandomInputsOfManyLengths() {
+        var rng = SplitMix64(state: 42)
+        var lengths = Array(0 ... 300)
+        lengths += [511, 512, 513, 1023, 1024, 4095, 4096, 65_537, 1 << 20]
+        for n in lengths {
+            let bytes = (0 ..< n).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }
+            let chunk = [nil, 1, 7, 63, 64, 65, 1000][n % 7]
+            #expect(Self.hex(bytes, hardware: true, chunk: chunk) == Self.hex(bytes, hardware: false), "length \(n), chunk \(String(describing: chunk))")
+        }
+    }
+}
