@@ -51,8 +51,10 @@ import Testing
         "torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth", "torch/cifar-resnet20-optionA/legacy.th",
     ]
 
-    @Test("damaged copies convert or exit 3, with no output on refusal", arguments: sweepFiles)
-    func damagedCopiesConvertOrExit3(relative: String) throws {
+    /// `streamed`: with --no-verify, damage inside tensor data is found while the output is being
+    /// written (streaming conversion); the rule is the same.
+    @Test("damaged copies convert or exit 3, with no output on refusal", arguments: sweepFiles, [false, true])
+    func damagedCopiesConvertOrExit3(relative: String, streamed: Bool) throws {
         let source = CLITests.fixtures.appendingPathComponent(relative)
         let data = try Data(contentsOf: source)
         let name = source.lastPathComponent
@@ -73,16 +75,16 @@ import Testing
             try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
             try bytes.write(to: input)
             let out = outDir.appendingPathComponent("m.rnw").path
-            let r = try Self.run(["convert", input.path, out])
+            let r = try Self.run(["convert", input.path, out] + (streamed ? ["--no-verify"] : []))
             codes.append(r.code)
-            let context = "\(relative), \(label): \(r.stderr)"
+            let context = "\(relative)\(streamed ? " --no-verify" : ""), \(label): \(r.stderr)"
             #expect(!r.timedOut, "hang: \(context)")
             #expect(r.exited, "killed by signal \(r.code): \(context)")
             #expect(r.code == 0 || r.code == 3, "exit \(r.code): \(context)")
             let left = try FileManager.default.contentsOfDirectory(atPath: outDir.path)
             #expect(left == (r.code == 0 ? ["m.rnw"] : []), "files left: \(left): \(context)")
         }
-        print("CLI sweep \(relative): exit codes \(codes)")
+        print("CLI sweep \(relative)\(streamed ? " --no-verify" : ""): exit codes \(codes)")
     }
 
     @Test func anExistingOutputIsUntouchedByAFailedRun() throws {
@@ -132,11 +134,12 @@ import Testing
 
     static let smallModel = "torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth"   // its .rnw is 85 KB
 
-    @Test func aFullDiskGivesExit4AndLeavesNothing() throws {
+    @Test(arguments: [false, true])
+    func aFullDiskGivesExit4AndLeavesNothing(streamed: Bool) throws {
         guard let dir = try Self.mountTmpfs(size: "64k", readOnly: false) else { return }
         defer { Self.unmount(dir) }
         let out = dir.appendingPathComponent("m.rnw").path
-        let r = try Self.run(["convert", CLITests.fixtures.appendingPathComponent(Self.smallModel).path, out])
+        let r = try Self.run(["convert", CLITests.fixtures.appendingPathComponent(Self.smallModel).path, out] + (streamed ? ["--no-verify"] : []))
         #expect(r.code == 4, "\(r.stderr)")
         #expect(r.stderr.contains("No space left on device"), "\(r.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)

@@ -30,7 +30,7 @@ enum RNWStreamWriter {
     static func write(spec: ResNetSpec, to path: String, provenance: RNWProvenance?, sourceHash: () throws -> String,
                       fill: (Int, UnsafeMutableBufferPointer<Float>) throws -> Void,
                       verify: (String, [RNWTensorEntry]) throws -> Void,
-                      failAfterBytes: Int? = nil) throws -> Outcome {
+                      failAfterBytes: Int? = nil, guessBias: Int = 0) throws -> Outcome {
         let params = spec.parameters
         var counts: [Int] = []
         for p in params {
@@ -54,8 +54,10 @@ enum RNWStreamWriter {
         let guessedSums = params.indices.map { $0 % 2 == 0 ? UInt64.max : UInt64(1) << 62 }
         var placeholder = provenance
         placeholder?.sourceSHA256 = String(repeating: "0", count: 64)
+        // `guessBias` (a multiple of 64) lets tests force a wrong guess and so the move below.
         let guess = try RNWWriter.layout(spec: spec, described: described(guessedSums), provenance: placeholder,
                                          parity: [], metadata: [:], file: path).entries
+            .map { e -> RNWTensorEntry in var e = e; e.offset = UInt64(Int(e.offset) + guessBias); return e }
 
         let (directory, base) = RNWWriter.split(path)
         guard !base.isEmpty, base != ".", base != ".." else {
@@ -154,7 +156,8 @@ private final class Prefetcher: @unchecked Sendable {
     private let buffers: [UnsafeMutableBufferPointer<Float>]
     private var fill: ((Int, UnsafeMutableBufferPointer<Float>) throws -> Void)?
     private let ready = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
-    private let free = [DispatchSemaphore(value: 1), DispatchSemaphore(value: 1)]
+    // Created at 0 and signalled once: libdispatch traps when a semaphore is freed below its initial value.
+    private let free = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
     private let finished = DispatchSemaphore(value: 0)
     private var failures: [Error?] = [nil, nil]
     private var cancelled = false
@@ -165,6 +168,7 @@ private final class Prefetcher: @unchecked Sendable {
         self.counts = counts
         self.fill = fill
         buffers = (0 ..< 2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: max(largest, 1)) }
+        free[0].signal(); free[1].signal()
         let thread = Thread { [self] in run() }
         thread.start()
     }
