@@ -9,6 +9,8 @@
 # Environment: RUNS (default 5). Every tool runs RUNS times per file, interleaved (ours, python, ours,
 # …) so drift hits both alike; the table shows the median and the best run, each measured with
 # /usr/bin/time -f (elapsed wall, max RSS). One untimed run of each first warms the page cache.
+# BIN=<resnet-convert> skips the build; BASELINE=<another resnet-convert> times that one too (e.g. a
+# build of an older commit), as "baseline".
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -44,6 +46,9 @@ for kind in keras torch; do
     for _ in $(seq 1 "$runs"); do
         one_run resnet-convert "$kind" "${ours[@]}"
         one_run python "$kind" "${theirs[@]}"
+        if [ -n "${BASELINE:-}" ]; then
+            one_run baseline "$kind" env "$BASELINE" convert "$src" "$out/$kind.baseline.rnw" --no-verify --force
+        fi
     done
 done
 
@@ -59,7 +64,9 @@ for label, kind, wall, rss in rows:
     data.setdefault((kind, label), []).append((float(wall), int(rss) / 1024))
 print(f"{'input':6} {'tool':15} {'wall med s':>10} {'wall min s':>10} {'RSS med MiB':>11} {'RSS max MiB':>11}")
 for kind in ("keras", "torch"):
-    for label in ("resnet-convert", "python"):
+    for label in ("resnet-convert", "python", "baseline"):
+        if (kind, label) not in data:
+            continue
         v = data[(kind, label)]
         print(f"{kind:6} {label:15} {statistics.median(w for w, _ in v):10.3f} {min(w for w, _ in v):10.3f}"
               f" {statistics.median(r for _, r in v):11.1f} {max(r for _, r in v):11.1f}")

@@ -95,9 +95,7 @@ enum RNWStreamWriter {
                 // last tensors only (a hint: a failure here resurfaces at fsync).
                 _ = clinuxio_start_writeback(fd, Int64(offset), Int64(bytes.count))
                 // Read-back: the file must hold exactly the bytes converted from the source.
-                let readBack = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< bytes.count])
-                try preadFully(fd, readBack, at: offset, file: path, place: "tensor \(p.name) (read-back)")
-                guard bytes.count == 0 || memcmp(readBack.baseAddress!, bytes.baseAddress!, bytes.count) == 0 else {
+                guard try fileHolds(bytes, fd: fd, at: offset, back: back, file: path, place: "tensor \(p.name) (read-back)") else {
                     throw ResNetError.parityFailed(reason: "read-back of \(path): tensor \(p.name) differs from what was written")
                 }
             }
@@ -145,6 +143,23 @@ enum RNWStreamWriter {
         return Outcome(entries: final.entries, moved: moved)
     }
 
+}
+
+/// Whether the file's bytes at `offset` equal `bytes`: compared through a shared mapping of those
+/// pages (no copy: the page cache pages themselves), or read into `back` when mapping fails.
+private func fileHolds(_ bytes: UnsafeRawBufferPointer, fd: Int32, at offset: Int, back: UnsafeMutableRawBufferPointer,
+                       file: String, place: String) throws -> Bool {
+    if bytes.isEmpty { return true }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = offset / page * page
+    let length = offset + bytes.count - start
+    if let map = mmap(nil, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, off_t(start)), map != MAP_FAILED {
+        defer { munmap(map, length) }
+        return memcmp(map + (offset - start), bytes.baseAddress!, bytes.count) == 0
+    }
+    let readBack = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< bytes.count])
+    try preadFully(fd, readBack, at: offset, file: file, place: place)
+    return memcmp(readBack.baseAddress!, bytes.baseAddress!, bytes.count) == 0
 }
 
 /// Fills tensor i+1 on its own thread while tensor i is written and read back: reading and

@@ -65,6 +65,15 @@ final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, 22 /* MADV_POPULATE_READ */)
     }
 
+    /// ``prefault()`` for part of the file (a range of ``bytes``).
+    func prefault(_ part: UnsafeRawBufferPointer) {
+        guard mapped, let base = bytes.baseAddress, let start = part.baseAddress,
+              start >= base, start + part.count <= base + bytes.count, part.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = Int(bitPattern: start) / page * page
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(bitPattern: start) + part.count - lo, 22 /* MADV_POPULATE_READ */)
+    }
+
     /// Drops the whole pages of `part` (a range of ``bytes``) from this process's resident set once
     /// they have been read: the mapping stays valid and a later read faults them in again from the
     /// page cache. Streaming conversion calls it after each tensor so that reading a file from end

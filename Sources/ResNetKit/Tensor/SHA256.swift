@@ -97,23 +97,20 @@ struct SHA256 {
     }
 }
 
-/// Hex SHA-256 of a file, read in 1 MiB chunks into one buffer (read, not mmap: the pages stay in
-/// the page cache and out of this process's resident set).
+/// Hex SHA-256 of a file. Hashed from a mapping 4 MiB at a time, each piece faulted in with one
+/// call and dropped from the resident set afterwards: no copy into a buffer (read() cost about 15 ms
+/// of a 103 MB file) and no more than 4 MiB of it resident at once.
 func sha256Hex(path: String) throws -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open for reading: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
+    let file = try MappedFile(path: path)
     var hasher = SHA256()
-    let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-    defer { chunk.deallocate() }
-    while true {
-        let n = read(fd, chunk.baseAddress, chunk.count)
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw ResNetError.io(file: path, reason: "read failed: \(String(cString: strerror(errno)))")
-        }
-        if n == 0 { break }
-        hasher.update(UnsafeRawBufferPointer(rebasing: chunk[0 ..< n]))
+    let step = 4 << 20
+    var at = 0
+    while at < file.bytes.count {
+        let piece = UnsafeRawBufferPointer(rebasing: file.bytes[at ..< min(at + step, file.bytes.count)])
+        file.prefault(piece)
+        hasher.update(piece)
+        file.release(piece)
+        at += step
     }
     return hasher.finish()
 }
