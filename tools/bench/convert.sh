@@ -30,10 +30,10 @@ fi
 
 timings="$out/convert-times.tsv"
 : > "$timings"
-# one_run LABEL FILE-KIND CMD...: appends "label kind wall_s maxrss_kb" to $timings.
+# one_run LABEL FILE-KIND CMD...: appends "label kind wall_s maxrss_kb user_s sys_s" to $timings.
 one_run() {
     local label="$1" kind="$2"; shift 2
-    /usr/bin/time -f "%e %M" -o "$out/time.txt" "$@" >/dev/null 2>"$out/stderr.txt" \
+    /usr/bin/time -f "%e %M %U %S" -o "$out/time.txt" "$@" >/dev/null 2>"$out/stderr.txt" \
         || { echo "failed: $*" >&2; cat "$out/stderr.txt" >&2; exit 1; }
     printf '%s\t%s\t%s\n' "$label" "$kind" "$(tr ' ' '\t' < "$out/time.txt")" >> "$timings"
 }
@@ -60,22 +60,22 @@ python3 - "$timings" <<'PY'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
 data = {}
-for label, kind, wall, rss in rows:
-    data.setdefault((kind, label), []).append((float(wall), int(rss) / 1024))
-print(f"{'input':6} {'tool':15} {'wall med s':>10} {'wall min s':>10} {'RSS med MiB':>11} {'RSS max MiB':>11}")
+for label, kind, wall, rss, user, system in rows:
+    data.setdefault((kind, label), []).append((float(wall), int(rss) / 1024, float(user) + float(system)))
+print(f"{'input':6} {'tool':15} {'wall med s':>10} {'wall min s':>10} {'CPU med s':>9} {'RSS med MiB':>11} {'RSS max MiB':>11}")
 for kind in ("keras", "torch"):
     for label in ("resnet-convert", "python", "baseline"):
         if (kind, label) not in data:
             continue
         v = data[(kind, label)]
-        print(f"{kind:6} {label:15} {statistics.median(w for w, _ in v):10.3f} {min(w for w, _ in v):10.3f}"
-              f" {statistics.median(r for _, r in v):11.1f} {max(r for _, r in v):11.1f}")
+        print(f"{kind:6} {label:15} {statistics.median(x[0] for x in v):10.3f} {min(x[0] for x in v):10.3f}"
+              f" {statistics.median(x[2] for x in v):9.3f} {statistics.median(x[1] for x in v):11.1f} {max(x[1] for x in v):11.1f}")
 print()
-print(f"{'input':6} {'wall ratio (median)':>20} {'wall ratio (best)':>18} {'RSS ratio (median)':>19}")
+print(f"{'input':6} {'wall ratio (median)':>20} {'wall ratio (best)':>18} {'CPU ratio (median)':>19} {'RSS ratio (median)':>19}")
 for kind in ("keras", "torch"):
     ours, py = data[(kind, "resnet-convert")], data[(kind, "python")]
     med = lambda v, i: statistics.median(x[i] for x in v)
-    print(f"{kind:6} {med(ours, 0) / med(py, 0):20.3f} {min(w for w, _ in ours) / min(w for w, _ in py):18.3f}"
-          f" {med(ours, 1) / med(py, 1):19.3f}")
+    print(f"{kind:6} {med(ours, 0) / med(py, 0):20.3f} {min(x[0] for x in ours) / min(x[0] for x in py):18.3f}"
+          f" {med(ours, 2) / med(py, 2):19.3f} {med(ours, 1) / med(py, 1):19.3f}")
 PY
 echo "(ratios: resnet-convert / python; the Python routes do not fsync, resnet-convert fsyncs before its rename)"

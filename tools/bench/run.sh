@@ -75,3 +75,10 @@ if opens:
     print(f"opening resnet50.rnw with checksum verification: median {statistics.median(opens):.1f} ms over {len(opens)} runs")
 PY
 echo "all JSON lines: $results"
+
+# Conversion against the Python routes, when full-size inputs are named (see convert.sh):
+#   CONVERT_H5=<keras .h5> CONVERT_PTH=<.pth> [TORCH_PY=<python with torch + safetensors>]
+if [ -n "${CONVERT_H5:-}" ] && [ -n "${CONVERT_PTH:-}" ]; then
+    echo
+    BIN="$bin" TF_PY="$tf_py" TORCH_PY="${TORCH_PY:-$bench_py}" "$here/convert.sh" "$CONVERT_H5" "$CONVERT_PTH" "$out/convert"
+fi
