@@ -12,9 +12,9 @@ func classify(arguments: [String]) throws {
     guard positional.count == 2 else {
         throw ResNetError.usage("usage: resnet-classify-example MODEL.rnw IMAGES.npy [--nhwc]")
     }
-    // Opening checks every checksum; the weights come back as float32 whatever the stored dtype.
-    let file = try RNWReader(path: positional[0])
-    let model = try file.model()
+    // Checks every checksum while copying the weights out (one pass); they come back as float32
+    // whatever the stored dtype.
+    let model = try RNWReader.readModel(at: positional[0])
     guard var images = try NPY.read(path: positional[1]).tensor, images.shape.count == 4 else {
         throw ResNetError.invalidInput(file: positional[1], place: "", reason: "expected a 4-D float array")
     }
@@ -22,7 +22,7 @@ func classify(arguments: [String]) throws {
 
     let output = try forward(model, input: images)
     let classes = output.count / images.shape[0]
-    if let note = file.spec.preprocessing { print("preprocessing expected: \(note)") }
+    if let note = model.spec.preprocessing { print("preprocessing expected: \(note)") }
     for n in 0..<images.shape[0] {
         let row = Array(output.data[(n * classes)..<((n + 1) * classes)])
         let top = row.indices.sorted { row[$0] > row[$1] }.prefix(5)

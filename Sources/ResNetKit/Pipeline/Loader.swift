@@ -82,7 +82,7 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil)
     case .safetensors:
         return try loadTorch(try readSafeTensors(path: path), arch: arch, mapFile: mapFile)
     case .rnw:
-        let file = try RNWReader(path: path)
+        let (file, model) = try RNWReader.openAndRead(path: path)
         let entries = file.manifest.tensors
         let mapping = entries.map { TensorOrigin(canonical: $0.name, source: $0.name, sourceDType: $0.dtype, shape: $0.shape, transform: "") }
         // Narrowest first: a file with any int8 weight is judged as int8.
@@ -90,7 +90,7 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil)
         var notes: [String] = []
         if storage != .float32 { notes.append("conv and dense weights stored as \(storage.rawValue); read back as float32") }
         if file.manifest.metadata["bn_folded"] == "true" { notes.append("BatchNorm folded into the preceding convs") }
-        var loaded = LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: try file.model(),
+        var loaded = LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: model,
                                  kerasGraph: nil, mapping: mapping, notes: notes, storedParity: file.manifest.parity)
         loaded.storageDType = storage
         return loaded

@@ -63,3 +63,61 @@ func xxHash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
     h ^= h >> 32
     return h
 }
+
+/// XXH64 of `source` (seed 0 unless given), computed while the same loop copies `source` to
+/// `destination`: one pass over the bytes instead of a hash pass and a copy pass. XXH64 is bound
+/// by its 64-bit multiplies and a copy by loads and stores, so the two share a core's ports well;
+/// this is what lets a verified read of a whole file cost little more than an unverified one
+/// (README, "Checksum cost"). `destination` must hold `source.count` bytes and not overlap it.
+/// Results equal ``xxHash64(_:seed:)`` on every input.
+func xxHash64Copying(_ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, seed: UInt64 = 0) -> UInt64 {
+    let n = source.count
+    guard n > 0, let base = source.baseAddress else { return xxHash64(source, seed: seed) }
+    var i = 0
+    var h: UInt64
+    if n >= 32 {
+        var v1 = seed &+ prime1 &+ prime2, v2 = seed &+ prime2, v3 = seed, v4 = seed &- prime1
+        while n - i >= 32 {
+            // Raw words are stored as they are (a byte copy); the hash reads them little-endian.
+            let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            let b = base.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+            let c = base.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
+            let d = base.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
+            destination.storeBytes(of: a, toByteOffset: i, as: UInt64.self)
+            destination.storeBytes(of: b, toByteOffset: i + 8, as: UInt64.self)
+            destination.storeBytes(of: c, toByteOffset: i + 16, as: UInt64.self)
+            destination.storeBytes(of: d, toByteOffset: i + 24, as: UInt64.self)
+            v1 = xxRound(v1, UInt64(littleEndian: a))
+            v2 = xxRound(v2, UInt64(littleEndian: b))
+            v3 = xxRound(v3, UInt64(littleEndian: c))
+            v4 = xxRound(v4, UInt64(littleEndian: d))
+            i += 32
+        }
+        h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+        h = xxMerge(h, v1); h = xxMerge(h, v2); h = xxMerge(h, v3); h = xxMerge(h, v4)
+    } else {
+        h = seed &+ prime5
+    }
+    // The tail (under 32 bytes) is copied as bytes and hashed exactly as in xxHash64.
+    (destination + i).copyMemory(from: base + i, byteCount: n - i)
+    h = h &+ UInt64(n)
+    while n - i >= 8 {
+        h ^= xxRound(0, load64(source, i))
+        h = rotl(h, 27) &* prime1 &+ prime4
+        i += 8
+    }
+    if n - i >= 4 {
+        h ^= UInt64(UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i, as: UInt32.self))) &* prime1
+        h = rotl(h, 23) &* prime2 &+ prime3
+        i += 4
+    }
+    while i < n {
+        h ^= UInt64(source[i]) &* prime5
+        h = rotl(h, 11) &* prime1
+        i += 1
+    }
+    h ^= h >> 33; h = h &* prime2
+    h ^= h >> 29; h = h &* prime3
+    h ^= h >> 32
+    return h
+}

@@ -54,9 +54,48 @@ public final class RNWReader: @unchecked Sendable {
         self.index = index
     }
 
-    /// Reads the file at `path` into a model; shorthand for `RNWReader(path:).model()`.
+    /// Reads the file at `path` into a model: the same checks and result as
+    /// `RNWReader(path:verifyChecksums:).model()`, but with checksums each tensor is hashed in the
+    /// same pass that copies it, and nothing is returned unless every checksum matched.
     public static func readModel(at path: String, verifyChecksums: Bool = true) throws -> ResNetModel {
-        try RNWReader(path: path, verifyChecksums: verifyChecksums).model()
+        guard verifyChecksums else { return try RNWReader(path: path, verifyChecksums: false).model() }
+        return try openAndRead(path: path).model
+    }
+
+    /// Opens `path` and copies every tensor out with every checksum verified, in one pass over the
+    /// tensor bytes: a float32 tensor is hashed by the loop that copies it (``xxHash64Copying``),
+    /// a narrower one is hashed and then widened while its bytes are still in cache. Opening with
+    /// ``init(path:verifyChecksums:)`` and then calling ``model()`` reads the file twice (README,
+    /// "Checksum cost"). The returned reader skipped tensor checksums itself, but every tensor
+    /// was verified before this returns; on a mismatch it throws, in manifest order, naming the tensor.
+    static func openAndRead(path: String) throws -> (reader: RNWReader, model: ResNetModel) {
+        let reader = try RNWReader(path: path, verifyChecksums: false)
+        reader.storage.prefault()
+        var tensors: [String: Tensor] = [:]
+        for e in reader.manifest.tensors {
+            // Offsets, lengths, dtypes and scales were checked when the file was opened.
+            let bytes = UnsafeRawBufferPointer(rebasing: reader.storage.bytes[Int(e.offset)..<Int(e.offset + e.length)])
+            let sum: UInt64
+            let data: [Float]
+            if e.dtype == .float32 {
+                var s: UInt64 = 0
+                data = [Float](unsafeUninitializedCapacity: bytes.count / 4) { buffer, initialized in
+                    if let dst = buffer.baseAddress { s = xxHash64Copying(bytes, to: UnsafeMutableRawPointer(dst)) }
+                    #if _endian(big)
+                    for i in 0..<buffer.count { buffer[i] = Float(bitPattern: UInt32(littleEndian: buffer[i].bitPattern)) }
+                    #endif
+                    initialized = bytes.count / 4
+                }
+                if bytes.isEmpty { s = xxHash64(bytes) }
+                sum = s
+            } else {
+                sum = xxHash64(bytes)
+                data = decodeTensor(bytes, dtype: e.dtype, shape: e.shape, scales: e.scales)
+            }
+            try verifyTensorChecksums([e], [sum], file: path)
+            tensors[e.name] = Tensor(shape: e.shape, data: data)
+        }
+        return (reader, ResNetModel(spec: reader.spec, tensors: tensors))
     }
 
     /// The entry of the tensor with canonical name `name`, if the file has one.
@@ -92,6 +131,8 @@ public final class RNWReader: @unchecked Sendable {
 
     /// Copies every tensor into a float32 ``ResNetModel``.
     public func model() throws -> ResNetModel {
+        // Every page is about to be read: map them in one call rather than fault by fault.
+        storage.prefault()
         var tensors: [String: Tensor] = [:]
         for e in manifest.tensors { tensors[e.name] = try tensor(named: e.name) }
         return ResNetModel(spec: spec, tensors: tensors)
@@ -238,15 +279,50 @@ func parseRNW(_ bytes: UnsafeRawBufferPointer, file: String, verifyChecksums: Bo
     }
 
     if verifyChecksums {
-        for e in manifest.tensors {
-            let sum = xxHash64(UnsafeRawBufferPointer(rebasing: bytes[Int(e.offset)..<Int(e.offset + e.length)]))
-            guard sum == e.checksum else {
-                throw corrupt("tensor \(e.name) bytes \(e.offset)..<\(e.offset + e.length)",
-                              "checksum mismatch (manifest says \(hex64(e.checksum)), computed \(hex64(sum))): tensor data is corrupt")
+        try verifyTensorChecksums(manifest.tensors, tensorChecksums(manifest.tensors, in: bytes), file: file)
+    }
+    return (manifest, spec)
+}
+
+/// Compares computed checksums with the manifest's, in manifest order, so that the tensor named
+/// in the error does not depend on which thread finished first.
+private func verifyTensorChecksums(_ entries: [RNWTensorEntry], _ sums: [UInt64], file: String) throws {
+    for (e, sum) in zip(entries, sums) where sum != e.checksum {
+        throw ResNetError.invalidInput(
+            file: file, place: "tensor \(e.name) bytes \(e.offset)..<\(e.offset + e.length)",
+            reason: "checksum mismatch (manifest says \(hex64(e.checksum)), computed \(hex64(sum))): tensor data is corrupt")
+    }
+}
+
+/// Every tensor's xxHash64, in manifest order, hashed on up to four threads once the tensors
+/// add up to more than 8 MB. XXH64 runs at about 10 GB/s on one core, so a whole ResNet-50 costs
+/// 10-15 ms on one thread, as much as 15-20% of opening and reading it unverified; a second core
+/// halves that (README, "Checksum cost"). Small files stay on the calling thread, where starting
+/// threads would cost more than it saves. The entries' ranges were checked against the file.
+private func tensorChecksums(_ entries: [RNWTensorEntry], in bytes: UnsafeRawBufferPointer) -> [UInt64] {
+    let total = entries.reduce(UInt64(0)) { $0 + $1.length }
+    let workers = total > 8 << 20 ? max(1, min(4, ProcessInfo.processInfo.activeProcessorCount)) : 1
+    // Largest tensor first onto the least-loaded worker: loads end within one tensor of each other.
+    var load = [UInt64](repeating: 0, count: workers)
+    var assigned = [[Int]](repeating: [], count: workers)
+    for i in entries.indices.sorted(by: { entries[$0].length > entries[$1].length }) {
+        let w = load.indices.min { load[$0] < load[$1] }!
+        assigned[w].append(i)
+        load[w] += entries[i].length
+    }
+    var sums = [UInt64](repeating: 0, count: entries.count)
+    sums.withUnsafeMutableBufferPointer { out in
+        let out = out  // each worker writes only the indices assigned to it
+        parallelChunks(workers, threads: workers, grain: 1) { range in
+            for w in range {
+                for i in assigned[w] {
+                    let e = entries[i]
+                    out[i] = xxHash64(UnsafeRawBufferPointer(rebasing: bytes[Int(e.offset)..<Int(e.offset + e.length)]))
+                }
             }
         }
     }
-    return (manifest, spec)
+    return sums
 }
 
 /// The spec's parameters, after checking the fields `ResNetSpec.parameters` indexes into, so that
