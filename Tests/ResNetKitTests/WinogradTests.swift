@@ -10,6 +10,7 @@ struct WinogradTests {
         var t = PlanTuning()
         t.winogradTile = m
         t.winogradMinTiles = 1
+        t.winogradWideLayer = .max
         t.winogradBlockRows = blockRows
         return t
     }
@@ -100,7 +101,7 @@ struct WinogradTests {
         try expectAgrees(model, SeededRandom(78).tensorCopy([2, 8, 11, 9]), threads: 2, tuning: forced(4), "mixed 3x3 layers")
     }
 
-    @Test("late-layer shapes (few rows, many channels) split the output channels over threads and agree", arguments: [1, 2])
+    @Test("late-layer shapes (few rows, many channels) and a wide classifier split the output channels over threads and agree", arguments: [1, 2])
     func channelSplit(threads: Int) throws {
         // 7×7 at batch 1 is 49 rows: below 128 per thread, with ≥ 64 output channels, so two threads split columns.
         let block = Block(name: "layer1.0",
@@ -109,7 +110,9 @@ struct WinogradTests {
                                      conv("layer1.0.conv3", 80, 72, k: 1, padding: .valid), bn("layer1.0.bn3", 72)],
                           shortcut: [conv("layer1.0.downsample.0", 24, 72, k: 1, s: 2, padding: .valid), bn("layer1.0.downsample.1", 72)],
                           post: [.relu])
-        let s = spec(channels: 24, stem: [], stages: [Stage(blocks: [block])])
+        // A classifier with F·K ≥ 2^16 at batch < 64 splits its outputs over the threads too.
+        let s = spec(channels: 24, stem: [], stages: [Stage(blocks: [block])],
+                     head: [.globalAvgPool, .dense(DenseOp(name: "fc", inFeatures: 72, outFeatures: 1000, bias: true))], classes: 1000)
         let model = randomModel(s, seed: 88)
         var off = PlanTuning()
         off.winogradTile = 0

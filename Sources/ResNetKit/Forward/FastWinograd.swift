@@ -73,10 +73,8 @@ struct WinogradConv {
     let g: WindowGeometry
     let m: Int, alpha: Int
     let TH: Int, TW: Int, T: Int
-    /// Tiles per sgemm when each thread works through its own tiles.
+    /// Tiles per block: each block is transformed, multiplied and transformed back before the next.
     let blockRows: Int
-    /// All tiles in one shared block (phases split over threads) rather than per-thread blocks.
-    let shared: Bool
     let threads: Int
 
     init(_ g: WindowGeometry, m: Int, threads: Int, blockRows: Int? = nil) {
@@ -87,10 +85,11 @@ struct WinogradConv {
         TW = (g.OW + m - 1) / m
         T = g.N * TH * TW
         self.threads = threads
-        // V and M of a block (α²·rows·(C + O) floats) stay near 1 MiB so they are still cached when the
-        // sgemm reads V and the output transform reads M.
-        self.blockRows = max(1, blockRows ?? max(16, min(256, 262_144 / (alpha * alpha * (g.C + g.O)))))
-        shared = T <= threads * self.blockRows
+        // sgemm packs U_t (C·O floats) on every call, so a call must carry many tiles for that copy to be
+        // cheap next to its 2·tiles·C·O flops: whole layers up to 1024 tiles (ResNet at 224×224, batch 4),
+        // larger ones in equal blocks of at most 768.
+        let blocks = T <= 1024 ? 1 : (T + 767) / 768
+        self.blockRows = max(1, min(T, blockRows ?? (T + blocks - 1) / blocks))
     }
 
     private static func round16(_ v: Int) -> Int { (v + 15) / 16 * 16 }
@@ -100,45 +99,36 @@ struct WinogradConv {
         let a2 = alpha * alpha
         return Self.round16(a2 * g.C) + Self.round16(a2 * max(g.C, g.O)) + Self.round16(m * m * g.O)
     }
-    private func blockFloats(rows: Int) -> Int { Self.round16(alpha * alpha * rows * g.C) + Self.round16(alpha * alpha * rows * g.O) }
 
-    /// Floats of scratch one run needs.
+    /// Floats of scratch one run needs: V and M of one block, then each thread's tile scratch.
     var scratchCount: Int {
-        shared ? blockFloats(rows: T) + threads * tileScratch : threads * (tileScratch + blockFloats(rows: blockRows))
+        Self.round16(alpha * alpha * blockRows * g.C) + Self.round16(alpha * alpha * blockRows * g.O) + threads * tileScratch
     }
 
     /// - src: (N, H, W, C);  u: (α², C, O);  bias: (O);  shortcut: (N, OH, OW, O) or nil;  dst: (N, OH, OW, O)
+    /// Per block, three phases each split over the threads: input transform (by tiles), the α² sgemms
+    /// (by transform point, so each thread streams only its share of U) and output transform (by tiles).
     func run(src: UnsafePointer<Float>, u: UnsafePointer<Float>, bias: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?,
              relu: Bool, dst: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         let a2 = alpha * alpha
-        if shared {
-            let v = scratch, mm = scratch + Self.round16(a2 * T * g.C)
-            let perThread = scratch + blockFloats(rows: T)
-            parallelChunksIndexed(T, threads: threads, grain: 2) { worker, tiles in
+        let v = scratch, mm = scratch + Self.round16(a2 * blockRows * g.C)
+        let perThread = mm + Self.round16(a2 * blockRows * g.O)
+        var start = 0
+        while start < T {
+            let block = start..<min(start + blockRows, T)
+            start = block.upperBound
+            let rows = block.count
+            parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
                 let local = perThread + worker * tileScratch
-                for q in tiles { transformInput(src, tile: q, row: q, rows: T, v: v, local: local) }
+                for r in part { transformInput(src, tile: block.lowerBound + r, row: r, rows: rows, v: v, local: local) }
             }
             parallelChunksIndexed(a2, threads: threads, grain: 1) { _, points in
-                for t in points { multiply(point: t, rows: T, v: v, u: u, m: mm) }
+                for t in points { multiply(point: t, rows: rows, v: v, u: u, m: mm) }
             }
-            parallelChunksIndexed(T, threads: threads, grain: 2) { worker, tiles in
+            parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
                 let local = perThread + worker * tileScratch
-                for q in tiles { transformOutput(tile: q, row: q, rows: T, m: mm, bias: bias, shortcut: shortcut, relu: relu, dst: dst, local: local) }
-            }
-            return
-        }
-        parallelChunksIndexed(T, threads: threads, grain: blockRows) { worker, tiles in
-            let local = scratch + worker * (tileScratch + blockFloats(rows: blockRows))
-            let v = local + tileScratch, mm = v + Self.round16(a2 * blockRows * g.C)
-            var start = tiles.lowerBound
-            while start < tiles.upperBound {
-                let block = start..<min(start + blockRows, tiles.upperBound)
-                start = block.upperBound
-                let rows = block.count
-                for q in block { transformInput(src, tile: q, row: q - block.lowerBound, rows: rows, v: v, local: local) }
-                for t in 0..<a2 { multiply(point: t, rows: rows, v: v, u: u, m: mm) }
-                for q in block {
-                    transformOutput(tile: q, row: q - block.lowerBound, rows: rows, m: mm, bias: bias, shortcut: shortcut,
+                for r in part {
+                    transformOutput(tile: block.lowerBound + r, row: r, rows: rows, m: mm, bias: bias, shortcut: shortcut,
                                     relu: relu, dst: dst, local: local)
                 }
             }

@@ -330,7 +330,8 @@ struct PlanCompiler {
         var winograd: WinogradWeights?
         if tuning.winogradTile != 0, G == 1, KH == 3, KW == 3, c.stride == [1, 1], c.dilation == [1, 1],
            Cg * O <= tuning.winogradMaxWeights {
-            winograd = WinogradWeights(m: tuning.winogradTile, C: Cg, O: O) { o, i, kh, kw in
+            let m = Cg * O >= tuning.winogradWideLayer ? min(tuning.winogradTile, 2) : tuning.winogradTile
+            winograd = WinogradWeights(m: m, C: Cg, O: O) { o, i, kh, kw in
                 Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
             }
         }
@@ -413,11 +414,15 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 }
 
 /// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
-/// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `min-tiles=N`,
+/// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
 /// `max-weights=N`, `profile`); the environment is a debugging aid, not an interface.
 struct PlanTuning: Sendable, Equatable {
     /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
     var winogradTile = 4
+    /// From this C·O on, the tile is 2 instead of `winogradTile`: wide layers run at small spatial sizes
+    /// in ResNets (256 channels at 14×14 at 224×224 input), where F(4×4)'s 16 tiles per image cannot pay
+    /// for streaming 36·C·O transformed weights and F(2×2)'s 49 tiles with 16·C·O measured faster.
+    var winogradWideLayer = 256 * 256
     /// Below this many tiles (N·⌈OH/m⌉·⌈OW/m⌉) a layer keeps im2col: the transformed weights are
     /// (m+2)²/9 times larger and few tiles cannot pay for reading them.
     var winogradMinTiles = 8
@@ -436,6 +441,7 @@ struct PlanTuning: Sendable, Equatable {
             let value = kv.count == 2 ? Int(kv[1]) : nil
             switch kv[0] {
             case "winograd": if let value, [0, 2, 4].contains(value) { t.winogradTile = value }
+            case "wide": if let value, value >= 0 { t.winogradWideLayer = value }
             case "min-tiles": if let value, value >= 0 { t.winogradMinTiles = value }
             case "max-weights": if let value, value >= 0 { t.winogradMaxWeights = value }
             case "profile": t.profile = true
@@ -692,8 +698,16 @@ struct Executor {
             if sizing { return y }
             let (src, dst) = (pointer(x), pointer(y))
             for r in 0..<N { for j in 0..<K { dst[r * K + j] = d.bias[j] } }
+            // At small batches this streams the weights (8 MiB for ResNet-50's classifier) for a few rows:
+            // the threads split the outputs so each reads only its share.
+            let units = (K + 15) / 16
             d.weight.withUnsafeBufferPointer { w in
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, src, k, w.baseAddress!, k, 1, dst, n)
+                let weights = w.baseAddress!
+                parallelChunks(units, threads: N < 64 && F * K >= 1 << 16 ? plan.loopThreads : 1, grain: 1) { part in
+                    let cols = (part.lowerBound * 16)..<min(part.upperBound * 16, K)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, blasint(cols.count), k, 1, src, k,
+                                weights + cols.lowerBound * F, k, 1, dst + cols.lowerBound, n)
+                }
             }
             release(x)
             return y
@@ -797,8 +811,9 @@ struct Executor {
             }
             parallelChunks(P, threads: threads, grain: 16) { chunk in
                 // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
-                // them; at least 256 rows so that packing the weights once per tile stays cheap.
-                let tile = max(256, 131_072 / max(pointwise ? g.C : g.G * K, 1))
+                // them; at least 512 rows because sgemm packs all the weights again on every call.
+                // A 1×1 convolution reads the activation as it lies: one call per chunk.
+                let tile = pointwise ? chunk.count : max(512, 131_072 / max(g.G * K, 1))
                 var start = chunk.lowerBound
                 while start < chunk.upperBound {
                     let rows = start..<min(start + tile, chunk.upperBound)
