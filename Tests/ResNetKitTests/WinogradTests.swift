@@ -87,6 +87,26 @@ struct WinogradTests {
         try expectAgrees(loaded.model, goldens.input, threads: 2, tuning: forced(4), relative)
     }
 
+    /// A PyTorch file through the plan with Winograd forced (F(4×4) and F(2×2)) against the reference, on its golden input.
+    func expectTorchFileAgrees(_ path: String, golden: String) throws {
+        let mapped = try mapTorchCheckpoint(try readTorchCheckpoint(path: path), arch: nil, mapFile: nil)
+        let goldens = try Goldens(path: golden, inputChannels: mapped.model.spec.inputChannels)
+        for m in [4, 2] { try expectAgrees(mapped.model, goldens.input, threads: 2, tuning: forced(m), "\(path) F(\(m))") }
+    }
+
+    @Test("every committed PyTorch fixture agrees with Winograd forced", arguments: TorchParityTests.committed)
+    func torchFixtures(file: String) throws {
+        let url = Paths.fixtures.appendingPathComponent("torch").appendingPathComponent(file)
+        try expectTorchFileAgrees(url.path, golden: url.deletingLastPathComponent().appendingPathComponent("io.npz").path)
+    }
+
+    @Test("the external PyTorch checkpoints (real trained weights) agree with Winograd forced", arguments: TorchParityTests.external)
+    func externalTorchCheckpoints(file: String) throws {
+        guard let path = Paths.externalFile(file),
+              let golden = Paths.externalFile((file as NSString).deletingLastPathComponent + "/io.npz") else { return }
+        try expectTorchFileAgrees(path, golden: golden)
+    }
+
     @Test("grouped, dilated and strided 3×3 convolutions keep im2col and still agree")
     func ineligibleLayersKeepIm2col() throws {
         let stem: [Op] = [conv("g", 8, 8, k: 3, padding: .same, groups: 4), conv("d", 8, 8, k: 3, d: 2, padding: .symmetric(2)),
