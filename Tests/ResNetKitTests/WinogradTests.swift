@@ -156,3 +156,33 @@ struct WinogradTests {
         }
     }
 }
+
+@Suite("Plan worker pool")
+struct WorkerPoolTests {
+    @Test("every chunk runs exactly once, over many regions of varying width and from concurrent callers")
+    func everyChunkOnce() async {
+        let callers = 4, regions = 300
+        let totals = await withTaskGroup(of: [Int].self) { group in
+            for caller in 0..<callers {
+                group.addTask {
+                    var counts = [Int](repeating: 0, count: 3)
+                    for r in 0..<regions {
+                        let width = 1 + (r + caller) % 3
+                        let hits = UnsafeMutablePointer<Int>.allocate(capacity: width)
+                        hits.initialize(repeating: 0, count: width)
+                        // Each chunk writes only its own slot, as the plan's chunks do.
+                        WorkerPool.shared.run(width) { i in hits[i] += 1 }
+                        for i in 0..<width { counts[i] += hits[i] }
+                        hits.deallocate()
+                    }
+                    return counts
+                }
+            }
+            var all = [Int](repeating: 0, count: 3)
+            for await c in group { for i in 0..<3 { all[i] += c[i] } }
+            return all
+        }
+        // Chunk 0 runs in every region, chunk 1 in widths 2 and 3, chunk 2 in width 3.
+        #expect(totals == [callers * regions, callers * regions * 2 / 3, callers * regions / 3])
+    }
+}

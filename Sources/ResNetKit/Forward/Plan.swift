@@ -18,7 +18,6 @@
 // helpers, in a sizing pass that walks the plan before any buffer is touched.
 
 import COpenBLAS
-import Dispatch
 import Foundation
 
 /// A model prepared once for repeated fast inference: batch norms folded into convolutions, ReLUs and
@@ -389,12 +388,7 @@ func parallelChunks(_ total: Int, threads: Int, grain: Int, _ body: (Range<Int>)
         return
     }
     // The chunks write disjoint ranges of buffers the caller owns for the duration of this call.
-    withoutActuallyEscaping(body) { escapable in
-        let work = UncheckedSendable(escapable)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
-            work.value((total * i / chunks)..<(total * (i + 1) / chunks))
-        }
-    }
+    WorkerPool.shared.run(chunks) { i in body((total * i / chunks)..<(total * (i + 1) / chunks)) }
 }
 
 /// `parallelChunks` that also tells each chunk its worker number (0 ..< chunks), for per-worker scratch.
@@ -405,12 +399,7 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
         if total > 0 { body(0, 0..<total) }
         return
     }
-    withoutActuallyEscaping(body) { escapable in
-        let work = UncheckedSendable(escapable)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
-            work.value(i, (total * i / chunks)..<(total * (i + 1) / chunks))
-        }
-    }
+    WorkerPool.shared.run(chunks) { i in body(i, (total * i / chunks)..<(total * (i + 1) / chunks)) }
 }
 
 /// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
@@ -450,12 +439,6 @@ struct PlanTuning: Sendable, Equatable {
         }
         return t
     }()
-}
-
-/// Carries a closure over pointers into `concurrentPerform`; the caller guarantees disjoint writes.
-private struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 // MARK: - Execution
