@@ -481,9 +481,11 @@ struct Executor {
         var x = Activation(slot: acquire(N * C * H * W), n: N, h: H, w: W, c: C, flat: false)
         if let input, !sizing {
             let dst = pointer(x)
-            for n in 0..<N {
-                for c in 0..<C {
-                    for p in 0..<(H * W) { dst[(n * H * W + p) * C + c] = input[(n * C + c) * H * W + p] }
+            let HW = H * W
+            parallelChunks(N * HW, threads: plan.loopThreads, grain: 4096) { pixels in
+                for q in pixels {
+                    let n = q / HW, p = q % HW
+                    for c in 0..<C { dst[q * C + c] = input[(n * C + c) * HW + p] }
                 }
             }
         }
