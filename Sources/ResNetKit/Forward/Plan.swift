@@ -796,9 +796,10 @@ struct Executor {
             }
             parallelChunks(P, threads: threads, grain: 16) { chunk in
                 // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
-                // them; at least 512 rows because sgemm packs all the weights again on every call.
+                // them; ungrouped, at least 512 rows because sgemm packs all the weights again on every
+                // call; grouped layers keep the earlier 256 (their per-group weights are small).
                 // A 1×1 convolution reads the activation as it lies: one call per chunk.
-                let tile = pointwise ? chunk.count : max(512, 131_072 / max(g.G * K, 1))
+                let tile = pointwise ? chunk.count : max(g.G == 1 ? 512 : 256, 131_072 / max(g.G * K, 1))
                 var start = chunk.lowerBound
                 while start < chunk.upperBound {
                     let rows = start..<min(start + tile, chunk.upperBound)
