@@ -11,6 +11,7 @@
 // - A batch norm right after a convolution is folded into its weights and bias (in double precision),
 //   and a following ReLU, plus the residual addition and the block's final ReLU, run in the sgemm
 //   epilogue: one pass over the output instead of four.
+// - 3×3 stride-1 ungrouped convolutions run as Winograd F(4×4, 3×3) or F(2×2, 3×3) (FastWinograd.swift).
 // - All buffers come from an arena sized for the input shape and reused across calls; the hot loop
 //   allocates nothing. Plans are immutable, so concurrent calls only contend for the arena pool.
 //
@@ -37,8 +38,9 @@ public final class ForwardPlan: @unchecked Sendable {
     /// Where the threads of a run come from. OpenBLAS's thread count is one setting for the whole
     /// process, so `run` sets it (to 1 for `.own`, to `threads` for `.blas`) when it differs.
     public enum Parallelism: String, Sendable, Codable, CaseIterable {
-        /// The plan splits every convolution's output rows over `threads` workers, each unfolding,
-        /// multiplying (single-threaded sgemm) and finishing its rows; OpenBLAS runs one thread.
+        /// The plan splits every convolution's output rows (or, for layers with few rows, its output
+        /// channels; for Winograd, its tiles and transform points) over `threads` workers of a
+        /// persistent pool, each running single-threaded sgemm; OpenBLAS runs one thread.
         /// The default: OpenBLAS's idle workers spin for a while after each call, and next to our own
         /// workers on two cores that spinning cost more than the threading gained.
         case own
@@ -417,7 +419,8 @@ struct PlanTuning: Sendable, Equatable {
     var winogradMinTiles = 8
     /// Largest C·O given transformed weights (memory: (m+2)²·C·O floats per layer).
     var winogradMaxWeights = 256 * 256
-    /// Tiles per Winograd block when threads take separate blocks; nil: sized for the cache.
+    /// Tiles per Winograd block (transformed, multiplied and transformed back before the next); nil:
+    /// whole layers up to 1024 tiles. Tests set it small to cover the block seams.
     var winogradBlockRows: Int?
     /// Print per-layer times to stderr after each run.
     var profile = false
