@@ -11,6 +11,7 @@
 // - A batch norm right after a convolution is folded into its weights and bias (in double precision),
 //   and a following ReLU, plus the residual addition and the block's final ReLU, run in the sgemm
 //   epilogue: one pass over the output instead of four.
+// - 3×3 stride-1 ungrouped convolutions run as Winograd F(4×4, 3×3) or F(2×2, 3×3) (FastWinograd.swift).
 // - All buffers come from an arena sized for the input shape and reused across calls; the hot loop
 //   allocates nothing. Plans are immutable, so concurrent calls only contend for the arena pool.
 //
@@ -18,7 +19,6 @@
 // helpers, in a sizing pass that walks the plan before any buffer is touched.
 
 import COpenBLAS
-import Dispatch
 import Foundation
 
 /// A model prepared once for repeated fast inference: batch norms folded into convolutions, ReLUs and
@@ -38,8 +38,9 @@ public final class ForwardPlan: @unchecked Sendable {
     /// Where the threads of a run come from. OpenBLAS's thread count is one setting for the whole
     /// process, so `run` sets it (to 1 for `.own`, to `threads` for `.blas`) when it differs.
     public enum Parallelism: String, Sendable, Codable, CaseIterable {
-        /// The plan splits every convolution's output rows over `threads` workers, each unfolding,
-        /// multiplying (single-threaded sgemm) and finishing its rows; OpenBLAS runs one thread.
+        /// The plan splits every convolution's output rows (or, for layers with few rows, its output
+        /// channels; for Winograd, its tiles and transform points) over `threads` workers of a
+        /// persistent pool, each running single-threaded sgemm; OpenBLAS runs one thread.
         /// The default: OpenBLAS's idle workers spin for a while after each call, and next to our own
         /// workers on two cores that spinning cost more than the threading gained.
         case own
@@ -52,17 +53,25 @@ public final class ForwardPlan: @unchecked Sendable {
     /// Threads for the plan's own loops.
     var loopThreads: Int { parallelism == .own ? threads : 1 }
     let head: [Step]
+    /// Measurement knobs (Winograd tile, thresholds, per-layer profile).
+    let tuning: PlanTuning
     private let lock = NSLock()
     private var arenas: [Arena] = []      // guarded by lock
 
     /// Compiles `model`. Throws `ResNetError.mapping` for a missing or misshapen tensor or an invalid op.
     /// - Parameter threads: threads per run; default: the active processor count.
     /// - Parameter parallelism: see ``Parallelism``; `.own` unless measuring.
-    public init(_ model: ResNetModel, threads: Int? = nil, parallelism: Parallelism = .own) throws {
+    public convenience init(_ model: ResNetModel, threads: Int? = nil, parallelism: Parallelism = .own) throws {
+        try self.init(model, threads: threads, parallelism: parallelism, tuning: .environment)
+    }
+
+    /// Compiles `model` with explicit tuning (tests pin the Winograd choices with it).
+    init(_ model: ResNetModel, threads: Int?, parallelism: Parallelism, tuning: PlanTuning) throws {
         spec = model.spec
+        self.tuning = tuning
         self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
         self.parallelism = parallelism
-        let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil))
+        let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil), tuning: tuning)
         stem = try compiler.compile(model.spec.stem, place: "stem")
         var blocks: [BlockPlan] = []
         for (s, stage) in model.spec.stages.enumerated() {
@@ -94,6 +103,7 @@ public final class ForwardPlan: @unchecked Sendable {
         var executor = Executor(plan: self, arena: arena)
         let out = try x.data.withUnsafeBufferPointer { try executor.runAll(inputShape: x.shape, input: $0.baseAddress!) }
         precondition(out.flat == sizedOutput.flat && out.count == sizedOutput.count, "sizing and running passes disagree")
+        if tuning.profile { executor.reportProfile() }
         return executor.output(out)
     }
 
@@ -158,6 +168,8 @@ struct ConvStep {
     /// (O); the conv bias and the folded batch-norm shift (zeros when neither exists).
     let bias: [Float]
     let relu: Bool
+    /// The same weights transformed for Winograd, for 3×3 stride-1 ungrouped convolutions.
+    let winograd: WinogradWeights?
 }
 
 /// A batch norm that follows no convolution (pre-activation blocks, V2 post-norm), computed exactly as
@@ -208,6 +220,7 @@ struct BlockPlan {
 /// Turns op lists into steps, checking every tensor.
 struct PlanCompiler {
     let runner: ForwardRunner
+    let tuning: PlanTuning
 
     func compile(_ ops: [Op], place: String) throws -> [Step] {
         var steps: [Step] = []
@@ -315,7 +328,15 @@ struct PlanCompiler {
                 }
             }
         }
-        return ConvStep(op: c, place: place, weights: packed, bias: bias.map { Float($0) }, relu: relu)
+        var winograd: WinogradWeights?
+        if tuning.winogradTile != 0, G == 1, KH == 3, KW == 3, c.stride == [1, 1], c.dilation == [1, 1],
+           Cg * O <= tuning.winogradMaxWeights {
+            let m = Cg * O >= tuning.winogradWideLayer ? min(tuning.winogradTile, 2) : tuning.winogradTile
+            winograd = WinogradWeights(m: m, C: Cg, O: O) { o, i, kh, kw in
+                Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
+            }
+        }
+        return ConvStep(op: c, place: place, weights: packed, bias: bias.map { Float($0) }, relu: relu, winograd: winograd)
     }
 }
 
@@ -369,18 +390,58 @@ func parallelChunks(_ total: Int, threads: Int, grain: Int, _ body: (Range<Int>)
         return
     }
     // The chunks write disjoint ranges of buffers the caller owns for the duration of this call.
-    withoutActuallyEscaping(body) { escapable in
-        let work = UncheckedSendable(escapable)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
-            work.value((total * i / chunks)..<(total * (i + 1) / chunks))
-        }
-    }
+    WorkerPool.shared.run(chunks) { i in body((total * i / chunks)..<(total * (i + 1) / chunks)) }
 }
 
-/// Carries a closure over pointers into `concurrentPerform`; the caller guarantees disjoint writes.
-private struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+/// `parallelChunks` that also tells each chunk its worker number (0 ..< chunks), for per-worker scratch.
+@inline(__always)
+func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int, Range<Int>) -> Void) {
+    let chunks = min(threads, total / max(grain, 1))
+    if chunks <= 1 {
+        if total > 0 { body(0, 0..<total) }
+        return
+    }
+    WorkerPool.shared.run(chunks) { i in body(i, (total * i / chunks)..<(total * (i + 1) / chunks)) }
+}
+
+/// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
+/// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
+/// `max-weights=N`, `profile`); the environment is a debugging aid, not an interface.
+struct PlanTuning: Sendable, Equatable {
+    /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
+    var winogradTile = 4
+    /// From this C·O on, the tile is 2 instead of `winogradTile`: wide layers run at small spatial sizes
+    /// in ResNets (256 channels at 14×14 at 224×224 input), where F(4×4)'s 16 tiles per image cannot pay
+    /// for streaming 36·C·O transformed weights and F(2×2)'s 49 tiles with 16·C·O measured faster.
+    var winogradWideLayer = 256 * 256
+    /// Below this many tiles (N·⌈OH/m⌉·⌈OW/m⌉) a layer keeps im2col: the transformed weights are
+    /// (m+2)²/9 times larger and few tiles cannot pay for reading them.
+    var winogradMinTiles = 8
+    /// Largest C·O given transformed weights (memory: (m+2)²·C·O floats per layer).
+    var winogradMaxWeights = 256 * 256
+    /// Tiles per Winograd block (transformed, multiplied and transformed back before the next); nil:
+    /// whole layers up to 1024 tiles. Tests set it small to cover the block seams.
+    var winogradBlockRows: Int?
+    /// Print per-layer times to stderr after each run.
+    var profile = false
+
+    static let environment: PlanTuning = {
+        var t = PlanTuning()
+        guard let text = ProcessInfo.processInfo.environment["RESNET_PLAN_TUNING"] else { return t }
+        for item in text.split(separator: ",") {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            let value = kv.count == 2 ? Int(kv[1]) : nil
+            switch kv[0] {
+            case "winograd": if let value, [0, 2, 4].contains(value) { t.winogradTile = value }
+            case "wide": if let value, value >= 0 { t.winogradWideLayer = value }
+            case "min-tiles": if let value, value >= 0 { t.winogradMinTiles = value }
+            case "max-weights": if let value, value >= 0 { t.winogradMaxWeights = value }
+            case "profile": t.profile = true
+            default: break
+            }
+        }
+        return t
+    }()
 }
 
 // MARK: - Execution
@@ -394,6 +455,8 @@ struct Executor {
     var maxActivation = 0
     var maxColumns = 0
     var sizing: Bool { arena == nil }
+    /// Per-layer wall times when profiling.
+    var profile: [(String, Double)] = []
 
     init(plan: ForwardPlan, arena: Arena?) {
         self.plan = plan
@@ -421,9 +484,11 @@ struct Executor {
         var x = Activation(slot: acquire(N * C * H * W), n: N, h: H, w: W, c: C, flat: false)
         if let input, !sizing {
             let dst = pointer(x)
-            for n in 0..<N {
-                for c in 0..<C {
-                    for p in 0..<(H * W) { dst[(n * H * W + p) * C + c] = input[(n * C + c) * H * W + p] }
+            let HW = H * W
+            parallelChunks(N * HW, threads: plan.loopThreads, grain: 4096) { pixels in
+                for q in pixels {
+                    let n = q / HW, p = q % HW
+                    for c in 0..<C { dst[q * C + c] = input[(n * C + c) * HW + p] }
                 }
             }
         }
@@ -621,8 +686,16 @@ struct Executor {
             if sizing { return y }
             let (src, dst) = (pointer(x), pointer(y))
             for r in 0..<N { for j in 0..<K { dst[r * K + j] = d.bias[j] } }
+            // At small batches this streams the weights (8 MiB for ResNet-50's classifier) for a few rows:
+            // the threads split the outputs so each reads only its share.
+            let units = (K + 15) / 16
             d.weight.withUnsafeBufferPointer { w in
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, src, k, w.baseAddress!, k, 1, dst, n)
+                let weights = w.baseAddress!
+                parallelChunks(units, threads: N < 64 && F * K >= 1 << 16 ? plan.loopThreads : 1, grain: 1) { part in
+                    let cols = (part.lowerBound * 16)..<min(part.upperBound * 16, K)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, blasint(cols.count), k, 1, src, k,
+                                weights + cols.lowerBound * F, k, 1, dst + cols.lowerBound, n)
+                }
             }
             release(x)
             return y
@@ -636,6 +709,17 @@ struct Executor {
             if y.slot != x.slot { release(x) }
             return y
         }
+    }
+
+    func reportProfile() {
+        var text = ""
+        var total = 0.0
+        for (place, ms) in profile {
+            total += ms
+            text += String(format: "%8.3f ms  %@\n", ms, place)
+        }
+        text += String(format: "%8.3f ms  all convolutions\n", total)
+        FileHandle.standardError.write(text.data(using: .utf8)!)
     }
 
     private func blasSize(_ v: Int, _ what: String, _ place: String) throws -> blasint {
@@ -654,7 +738,6 @@ struct Executor {
         let K = g.KH * g.KW * Cg
         let pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PT == 0 && g.PB == 0 && g.PL == 0 && g.PR == 0
         let columnCount = pointwise ? 0 : try checkedElementCount([P, g.G * K]) { checker.mapping("\(c.place): im2col buffer: \($0)") }
-        maxColumns = max(maxColumns, columnCount)
         let (_, n, k) = (try blasSize(P, "output positions", c.place), try blasSize(Og, "output channels per group", c.place),
                          try blasSize(K, "kernel size", c.place))
         let lda = try blasSize(pointwise ? g.C : g.G * K, "unfolded row", c.place)
@@ -663,6 +746,28 @@ struct Executor {
         if let add, add.shape != y.shape {
             throw checker.mapping("\(c.place): residual branch gives shape \(y.shape) but shortcut gives \(add.shape); they cannot be added")
         }
+        let clock = ContinuousClock()
+        let started = clock.now
+        defer {
+            if plan.tuning.profile && !sizing {
+                let d = (clock.now - started).components
+                profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)\(winogradTile(c, g).map { " winograd \($0)" } ?? "")",
+                                Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15))
+            }
+        }
+        if let m = winogradTile(c, g), let u = c.winograd?.u {
+            let wino = WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows)
+            maxColumns = max(maxColumns, wino.scratchCount)
+            if sizing { return y }
+            let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
+            u.withUnsafeBufferPointer { u in c.bias.withUnsafeBufferPointer { bias in
+                wino.run(src: pointer(x), u: u.baseAddress!, bias: bias.baseAddress!, shortcut: shortcut, relu: relu,
+                         dst: pointer(y), scratch: arena!.columns)
+            } }
+            release(x)
+            return y
+        }
+        maxColumns = max(maxColumns, columnCount)
         if sizing { return y }
 
         // Each chunk of output rows is unfolded, multiplied and finished by one thread while its
@@ -672,12 +777,32 @@ struct Executor {
         let columns = arena!.columns
         let O = g.O
         let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
+        let threads = plan.loopThreads
         c.weights.withUnsafeBufferPointer { weights in c.bias.withUnsafeBufferPointer { bias in
             let w = weights.baseAddress!, b = bias.baseAddress!
-            parallelChunks(P, threads: plan.loopThreads, grain: 16) { chunk in
+            // Few rows per thread (late layers at small batches: 7×7 = 49 rows at batch 1): splitting rows
+            // would make every thread pack and stream all the weights for a handful of rows, so the
+            // threads split the output channels instead and each reads only its share of the weights.
+            if threads > 1, g.G == 1, P < 128 * threads, O >= 32 * threads {
+                if !pointwise {
+                    parallelChunks(P, threads: threads, grain: 16) { rows in Executor.unfold(src, g, rows: rows, into: columns) }
+                }
+                let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
+                let units = (O + 15) / 16
+                parallelChunks(units, threads: threads, grain: 1) { part in
+                    let cols = (part.lowerBound * 16)..<min(part.upperBound * 16, O)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(P), blasint(cols.count), k,
+                                1, a, lda, w + cols.lowerBound, n, 0, dst + cols.lowerBound, ldc)
+                    Executor.finish(dst, rows: 0..<P, columns: cols, O: O, bias: b, shortcut: shortcut, relu: relu)
+                }
+                return
+            }
+            parallelChunks(P, threads: threads, grain: 16) { chunk in
                 // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
-                // them; at least 256 rows so that packing the weights once per tile stays cheap.
-                let tile = max(256, 131_072 / max(pointwise ? g.C : g.G * K, 1))
+                // them; ungrouped, at least 512 rows because sgemm packs all the weights again on every
+                // call; grouped layers keep the earlier 256 (their per-group weights are small).
+                // A 1×1 convolution reads the activation as it lies: one call per chunk.
+                let tile = pointwise ? chunk.count : max(g.G == 1 ? 512 : 256, 131_072 / max(g.G * K, 1))
                 var start = chunk.lowerBound
                 while start < chunk.upperBound {
                     let rows = start..<min(start + tile, chunk.upperBound)
@@ -694,22 +819,36 @@ struct Executor {
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
                                     1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
                     }
-                    for p in rows {
-                        let row = dst + p * O
-                        if let shortcut {
-                            let s = shortcut + p * O
-                            if relu { for o in 0..<O { let v = row[o] + b[o] + s[o]; row[o] = v < 0 ? 0 : v } }
-                            else { for o in 0..<O { row[o] = row[o] + b[o] + s[o] } }
-                        } else {
-                            if relu { for o in 0..<O { let v = row[o] + b[o]; row[o] = v < 0 ? 0 : v } }
-                            else { for o in 0..<O { row[o] += b[o] } }
-                        }
-                    }
+                    Executor.finish(dst, rows: rows, columns: 0..<O, O: O, bias: b, shortcut: shortcut, relu: relu)
                 }
             }
         } }
         release(x)
         return y
+    }
+
+    /// The convolution epilogue on a block of the (P, O) output: folded bias, then shortcut, then ReLU.
+    @inline(__always)
+    private static func finish(_ dst: UnsafeMutablePointer<Float>, rows: Range<Int>, columns: Range<Int>, O: Int,
+                               bias b: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?, relu: Bool) {
+        for p in rows {
+            let row = dst + p * O
+            if let shortcut {
+                let s = shortcut + p * O
+                if relu { for o in columns { let v = row[o] + b[o] + s[o]; row[o] = v < 0 ? 0 : v } }
+                else { for o in columns { row[o] = row[o] + b[o] + s[o] } }
+            } else {
+                if relu { for o in columns { let v = row[o] + b[o]; row[o] = v < 0 ? 0 : v } }
+                else { for o in columns { row[o] += b[o] } }
+            }
+        }
+    }
+
+    /// The Winograd tile to use for this convolution at this input, or nil for im2col.
+    private func winogradTile(_ c: ConvStep, _ g: WindowGeometry) -> Int? {
+        guard let w = c.winograd, g.KH == 3, g.KW == 3, g.SH == 1, g.SW == 1, g.DH == 1, g.DW == 1, g.G == 1 else { return nil }
+        let tiles = g.N * ((g.OH + w.m - 1) / w.m) * ((g.OW + w.m - 1) / w.m)
+        return tiles >= plan.tuning.winogradMinTiles ? w.m : nil
     }
 
     /// NHWC im2col: row p = (n, oh, ow), column ((g·KH + kh)·KW + kw)·Cg + i; zeros in the padding.
@@ -720,8 +859,14 @@ struct Executor {
         for p in rows {
             let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
             let row = columns + p * rowLength
+            let w0 = ow * g.SW - g.PL
             for kh in 0..<g.KH {
                 let h = oh * g.SH - g.PT + kh * g.DH
+                // Ungrouped and undilated, a kernel row's KW taps are KW adjacent pixels: one copy of KW·C floats.
+                if g.G == 1, g.DW == 1, h >= 0, h < g.H, w0 >= 0, w0 + g.KW <= g.W {
+                    (row + kh * g.KW * Cg).update(from: src + ((n * g.H + h) * g.W + w0) * g.C, count: g.KW * g.C)
+                    continue
+                }
                 for kw in 0..<g.KW {
                     let w = ow * g.SW - g.PL + kw * g.DW
                     let inside = h >= 0 && h < g.H && w >= 0 && w < g.W
