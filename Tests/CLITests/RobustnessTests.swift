@@ -85,6 +85,21 @@ import Testing
         print("CLI sweep \(relative): exit codes \(codes)")
     }
 
+    /// A file that makes libhdf5 segfault (see `anHDF5FileThatCrashesLibhdf5IsRefused`) ends the
+    /// run with exit 3 and a message naming the file and the signal, not with the signal itself.
+    @Test func anHDF5FileThatCrashesLibhdf5ExitsWith3() throws {
+        var data = try Data(contentsOf: CLITests.fixtures.appendingPathComponent("keras/kapp-resnet-v1/tfkeras2.legacy-weights.h5"))
+        data[2078] ^= 0x80
+        let dir = try CLITests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = dir.appendingPathComponent("crasher.h5")
+        try data.write(to: input)
+        let r = try Self.run(["convert", input.path, dir.appendingPathComponent("m.rnw").path])
+        #expect(r.exited && r.code == 3, "exit \(r.code): \(r.stderr)")
+        #expect(r.stderr.contains("crasher.h5") && r.stderr.contains("libhdf5 crashed with signal 11"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["crasher.h5"])
+    }
+
     @Test func anExistingOutputIsUntouchedByAFailedRun() throws {
         let dir = try CLITests.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -59,6 +59,9 @@ enum HDF5Limits {
     /// How far a filtered (compressed) dataset may expand relative to the whole file; deflate
     /// cannot exceed about 1032:1.
     static let maxCompressionRatio = 1100
+    /// How long libhdf5 may take to walk a file's metadata in the pre-flight child before the
+    /// file is refused as one that makes it hang (the walk of a 100 MB ResNet-50 takes ~10 ms).
+    static let preflightTimeoutMilliseconds: Int32 = 10_000
 }
 
 /// An HDF5 file opened read-only, from disk or from bytes in memory.
@@ -179,6 +182,7 @@ final class HDF5File {
             header = [UInt8](d)
         }
         try HDF5File.checkSuperblock(name: path, fileSize: size, superblock: superblock, header: header)
+        try HDF5File.preflight(name: path, path: path, image: nil)
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let f = H5Fopen(path, chdf5_acc_rdonly(), chdf5_default())
@@ -209,6 +213,7 @@ final class HDF5File {
         let headerStart = bytes.startIndex + superblock
         let header = [UInt8](bytes[headerStart ..< min(headerStart + 64, bytes.endIndex)])
         try HDF5File.checkSuperblock(name: name, fileSize: bytes.count, superblock: superblock, header: header)
+        try bytes.withUnsafeBytes { try HDF5File.preflight(name: name, path: name, image: $0) }
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let fapl = H5Pcreate(chdf5_file_access_class())
@@ -236,6 +241,40 @@ final class HDF5File {
     deinit {
         let fid = id
         withHDF5 { _ = H5Fclose(fid) }
+    }
+
+    // MARK: - Pre-flight
+
+    /// Lets libhdf5 walk all of the file's metadata (every link, object header, attribute value,
+    /// datatype, dataspace and chunk index; no raw data) in a forked child first, so that a file
+    /// that makes libhdf5 crash or hang is refused instead of taking this process down. Only how
+    /// the child ended matters: errors libhdf5 reports are left to the in-process reader, which
+    /// words them better. The lock is held across the fork so that no other thread is inside
+    /// libhdf5 when the child is created.
+    static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?) throws {
+        let timeout = HDF5Limits.preflightTimeoutMilliseconds
+        let result = withHDF5 {
+            path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, timeout) }
+        }
+        switch result.outcome {
+        case 0:
+            return
+        case 1:
+            let signal = result.signal
+            throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
+                reason: "libhdf5 crashed with signal \(signal)\(signalName(signal)) while parsing the file's metadata (checked in a child process): the file is malformed")
+        case 2:
+            throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
+                reason: "libhdf5 did not finish parsing the file's metadata within \(timeout / 1000) s (checked in a child process, which was stopped): the file is malformed or hostile")
+        default:
+            throw ResNetError.io(file: name, reason: "cannot start the child process that checks the file with libhdf5 (errno \(result.error))")
+        }
+    }
+
+    private static func signalName(_ signal: Int32) -> String {
+        let names: [Int32: String] = [SIGSEGV: "SIGSEGV", SIGBUS: "SIGBUS", SIGABRT: "SIGABRT", SIGILL: "SIGILL",
+                                      SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGTRAP: "SIGTRAP"]
+        return names[signal].map { ", \($0)" } ?? ""
     }
 
     // MARK: - Errors
