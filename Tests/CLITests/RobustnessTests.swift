@@ -100,6 +100,24 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["crasher.h5"])
     }
 
+    /// Each limit flag, set below what the fixture needs, refuses it with exit 3 naming the file
+    /// and the flag; given generously (`4G`, `1M`), the same command succeeds.
+    @Test("a lowered limit flag exits 3 and names itself; a raised one reads the file", arguments: [
+        ("--max-tensor-bytes", "1K", "4G", "torch/tv-resnet18-mini/tv-resnet18-mini.pth"),
+        ("--max-total-bytes", "10K", "4G", "keras/kapp-resnet-v1/tfkeras2.model.h5"),
+        ("--max-pickle-memo", "10", "1M", "torch/tv-resnet18-mini/tv-resnet18-mini.pth"),
+        ("--max-pickle-depth", "2", "1000", "torch/cifar-resnet20-optionA/whole-module.pth"),
+        ("--max-header-bytes", "1K", "512M", "keras/kapp-resnet-v1/keras3.keras"),
+    ])
+    func limitFlags(flag: String, low: String, high: String, file: String) throws {
+        let path = CLITests.fixtures.appendingPathComponent(file).path
+        let refused = try Self.run(["inspect", path, flag, low])
+        #expect(refused.exited && refused.code == 3, "exit \(refused.code): \(refused.stderr)")
+        #expect(refused.stderr.contains(path) && refused.stderr.contains("raise it with \(flag)"), "\(refused.stderr)")
+        let read = try Self.run(["inspect", path, flag, high])
+        #expect(read.exited && read.code == 0, "exit \(read.code): \(read.stderr)")
+    }
+
     @Test func anExistingOutputIsUntouchedByAFailedRun() throws {
         let dir = try CLITests.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

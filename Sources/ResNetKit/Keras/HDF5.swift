@@ -50,10 +50,7 @@ enum HDF5Limits {
     static let maxGroupMembers = 1_000_000
     /// Most elements in one attribute.
     static let maxAttributeElements = 50_000_000
-    /// Most bytes in one attribute (model configs are a few MB at most).
-    static let maxAttributeBytes = 256 << 20
-    /// Most elements in one dataset read into memory as float32 (8 GiB).
-    static let maxDatasetElements = 1 << 31
+    // Bytes of one attribute, one dataset and all datasets together: ``ReadLimits``.
     /// Highest dataset rank accepted (libhdf5's own limit is 32).
     static let maxRank = 32
     /// How far a filtered (compressed) dataset may expand relative to the whole file; deflate
@@ -71,6 +68,10 @@ final class HDF5File {
     /// Size of the file image in bytes, used to bound what a dataset may claim to hold.
     let fileSize: Int
     private let id: hid_t
+    /// The limits in force when the file was opened (``ReadLimits/current``).
+    private let limits = ReadLimits.current
+    /// Float32 bytes of the datasets read so far, against ``ReadLimits/maxTotalBytes``.
+    private var bytesRead = 0
 
     /// The 8-byte HDF5 format signature, found at the start of the superblock.
     static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -436,8 +437,8 @@ final class HDF5File {
                 guard let p else { result.append(""); continue }
                 let len = strlen(p)
                 total += len
-                guard total <= HDF5Limits.maxAttributeBytes else {
-                    throw ResNetError.invalidInput(file: name, place: place, reason: "string attribute larger than \(HDF5Limits.maxAttributeBytes) bytes")
+                guard total <= limits.maxHeaderBytes else {
+                    throw limits.exceeded(.headerBytes, file: name, place: place, found: "string attribute of more than \(total) bytes")
                 }
                 result.append(String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self))
             }
@@ -445,9 +446,12 @@ final class HDF5File {
         }
         let size = H5Tget_size(tid)
         let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
-        guard size > 0, !overflow, bytes <= HDF5Limits.maxAttributeBytes else {
+        guard size > 0, !overflow else {
             throw ResNetError.invalidInput(file: name, place: place,
                 reason: "fixed-length string attribute of \(count) × \(size) bytes is too large")
+        }
+        guard bytes <= limits.maxHeaderBytes else {
+            throw limits.exceeded(.headerBytes, file: name, place: place, found: "fixed-length string attribute of \(count) × \(size) bytes")
         }
         var buffer = [UInt8](repeating: 0, count: bytes)
         guard H5Aread(aid, tid, &buffer) >= 0 else { throw failure(place, "cannot read string attribute") }
@@ -520,11 +524,19 @@ final class HDF5File {
                 }
                 shape.append(Int(d))
                 let (c, overflow) = count.multipliedReportingOverflow(by: Int(d))
-                guard !overflow, c <= HDF5Limits.maxDatasetElements else {
-                    throw ResNetError.invalidInput(file: name, place: path,
-                        reason: "shape \(dims.prefix(rank).map { $0 }) holds more than \(HDF5Limits.maxDatasetElements) elements")
+                guard !overflow else {
+                    throw ResNetError.invalidInput(file: name, place: path, reason: "shape \(dims.prefix(rank).map { $0 }): element count overflows")
+                }
+                guard ReadLimits.float32Bytes(c) <= limits.maxTensorBytes else {
+                    throw limits.exceeded(.tensorBytes, file: name, place: path,
+                        found: "shape \(dims.prefix(rank).map { $0 }) needs at least \(ReadLimits.float32Bytes(c)) bytes as float32")
                 }
                 count = c
+            }
+            let (total, totalOverflow) = bytesRead.addingReportingOverflow(ReadLimits.float32Bytes(count))
+            guard !totalOverflow, total <= limits.maxTotalBytes else {
+                throw limits.exceeded(.totalBytes, file: name, place: path,
+                    found: "the datasets up to this one need \(total) bytes as float32")
             }
             let storedBytes = count * dtype.size
             let dcpl = H5Dget_create_plist(did)
@@ -546,6 +558,7 @@ final class HDF5File {
                 }
                 guard status >= 0 else { throw failure(path, "cannot read dataset (truncated file?)") }
             }
+            bytesRead = total
             let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
             return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
         }
