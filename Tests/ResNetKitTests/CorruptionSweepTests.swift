@@ -249,6 +249,20 @@ import Testing
     }
 }
 
+/// A pre-flight walk that does not finish in time is stopped and the file refused: a file that
+/// makes libhdf5 loop is an error too. (No real file is known to hang libhdf5; a zero timeout
+/// stands in for one.) A good file passes the pre-flight.
+@Test func anHDF5PreflightThatTimesOutRefusesTheFile() throws {
+    let path = Paths.fixtures.appendingPathComponent("bad/good.h5").path
+    try HDF5File.preflight(name: path, path: path, image: nil)
+    #expect {
+        try HDF5File.preflight(name: path, path: path, image: nil, timeout: 0)
+    } throws: { error in
+        guard let e = error as? ResNetError else { return false }
+        return e.exitCode == 3 && e.description.contains("did not finish parsing the file's metadata within 0.0 s")
+    }
+}
+
 /// Found by the sweep at RESNET_SWEEP_SCALE=4: single flipped bytes that make libhdf5 1.10.8
 /// segfault while parsing metadata. At 2078 and 4054 a global-heap object is corrupted and
 /// H5HG_read overruns (a memcpy while converting the variable-length `layer_names` strings in

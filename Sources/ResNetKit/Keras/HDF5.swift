@@ -252,8 +252,8 @@ final class HDF5File {
     /// the child ended matters: errors libhdf5 reports are left to the in-process reader, which
     /// words them better. The lock is held across the fork so that no other thread is inside
     /// libhdf5 when the child is created.
-    static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?) throws {
-        let timeout = HDF5Limits.preflightTimeoutMilliseconds
+    static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
+                          timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
         let result = withHDF5 {
             path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, timeout) }
         }
@@ -266,7 +266,7 @@ final class HDF5File {
                 reason: "libhdf5 crashed with signal \(signal)\(signalName(signal)) while parsing the file's metadata (checked in a child process): the file is malformed")
         case 2:
             throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
-                reason: "libhdf5 did not finish parsing the file's metadata within \(timeout / 1000) s (checked in a child process, which was stopped): the file is malformed or hostile")
+                reason: "libhdf5 did not finish parsing the file's metadata within \(Double(timeout) / 1000) s (checked in a child process, which was stopped): the file is malformed or hostile")
         default:
             throw ResNetError.io(file: name, reason: "cannot start the child process that checks the file with libhdf5 (errno \(result.error))")
         }
