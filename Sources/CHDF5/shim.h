@@ -76,9 +76,9 @@ static inline void chdf5_error_stack_text(char *buffer, size_t capacity) {
 #include <time.h>
 #include <unistd.h>
 
-/// Bounds the child keeps to, so that a damaged size cannot make the check itself allocate
-/// without limit (the in-process reader refuses such sizes with a proper error anyway).
-#define CHDF5_PREFLIGHT_MAX_ATTRIBUTE_BYTES ((hsize_t)256 << 20)
+/// Bounds the child keeps to, so that a damaged count cannot make the check itself run or
+/// allocate without limit (attribute sizes are bounded by the caller's `max_attribute_bytes`,
+/// the limit the in-process reader refuses larger ones with).
 #define CHDF5_PREFLIGHT_MAX_OBJECTS 4000000
 #define CHDF5_PREFLIGHT_MAX_DEPTH 256
 
@@ -92,7 +92,15 @@ typedef struct {
     int depth;
     haddr_t *seen;
     size_t capacity;
+    hsize_t max_attribute_bytes;
 } chdf5_walk_t;
+
+/// Slot of `addr` in a table of `capacity` (a power of two). Object headers sit at aligned
+/// addresses, so the product's high bits are folded into the low ones the mask keeps.
+static inline size_t chdf5_walk_slot(haddr_t addr, size_t capacity) {
+    uint64_t h = (uint64_t)addr * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 29) ^ (h >> 47)) & (capacity - 1);
+}
 
 /// Records `addr`; returns 1 when it was new, 0 when already seen or when memory ran out.
 static inline int chdf5_walk_first_visit(chdf5_walk_t *walk, haddr_t addr) {
@@ -103,7 +111,7 @@ static inline int chdf5_walk_first_visit(chdf5_walk_t *walk, haddr_t addr) {
         for (size_t i = 0; i < capacity; i++) seen[i] = HADDR_UNDEF;
         for (size_t i = 0; i < walk->capacity; i++) {
             if (walk->seen[i] == HADDR_UNDEF) continue;
-            size_t j = (size_t)(walk->seen[i] * 0x9E3779B97F4A7C15ull) & (capacity - 1);
+            size_t j = chdf5_walk_slot(walk->seen[i], capacity);
             while (seen[j] != HADDR_UNDEF) j = (j + 1) & (capacity - 1);
             seen[j] = walk->seen[i];
         }
@@ -111,7 +119,7 @@ static inline int chdf5_walk_first_visit(chdf5_walk_t *walk, haddr_t addr) {
         walk->seen = seen;
         walk->capacity = capacity;
     }
-    size_t j = (size_t)(addr * 0x9E3779B97F4A7C15ull) & (walk->capacity - 1);
+    size_t j = chdf5_walk_slot(addr, walk->capacity);
     while (walk->seen[j] != HADDR_UNDEF) {
         if (walk->seen[j] == addr) return 0;
         j = (j + 1) & (walk->capacity - 1);
@@ -122,7 +130,8 @@ static inline int chdf5_walk_first_visit(chdf5_walk_t *walk, haddr_t addr) {
 }
 
 static inline herr_t chdf5_walk_attribute(hid_t loc, const char *name, const H5A_info_t *ainfo, void *data) {
-    (void)ainfo; (void)data;
+    (void)ainfo;
+    hsize_t max_bytes = ((chdf5_walk_t *)data)->max_attribute_bytes;
     hid_t aid = H5Aopen(loc, name, H5P_DEFAULT);
     if (aid < 0) return 0;
     hid_t tid = H5Aget_type(aid);
@@ -136,7 +145,7 @@ static inline herr_t chdf5_walk_attribute(hid_t loc, const char *name, const H5A
         // strings as stored.
         if (points > 0) {
             if (tclass == H5T_STRING && H5Tis_variable_str(tid) > 0) {
-                if ((hsize_t)points <= CHDF5_PREFLIGHT_MAX_ATTRIBUTE_BYTES / sizeof(char *)) {
+                if ((hsize_t)points <= max_bytes / sizeof(char *)) {
                     char **values = (char **)calloc((size_t)points, sizeof(char *));
                     hid_t mem = H5Tcopy(H5T_C_S1);
                     if (values != NULL && mem >= 0 && H5Tset_size(mem, H5T_VARIABLE) >= 0 &&
@@ -149,7 +158,7 @@ static inline herr_t chdf5_walk_attribute(hid_t loc, const char *name, const H5A
                 }
             } else if (tclass == H5T_STRING || tclass == H5T_INTEGER || tclass == H5T_FLOAT) {
                 size_t size = tclass == H5T_STRING ? H5Tget_size(tid) : sizeof(double);
-                if (size > 0 && (hsize_t)points <= CHDF5_PREFLIGHT_MAX_ATTRIBUTE_BYTES / size) {
+                if (size > 0 && (hsize_t)points <= max_bytes / size) {
                     void *buffer = malloc((size_t)points * size);
                     if (buffer != NULL) {
                         (void)H5Aread(aid, tclass == H5T_STRING ? tid : H5T_NATIVE_DOUBLE, buffer);
@@ -232,7 +241,7 @@ static inline herr_t chdf5_walk_link(hid_t group, const char *name, const H5L_in
 
 /// Opens the file (from `path`, or from the in-memory `image` of `image_size` bytes through the
 /// core driver) and walks all of it. Runs in the child only.
-static inline int chdf5_preflight_walk(const char *path, const void *image, size_t image_size) {
+static inline int chdf5_preflight_walk(const char *path, const void *image, size_t image_size, size_t max_attribute_bytes) {
     (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t fapl = H5P_DEFAULT;
     if (image != NULL) {
@@ -244,7 +253,7 @@ static inline int chdf5_preflight_walk(const char *path, const void *image, size
     if (fid < 0) return 1;
     hid_t root = H5Oopen(fid, "/", H5P_DEFAULT);
     if (root >= 0) {
-        chdf5_walk_t walk = { 0, 0, NULL, 0 };
+        chdf5_walk_t walk = { 0, 0, NULL, 0, (hsize_t)max_attribute_bytes };
         chdf5_walk_object(root, &walk);
         free(walk.seen);
         H5Oclose(root);
@@ -264,8 +273,10 @@ typedef struct {
 } chdf5_preflight_result_t;
 
 /// Forks a child that runs `chdf5_preflight_walk` and waits at most `timeout_ms` for it.
+/// Attribute values over `max_attribute_bytes` are not read (the reader refuses them).
 /// Call with the libhdf5 lock held.
-static inline chdf5_preflight_result_t chdf5_preflight(const char *path, const void *image, size_t image_size, int timeout_ms) {
+static inline chdf5_preflight_result_t chdf5_preflight(const char *path, const void *image, size_t image_size,
+                                                       size_t max_attribute_bytes, int timeout_ms) {
     chdf5_preflight_result_t result = { 3, 0, 0 };
     int fds[2];
     // The pipe's write end is held by the child only; its closing (at exit or death) wakes poll.
@@ -282,7 +293,7 @@ static inline chdf5_preflight_result_t chdf5_preflight(const char *path, const v
         struct rlimit none = { 0, 0 };
         (void)setrlimit(RLIMIT_CORE, &none);
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        _exit(chdf5_preflight_walk(path, image, image_size));
+        _exit(chdf5_preflight_walk(path, image, image_size, max_attribute_bytes));
     }
     close(fds[1]);
     struct timespec start, now;

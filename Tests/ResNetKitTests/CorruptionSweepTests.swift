@@ -270,8 +270,9 @@ import Testing
 /// H5Gget_info. The pre-flight child walks the same metadata, dies, and the file is refused
 /// instead of the process. Whether libhdf5 crashes on a damaged file can depend on the memory it
 /// reuses (its free lists hand out blocks without clearing them), so in a long-lived process the
-/// child may instead see a libhdf5 error; only 2078 has crashed in every run so far, and the test
-/// insists on the crash message for it alone. Every one of them must be refused with exit 3.
+/// child may instead see a libhdf5 error, or nothing wrong at all (4089 was read in one run);
+/// only 2078 has crashed in every run so far, and the test insists on the crash message for it
+/// alone. The others must be read or refused with a ResNetError, never kill the process.
 @Test(arguments: [("kapp-resnet-v1/tfkeras2.legacy-weights.h5", 2078, 0x80 as UInt8, true),
                   ("kapp-resnet-v1/tfkeras2.legacy-weights.h5", 4054, 0x43, false),
                   ("kapp-resnet-v1/keras3.weights.h5", 4089, 0xED, false)])
@@ -283,12 +284,16 @@ func anHDF5FileThatCrashesLibhdf5IsRefused(file: String, offset: Int, mask: UInt
     let path = dir.appendingPathComponent("flipped.h5").path
     try data.write(to: URL(fileURLWithPath: path))
     for read in [{ _ = try readKerasFile(path: path) }, { _ = try HDF5File(bytes: data, name: "flipped.h5") }] {
+        if !alwaysCrashes {
+            do { try read() } catch is ResNetError {}
+            continue
+        }
         #expect {
             try read()
         } throws: { error in
             guard let e = error as? ResNetError else { return false }
             return e.exitCode == 3 && e.description.contains("flipped.h5")
-                && (!alwaysCrashes || e.description.contains("libhdf5 crashed with signal \(SIGSEGV)") && e.description.contains("malformed"))
+                && e.description.contains("libhdf5 crashed with signal \(SIGSEGV)") && e.description.contains("malformed")
         }
     }
 }

@@ -254,8 +254,9 @@ final class HDF5File {
     /// libhdf5 when the child is created.
     static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
                           timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
+        let maxAttributeBytes = ReadLimits.current.maxHeaderBytes
         let result = withHDF5 {
-            path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, timeout) }
+            path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, maxAttributeBytes, timeout) }
         }
         switch result.outcome {
         case 0:
