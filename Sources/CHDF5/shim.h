@@ -54,4 +54,274 @@ static inline void chdf5_error_stack_text(char *buffer, size_t capacity) {
     buffer[capacity - 1] = 0;
 }
 
+// MARK: - Pre-flight walk in a child process
+//
+// libhdf5 is not hardened against crafted files: a damaged heap or object header can make it
+// crash (SIGSEGV) or loop instead of returning an error. Before the in-process reader touches a
+// file, `chdf5_preflight` forks a child that opens the file the same way and touches every piece
+// of metadata the Keras reader will touch; the parent only looks at how the child ended. The child
+// runs nothing but this C code, libc and libhdf5 (no Swift runtime), and leaves with _exit.
+// The caller must hold the lock that serialises libhdf5 calls, so that no other thread is inside
+// libhdf5 when the process forks.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/// Bounds the child keeps to, so that a damaged count cannot make the check itself run or
+/// allocate without limit (attribute sizes are bounded by the caller's `max_attribute_bytes`,
+/// the limit the in-process reader refuses larger ones with).
+#define CHDF5_PREFLIGHT_MAX_OBJECTS 4000000
+#define CHDF5_PREFLIGHT_MAX_DEPTH 256
+
+/// Not declared by <unistd.h> without _GNU_SOURCE, which must come before the first system header.
+int pipe2(int pipefd[2], int flags);
+
+/// Walk state: object-header addresses already visited (open addressing), so that an object
+/// reached by several hard links, or a hard-link cycle, is walked once.
+typedef struct {
+    long objects;
+    int depth;
+    haddr_t *seen;
+    size_t capacity;
+    hsize_t max_attribute_bytes;
+} chdf5_walk_t;
+
+/// Slot of `addr` in a table of `capacity` (a power of two). Object headers sit at aligned
+/// addresses, so the product's high bits are folded into the low ones the mask keeps.
+static inline size_t chdf5_walk_slot(haddr_t addr, size_t capacity) {
+    uint64_t h = (uint64_t)addr * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 29) ^ (h >> 47)) & (capacity - 1);
+}
+
+/// Records `addr`; returns 1 when it was new, 0 when already seen or when memory ran out.
+static inline int chdf5_walk_first_visit(chdf5_walk_t *walk, haddr_t addr) {
+    if ((size_t)walk->objects * 2 >= walk->capacity) {
+        size_t capacity = walk->capacity == 0 ? 1024 : walk->capacity * 2;
+        haddr_t *seen = (haddr_t *)malloc(capacity * sizeof(haddr_t));
+        if (seen == NULL) return 0;
+        for (size_t i = 0; i < capacity; i++) seen[i] = HADDR_UNDEF;
+        for (size_t i = 0; i < walk->capacity; i++) {
+            if (walk->seen[i] == HADDR_UNDEF) continue;
+            size_t j = chdf5_walk_slot(walk->seen[i], capacity);
+            while (seen[j] != HADDR_UNDEF) j = (j + 1) & (capacity - 1);
+            seen[j] = walk->seen[i];
+        }
+        free(walk->seen);
+        walk->seen = seen;
+        walk->capacity = capacity;
+    }
+    size_t j = chdf5_walk_slot(addr, walk->capacity);
+    while (walk->seen[j] != HADDR_UNDEF) {
+        if (walk->seen[j] == addr) return 0;
+        j = (j + 1) & (walk->capacity - 1);
+    }
+    walk->seen[j] = addr;
+    walk->objects++;
+    return 1;
+}
+
+static inline herr_t chdf5_walk_attribute(hid_t loc, const char *name, const H5A_info_t *ainfo, void *data) {
+    (void)ainfo;
+    hsize_t max_bytes = ((chdf5_walk_t *)data)->max_attribute_bytes;
+    hid_t aid = H5Aopen(loc, name, H5P_DEFAULT);
+    if (aid < 0) return 0;
+    hid_t tid = H5Aget_type(aid);
+    hid_t sid = H5Aget_space(aid);
+    if (tid >= 0 && sid >= 0) {
+        H5S_class_t sclass = H5Sget_simple_extent_type(sid);
+        hssize_t points = sclass == H5S_NULL ? 0 : H5Sget_simple_extent_npoints(sid);
+        H5T_class_t tclass = H5Tget_class(tid);
+        // Read the value the way the Swift reader does: variable-length strings through the
+        // global heap (where the known libhdf5 crash is), numbers converted to double, fixed
+        // strings as stored.
+        if (points > 0) {
+            if (tclass == H5T_STRING && H5Tis_variable_str(tid) > 0) {
+                if ((hsize_t)points <= max_bytes / sizeof(char *)) {
+                    char **values = (char **)calloc((size_t)points, sizeof(char *));
+                    hid_t mem = H5Tcopy(H5T_C_S1);
+                    if (values != NULL && mem >= 0 && H5Tset_size(mem, H5T_VARIABLE) >= 0 &&
+                        H5Tset_cset(mem, H5Tget_cset(tid)) >= 0 && H5Aread(aid, mem, values) >= 0) {
+                        for (hssize_t i = 0; i < points; i++) if (values[i] != NULL) (void)strlen(values[i]);
+                        (void)H5Dvlen_reclaim(mem, sid, H5P_DEFAULT, values);
+                    }
+                    if (mem >= 0) H5Tclose(mem);
+                    free(values);
+                }
+            } else if (tclass == H5T_STRING || tclass == H5T_INTEGER || tclass == H5T_FLOAT) {
+                size_t size = tclass == H5T_STRING ? H5Tget_size(tid) : sizeof(double);
+                if (size > 0 && (hsize_t)points <= max_bytes / size) {
+                    void *buffer = malloc((size_t)points * size);
+                    if (buffer != NULL) {
+                        (void)H5Aread(aid, tclass == H5T_STRING ? tid : H5T_NATIVE_DOUBLE, buffer);
+                        free(buffer);
+                    }
+                }
+            }
+        }
+    }
+    if (sid >= 0) H5Sclose(sid);
+    if (tid >= 0) H5Tclose(tid);
+    H5Aclose(aid);
+    return 0;
+}
+
+static inline herr_t chdf5_walk_link(hid_t group, const char *name, const H5L_info_t *linfo, void *data);
+
+/// Everything about one object the reader may look at: its header, attributes, and for a group
+/// its links in both indexes, for a dataset its type, dataspace, filters and chunk index.
+static inline void chdf5_walk_object(hid_t oid, chdf5_walk_t *walk) {
+    H5O_info_t info;
+    if (H5Oget_info2(oid, &info, H5O_INFO_BASIC | H5O_INFO_NUM_ATTRS) < 0) return;
+    if (walk->objects > CHDF5_PREFLIGHT_MAX_OBJECTS || !chdf5_walk_first_visit(walk, info.addr)) return;
+    hsize_t idx = 0;
+    (void)H5Aiterate2(oid, H5_INDEX_NAME, H5_ITER_INC, &idx, chdf5_walk_attribute, walk);
+    if (info.type == H5O_TYPE_GROUP) {
+        H5G_info_t ginfo;
+        (void)H5Gget_info(oid, &ginfo);
+        hid_t gcpl = H5Gget_create_plist(oid);
+        if (gcpl >= 0) {
+            unsigned flags = 0;
+            if (H5Pget_link_creation_order(gcpl, &flags) >= 0 && (flags & H5P_CRT_ORDER_TRACKED)) {
+                // The creation-order index is a separate structure; the reader lists members by it.
+                for (hsize_t k = 0; k < ginfo.nlinks && k < (hsize_t)CHDF5_PREFLIGHT_MAX_OBJECTS; k++) {
+                    char small[8];
+                    (void)H5Lget_name_by_idx(oid, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, k, small, sizeof small, H5P_DEFAULT);
+                }
+            }
+            H5Pclose(gcpl);
+        }
+        hsize_t li = 0;
+        if (walk->depth < CHDF5_PREFLIGHT_MAX_DEPTH) {
+            walk->depth++;
+            (void)H5Literate(oid, H5_INDEX_NAME, H5_ITER_INC, &li, chdf5_walk_link, walk);
+            walk->depth--;
+        }
+    } else if (info.type == H5O_TYPE_DATASET) {
+        hid_t tid = H5Dget_type(oid);
+        if (tid >= 0) {
+            size_t spos, epos, esize, mpos, msize;
+            if (H5Tget_class(tid) == H5T_FLOAT) (void)H5Tget_fields(tid, &spos, &epos, &esize, &mpos, &msize);
+            (void)H5Tget_size(tid);
+            H5Tclose(tid);
+        }
+        hid_t sid = H5Dget_space(oid);
+        if (sid >= 0) {
+            hsize_t dims[H5S_MAX_RANK];
+            int rank = H5Sget_simple_extent_ndims(sid);
+            if (rank >= 0 && rank <= H5S_MAX_RANK) (void)H5Sget_simple_extent_dims(sid, dims, NULL);
+            H5Sclose(sid);
+        }
+        hid_t dcpl = H5Dget_create_plist(oid);
+        if (dcpl >= 0) { (void)H5Pget_nfilters(dcpl); H5Pclose(dcpl); }
+        // Walks the chunk index (B-tree) of a chunked dataset without reading the chunks.
+        (void)H5Dget_storage_size(oid);
+        (void)H5Dget_offset(oid);
+    }
+}
+
+static inline herr_t chdf5_walk_link(hid_t group, const char *name, const H5L_info_t *linfo, void *data) {
+    chdf5_walk_t *walk = (chdf5_walk_t *)data;
+    if (walk->objects > CHDF5_PREFLIGHT_MAX_OBJECTS) return 1;
+    if (linfo->type != H5L_TYPE_HARD) return 0;  // soft/external links: the reader never follows them
+    hid_t oid = H5Oopen(group, name, H5P_DEFAULT);
+    if (oid < 0) return 0;
+    chdf5_walk_object(oid, walk);
+    H5Oclose(oid);
+    return 0;
+}
+
+/// Opens the file (from `path`, or from the in-memory `image` of `image_size` bytes through the
+/// core driver) and walks all of it. Runs in the child only.
+static inline int chdf5_preflight_walk(const char *path, const void *image, size_t image_size, size_t max_attribute_bytes) {
+    (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = H5P_DEFAULT;
+    if (image != NULL) {
+        fapl = H5Pcreate(H5P_FILE_ACCESS);
+        if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 16, 0) < 0 ||
+            H5Pset_file_image(fapl, (void *)image, image_size) < 0) return 1;
+    }
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (fid < 0) return 1;
+    hid_t root = H5Oopen(fid, "/", H5P_DEFAULT);
+    if (root >= 0) {
+        chdf5_walk_t walk = { 0, 0, NULL, 0, (hsize_t)max_attribute_bytes };
+        chdf5_walk_object(root, &walk);
+        free(walk.seen);
+        H5Oclose(root);
+    }
+    H5Fclose(fid);
+    return 0;
+}
+
+/// How a pre-flight check ended.
+typedef struct {
+    /// 0: the child finished the walk (libhdf5 may have reported errors; the in-process reader
+    /// reports them properly). 1: the child was killed by `signal`. 2: it did not finish within
+    /// the timeout and was killed. 3: the check could not run (`error` holds errno).
+    int outcome;
+    int signal;
+    int error;
+} chdf5_preflight_result_t;
+
+/// Forks a child that runs `chdf5_preflight_walk` and waits at most `timeout_ms` for it.
+/// Attribute values over `max_attribute_bytes` are not read (the reader refuses them).
+/// Call with the libhdf5 lock held.
+static inline chdf5_preflight_result_t chdf5_preflight(const char *path, const void *image, size_t image_size,
+                                                       size_t max_attribute_bytes, int timeout_ms) {
+    chdf5_preflight_result_t result = { 3, 0, 0 };
+    int fds[2];
+    // The pipe's write end is held by the child only; its closing (at exit or death) wakes poll.
+    if (pipe2(fds, O_CLOEXEC) != 0) { result.error = errno; return result; }
+    pid_t pid = fork();
+    if (pid < 0) { result.error = errno; close(fds[0]); close(fds[1]); return result; }
+    if (pid == 0) {
+        close(fds[0]);
+        // Let a crash end the child with its signal, whatever handlers the parent installed
+        // (the Swift backtracer catches SIGSEGV and would run Swift code here).
+        int crashes[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP };
+        for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++) signal(crashes[i], SIG_DFL);
+        // No core file for an expected crash, and no orphan if the parent dies first.
+        struct rlimit none = { 0, 0 };
+        (void)setrlimit(RLIMIT_CORE, &none);
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(chdf5_preflight_walk(path, image, image_size, max_attribute_bytes));
+    }
+    close(fds[1]);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int timed_out = 0;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= timeout_ms) { timed_out = 1; break; }
+        struct pollfd p = { fds[0], POLLIN, 0 };
+        int r = poll(&p, 1, (int)(timeout_ms - elapsed));
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0) { timed_out = 1; break; }
+        if (r < 0) break;
+        char byte;
+        ssize_t n = read(fds[0], &byte, 1);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;  // EOF: the child is gone
+    }
+    close(fds[0]);
+    if (timed_out) kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) { result.error = errno; return result; }
+    }
+    if (timed_out) { result.outcome = 2; result.signal = SIGKILL; return result; }
+    if (WIFSIGNALED(status)) { result.outcome = 1; result.signal = WTERMSIG(status); return result; }
+    result.outcome = 0;
+    return result;
+}
+
 #endif

@@ -37,7 +37,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
-    func run() throws {
+    @OptionGroup(title: "Limits") var limits: LimitOptions
+
+    func run() throws { try limits.readLimits.apply(runWithLimits) }
+
+    private func runWithLimits() throws {
         let clock = ContinuousClock()
         let openMs = try benchmarkOpenRNW(path: model)
         Terminal.progress("reading \(model)")

@@ -34,13 +34,17 @@ struct Convert: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @OptionGroup(title: "Limits") var limits: LimitOptions
+
     func validate() throws {
         if layout != nil && expect == nil { throw ValidationError("--layout only applies with --expect") }
         if noVerify && expect != nil { throw ValidationError("--no-verify and --expect contradict each other") }
         if !output.hasSuffix(".rnw") { throw ValidationError("the output must be a .rnw file (got \(output))") }
     }
 
-    func run() throws {
+    func run() throws { try limits.readLimits.apply(runWithLimits) }
+
+    private func runWithLimits() throws {
         let report = try ResNetKit.convert(input: input, output: output,
                                            options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout,
                                                           force: force, dtype: dtype, foldBatchNorm: foldBn, skipVerification: noVerify),

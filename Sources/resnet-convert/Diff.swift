@@ -24,11 +24,15 @@ struct Diff: ParsableCommand {
     @Flag(help: "Print the comparison as JSON.")
     var json = false
 
+    @OptionGroup(title: "Limits") var limits: LimitOptions
+
     func validate() throws {
         if !(atol >= 0) { throw ValidationError("--atol must be a non-negative number") }
     }
 
-    func run() throws {
+    func run() throws { try limits.readLimits.apply(runWithLimits) }
+
+    private func runWithLimits() throws {
         let d = try diffWeights(a, b, atol: atol, archA: archA, archB: archB)
         if json { try Terminal.json(d) } else { print(d.text) }
         if !d.equal { throw ExitCode(1) }

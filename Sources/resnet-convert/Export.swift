@@ -22,6 +22,8 @@ struct Export: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @OptionGroup(title: "Limits") var limits: LimitOptions
+
     func validate() throws {
         if ExportFormat(path: output) == nil {
             throw ValidationError("cannot tell the format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
@@ -35,7 +37,9 @@ struct Export: ParsableCommand {
         return parts.count == 2 && parts.allSatisfy({ $0 > 0 && $0 <= 65_536 }) ? parts : nil
     }
 
-    func run() throws {
+    func run() throws { try limits.readLimits.apply(runWithLimits) }
+
+    private func runWithLimits() throws {
         let report = try exportModel(input: input, output: output,
                                      options: .init(arch: source.arch, mapFile: source.mapFile,
                                                     inputSize: inputSize.flatMap(parsedSize), batch: batch),

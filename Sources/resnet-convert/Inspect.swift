@@ -16,11 +16,15 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print as JSON.")
     var json = false
 
+    @OptionGroup(title: "Limits") var limits: LimitOptions
+
     func validate() throws {
         if file == nil && !listPresets { throw ValidationError("give a FILE or --list-presets") }
     }
 
-    func run() throws {
+    func run() throws { try limits.readLimits.apply(runWithLimits) }
+
+    private func runWithLimits() throws {
         if listPresets {
             if json { try Terminal.json(Presets.all); return }
             // `padding(toLength:)` truncates, so the column is as wide as the longest name.

@@ -83,3 +83,41 @@ struct SourceOptions: ParsableArguments {
     @Option(name: .customLong("map"), help: "JSON naming table for a PyTorch layout no built-in scheme knows (see the Mapping article).")
     var mapFile: String?
 }
+
+/// A limit given on the command line: a count or a byte size with an optional K/M/G/T suffix.
+struct LimitValue: ExpressibleByArgument {
+    var value: Int
+    init?(argument: String) {
+        guard let v = ReadLimits.parseByteCount(argument) else { return nil }
+        value = v
+    }
+}
+
+/// Resource limits for reading untrusted files (``ReadLimits``): shared by every command that reads one.
+struct LimitOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Largest tensor, in bytes once decoded to float32 (default 2G).", valueName: "size"))
+    var maxTensorBytes: LimitValue?
+
+    @Option(help: ArgumentHelp("Largest total of all tensors of one file, in bytes as float32 (default 8G).", valueName: "size"))
+    var maxTotalBytes: LimitValue?
+
+    @Option(help: ArgumentHelp("Most entries in one pickle's memo (default 1M = 1048576).", valueName: "n"))
+    var maxPickleMemo: LimitValue?
+
+    @Option(help: ArgumentHelp("Deepest nesting in a pickle: open MARKs, nested modules (default 200).", valueName: "n"))
+    var maxPickleDepth: LimitValue?
+
+    @Option(help: ArgumentHelp("Largest metadata block: a pickle, a Keras model config, a safetensors header, a .rnw manifest (default 256M).", valueName: "size"))
+    var maxHeaderBytes: LimitValue?
+
+    /// The standard limits with the flags given applied.
+    var readLimits: ReadLimits {
+        var l = ReadLimits.standard
+        if let v = maxTensorBytes { l.maxTensorBytes = v.value }
+        if let v = maxTotalBytes { l.maxTotalBytes = v.value }
+        if let v = maxPickleMemo { l.maxPickleMemo = v.value }
+        if let v = maxPickleDepth { l.maxPickleDepth = v.value }
+        if let v = maxHeaderBytes { l.maxHeaderBytes = v.value }
+        return l
+    }
+}

@@ -23,7 +23,11 @@ struct Verify: ParsableCommand {
     @Option(help: "Also write a self-contained HTML report (verdict, numbers, per-layer error plot).")
     var report: String?
 
-    func run() throws {
+    @OptionGroup(title: "Limits") var limits: LimitOptions
+
+    func run() throws { try limits.readLimits.apply(runWithLimits) }
+
+    private func runWithLimits() throws {
         Terminal.progress("reading \(model)")
         let loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)

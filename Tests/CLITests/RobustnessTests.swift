@@ -87,6 +87,39 @@ import Testing
         print("CLI sweep \(relative)\(streamed ? " --no-verify" : ""): exit codes \(codes)")
     }
 
+    /// A file that makes libhdf5 segfault (see `anHDF5FileThatCrashesLibhdf5IsRefused`) ends the
+    /// run with exit 3 and a message naming the file and the signal, not with the signal itself.
+    @Test func anHDF5FileThatCrashesLibhdf5ExitsWith3() throws {
+        var data = try Data(contentsOf: CLITests.fixtures.appendingPathComponent("keras/kapp-resnet-v1/tfkeras2.legacy-weights.h5"))
+        data[2078] ^= 0x80
+        let dir = try CLITests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = dir.appendingPathComponent("crasher.h5")
+        try data.write(to: input)
+        let r = try Self.run(["convert", input.path, dir.appendingPathComponent("m.rnw").path])
+        #expect(r.exited && r.code == 3, "exit \(r.code): \(r.stderr)")
+        #expect(r.stderr.contains("crasher.h5") && r.stderr.contains("libhdf5 crashed with signal 11"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["crasher.h5"])
+    }
+
+    /// Each limit flag, set below what the fixture needs, refuses it with exit 3 naming the file
+    /// and the flag; given generously (`4G`, `1M`), the same command succeeds.
+    @Test("a lowered limit flag exits 3 and names itself; a raised one reads the file", arguments: [
+        ("--max-tensor-bytes", "1K", "4G", "torch/tv-resnet18-mini/tv-resnet18-mini.pth"),
+        ("--max-total-bytes", "10K", "4G", "keras/kapp-resnet-v1/tfkeras2.model.h5"),
+        ("--max-pickle-memo", "10", "1M", "torch/tv-resnet18-mini/tv-resnet18-mini.pth"),
+        ("--max-pickle-depth", "2", "1000", "torch/cifar-resnet20-optionA/whole-module.pth"),
+        ("--max-header-bytes", "1K", "512M", "keras/kapp-resnet-v1/keras3.keras"),
+    ])
+    func limitFlags(flag: String, low: String, high: String, file: String) throws {
+        let path = CLITests.fixtures.appendingPathComponent(file).path
+        let refused = try Self.run(["inspect", path, flag, low])
+        #expect(refused.exited && refused.code == 3, "exit \(refused.code): \(refused.stderr)")
+        #expect(refused.stderr.contains(path) && refused.stderr.contains("raise it with \(flag)"), "\(refused.stderr)")
+        let read = try Self.run(["inspect", path, flag, high])
+        #expect(read.exited && read.code == 0, "exit \(read.code): \(read.stderr)")
+    }
+
     @Test func anExistingOutputIsUntouchedByAFailedRun() throws {
         let dir = try CLITests.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

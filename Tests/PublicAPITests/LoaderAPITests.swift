@@ -74,3 +74,12 @@ private func scratch() throws -> URL {
         #expect(error.description.contains("checksum"))
     }
 }
+
+@Test func readLimitsAreSetThroughThePublicAPI() throws {
+    let pth = fixtures.appendingPathComponent("torch/tv-resnet18-mini/tv-resnet18-mini.pth").path
+    var tight = ReadLimits.standard
+    tight.maxTensorBytes = try #require(ReadLimits.parseByteCount("1K"))
+    #expect(throws: ResNetError.self) { _ = try loadModel(path: pth, limits: tight) }
+    #expect(throws: ResNetError.self) { try tight.apply { _ = try loadModel(path: pth) } }
+    _ = try loadModel(path: pth)
+}

@@ -50,15 +50,15 @@ enum HDF5Limits {
     static let maxGroupMembers = 1_000_000
     /// Most elements in one attribute.
     static let maxAttributeElements = 50_000_000
-    /// Most bytes in one attribute (model configs are a few MB at most).
-    static let maxAttributeBytes = 256 << 20
-    /// Most elements in one dataset read into memory as float32 (8 GiB).
-    static let maxDatasetElements = 1 << 31
+    // Bytes of one attribute, one dataset and all datasets together: ``ReadLimits``.
     /// Highest dataset rank accepted (libhdf5's own limit is 32).
     static let maxRank = 32
     /// How far a filtered (compressed) dataset may expand relative to the whole file; deflate
     /// cannot exceed about 1032:1.
     static let maxCompressionRatio = 1100
+    /// How long libhdf5 may take to walk a file's metadata in the pre-flight child before the
+    /// file is refused as one that makes it hang (the walk of a 100 MB ResNet-50 takes ~10 ms).
+    static let preflightTimeoutMilliseconds: Int32 = 10_000
 }
 
 /// An HDF5 file opened read-only, from disk or from bytes in memory.
@@ -71,6 +71,10 @@ final class HDF5File {
     /// The file on disk when its superblock is at byte 0, so that libhdf5's raw-data addresses are
     /// file offsets: streaming conversion then reads contiguous float32 datasets by offset.
     private(set) var rawPath: String?
+    /// The limits in force when the file was opened (``ReadLimits/current``).
+    private let limits = ReadLimits.current
+    /// Float32 bytes of the datasets read so far, against ``ReadLimits/maxTotalBytes``.
+    private var bytesRead = 0
 
     /// The 8-byte HDF5 format signature, found at the start of the superblock.
     static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -182,6 +186,7 @@ final class HDF5File {
             header = [UInt8](d)
         }
         try HDF5File.checkSuperblock(name: path, fileSize: size, superblock: superblock, header: header)
+        try HDF5File.preflight(name: path, path: path, image: nil)
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let f = H5Fopen(path, chdf5_acc_rdonly(), chdf5_default())
@@ -213,6 +218,7 @@ final class HDF5File {
         let headerStart = bytes.startIndex + superblock
         let header = [UInt8](bytes[headerStart ..< min(headerStart + 64, bytes.endIndex)])
         try HDF5File.checkSuperblock(name: name, fileSize: bytes.count, superblock: superblock, header: header)
+        try bytes.withUnsafeBytes { try HDF5File.preflight(name: name, path: name, image: $0) }
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let fapl = H5Pcreate(chdf5_file_access_class())
@@ -240,6 +246,41 @@ final class HDF5File {
     deinit {
         let fid = id
         withHDF5 { _ = H5Fclose(fid) }
+    }
+
+    // MARK: - Pre-flight
+
+    /// Lets libhdf5 walk all of the file's metadata (every link, object header, attribute value,
+    /// datatype, dataspace and chunk index; no raw data) in a forked child first, so that a file
+    /// that makes libhdf5 crash or hang is refused instead of taking this process down. Only how
+    /// the child ended matters: errors libhdf5 reports are left to the in-process reader, which
+    /// words them better. The lock is held across the fork so that no other thread is inside
+    /// libhdf5 when the child is created.
+    static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
+                          timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
+        let maxAttributeBytes = ReadLimits.current.maxHeaderBytes
+        let result = withHDF5 {
+            path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, maxAttributeBytes, timeout) }
+        }
+        switch result.outcome {
+        case 0:
+            return
+        case 1:
+            let signal = result.signal
+            throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
+                reason: "libhdf5 crashed with signal \(signal)\(signalName(signal)) while parsing the file's metadata (checked in a child process): the file is malformed")
+        case 2:
+            throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
+                reason: "libhdf5 did not finish parsing the file's metadata within \(Double(timeout) / 1000) s (checked in a child process, which was stopped): the file is malformed or hostile")
+        default:
+            throw ResNetError.io(file: name, reason: "cannot start the child process that checks the file with libhdf5 (errno \(result.error))")
+        }
+    }
+
+    private static func signalName(_ signal: Int32) -> String {
+        let names: [Int32: String] = [SIGSEGV: "SIGSEGV", SIGBUS: "SIGBUS", SIGABRT: "SIGABRT", SIGILL: "SIGILL",
+                                      SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGTRAP: "SIGTRAP"]
+        return names[signal].map { ", \($0)" } ?? ""
     }
 
     // MARK: - Errors
@@ -401,8 +442,8 @@ final class HDF5File {
                 guard let p else { result.append(""); continue }
                 let len = strlen(p)
                 total += len
-                guard total <= HDF5Limits.maxAttributeBytes else {
-                    throw ResNetError.invalidInput(file: name, place: place, reason: "string attribute larger than \(HDF5Limits.maxAttributeBytes) bytes")
+                guard total <= limits.maxHeaderBytes else {
+                    throw limits.exceeded(.headerBytes, file: name, place: place, found: "string attribute of more than \(total) bytes")
                 }
                 result.append(String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self))
             }
@@ -410,9 +451,12 @@ final class HDF5File {
         }
         let size = H5Tget_size(tid)
         let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
-        guard size > 0, !overflow, bytes <= HDF5Limits.maxAttributeBytes else {
+        guard size > 0, !overflow else {
             throw ResNetError.invalidInput(file: name, place: place,
                 reason: "fixed-length string attribute of \(count) × \(size) bytes is too large")
+        }
+        guard bytes <= limits.maxHeaderBytes else {
+            throw limits.exceeded(.headerBytes, file: name, place: place, found: "fixed-length string attribute of \(count) × \(size) bytes")
         }
         var buffer = [UInt8](repeating: 0, count: bytes)
         guard H5Aread(aid, tid, &buffer) >= 0 else { throw failure(place, "cannot read string attribute") }
@@ -485,11 +529,19 @@ final class HDF5File {
                 }
                 shape.append(Int(d))
                 let (c, overflow) = count.multipliedReportingOverflow(by: Int(d))
-                guard !overflow, c <= HDF5Limits.maxDatasetElements else {
-                    throw ResNetError.invalidInput(file: name, place: path,
-                        reason: "shape \(dims.prefix(rank).map { $0 }) holds more than \(HDF5Limits.maxDatasetElements) elements")
+                guard !overflow else {
+                    throw ResNetError.invalidInput(file: name, place: path, reason: "shape \(dims.prefix(rank).map { $0 }): element count overflows")
+                }
+                guard ReadLimits.float32Bytes(c) <= limits.maxTensorBytes else {
+                    throw limits.exceeded(.tensorBytes, file: name, place: path,
+                        found: "shape \(dims.prefix(rank).map { $0 }) needs at least \(ReadLimits.float32Bytes(c)) bytes as float32")
                 }
                 count = c
+            }
+            let (total, totalOverflow) = bytesRead.addingReportingOverflow(ReadLimits.float32Bytes(count))
+            guard !totalOverflow, total <= limits.maxTotalBytes else {
+                throw limits.exceeded(.totalBytes, file: name, place: path,
+                    found: "the datasets up to this one need \(total) bytes as float32")
             }
             let storedBytes = count * dtype.size
             let dcpl = H5Dget_create_plist(did)
@@ -504,6 +556,7 @@ final class HDF5File {
                         + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
             }
             if let deferred = DeferredSources.current {
+                bytesRead = total
                 return try deferRead(path, did: did, tid: tid, shape: shape, dtype: dtype, filters: Int(filters), into: deferred)
             }
             var data = [Float](repeating: 0, count: count)
@@ -514,6 +567,7 @@ final class HDF5File {
                 }
                 guard status >= 0 else { throw failure(path, "cannot read dataset (truncated file?)") }
             }
+            bytesRead = total
             let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
             return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
         }

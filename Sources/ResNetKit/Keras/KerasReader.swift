@@ -26,9 +26,9 @@ public func readKerasFile(path: String) throws -> KerasFile {
     return try KerasH5Reader(h5: h5, path: path).read()
 }
 
-/// Limits for `.keras` members, whose sizes come from the untrusted zip directory.
+/// Limits for `.keras` members, whose sizes come from the untrusted zip directory
+/// (`config.json` is bounded by ``ReadLimits/maxHeaderBytes``).
 private enum KerasZipLimits {
-    static let maxConfigBytes: UInt64 = 256 << 20
     static let maxWeightsBytes: UInt64 = 16 << 30
 }
 
@@ -378,7 +378,11 @@ private struct KerasZipReader {
         } catch {
             throw ResNetError.invalidInput(file: path, place: "", reason: "not a readable zip archive: \(error)")
         }
-        guard let configData = try member(archive, "config.json", limit: KerasZipLimits.maxConfigBytes) else {
+        let limits = ReadLimits.current
+        if let entry = archive["config.json"], entry.uncompressedSize > UInt64(limits.maxHeaderBytes) {
+            throw limits.exceeded(.headerBytes, file: path, place: "config.json", found: "config.json declares \(entry.uncompressedSize) bytes")
+        }
+        guard let configData = try member(archive, "config.json", limit: UInt64(limits.maxHeaderBytes)) else {
             throw ResNetError.invalidInput(file: path, place: "config.json", reason: ".keras archive has no config.json")
         }
         var version: String?

@@ -63,7 +63,10 @@ public struct LoadedModel: Sendable {
 ///   - arch: a preset name (``Presets/all``), needed for Keras weights-only files; for PyTorch
 ///     files it fixes the structure instead of detecting it.
 ///   - mapFile: a JSON naming table for a PyTorch layout no built-in scheme knows.
-public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil) throws -> LoadedModel {
+///   - limits: resource limits for reading the file; nil keeps those in force (``ReadLimits/apply(_:)``,
+///     else ``ReadLimits/standard``).
+public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil, limits: ReadLimits? = nil) throws -> LoadedModel {
+    if let limits { return try limits.apply { try loadModel(path: path, arch: arch, mapFile: mapFile) } }
     let format = try InputFormat.detect(path: path)
     if mapFile != nil && format != .zip && format != .torchLegacy && format != .safetensors {
         throw ResNetError.usage("--map applies to PyTorch checkpoints only; \(path) is not one")

@@ -190,6 +190,10 @@ func parseRNW(_ bytes: UnsafeRawBufferPointer, file: String, verifyChecksums: Bo
     guard manifestLength <= fileSize - manifestStart else {
         throw corrupt("manifest", "length \(manifestLength) runs past the end of the \(fileSize)-byte file: truncated")
     }
+    let limits = ReadLimits.current
+    guard manifestLength <= UInt64(limits.maxHeaderBytes) else {
+        throw limits.exceeded(.headerBytes, file: file, place: "manifest", found: "the manifest is \(manifestLength) bytes")
+    }
     let manifestEnd = manifestStart + manifestLength
     let manifestBytes = UnsafeRawBufferPointer(rebasing: bytes[Int(manifestStart)..<Int(manifestEnd)])
     let manifestSum = xxHash64(manifestBytes)
@@ -209,6 +213,7 @@ func parseRNW(_ bytes: UnsafeRawBufferPointer, file: String, verifyChecksums: Bo
 
     // Tensor entries: placement, sizes, names, shapes.
     var seen = Set<String>()
+    var totalBytes = 0
     for e in manifest.tensors {
         let place = "tensor \(e.name)"
         guard !e.name.isEmpty else { throw corrupt("manifest", "a tensor entry has an empty name") }
@@ -218,6 +223,14 @@ func parseRNW(_ bytes: UnsafeRawBufferPointer, file: String, verifyChecksums: Bo
             let (p, overflow) = elements.multipliedReportingOverflow(by: UInt64(d))
             guard !overflow else { throw corrupt(place, "shape \(e.shape) overflows") }
             elements = p
+        }
+        let decoded = elements > UInt64(Int.max / 4) ? Int.max : ReadLimits.float32Bytes(Int(elements))
+        guard decoded <= limits.maxTensorBytes else {
+            throw limits.exceeded(.tensorBytes, file: file, place: place, found: "shape \(e.shape) needs \(decoded) bytes as float32")
+        }
+        totalBytes = totalBytes.addingReportingOverflow(decoded).overflow ? Int.max : totalBytes + decoded
+        guard totalBytes <= limits.maxTotalBytes else {
+            throw limits.exceeded(.totalBytes, file: file, place: place, found: "the tensors up to this one need \(totalBytes) bytes as float32")
         }
         let (byteCount, overflow) = elements.multipliedReportingOverflow(by: UInt64(e.dtype.size))
         guard !overflow, byteCount == e.length else {

@@ -49,6 +49,10 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     }
     guard bytes.count >= 8 else { throw bad("header length", "file has \(bytes.count) bytes, fewer than the 8-byte header length") }
     let n = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+    let limits = ReadLimits.current
+    guard n <= UInt64(limits.maxHeaderBytes) else {
+        throw limits.exceeded(.headerBytes, file: file, place: "header length", found: "the JSON header claims \(n) bytes")
+    }
     guard n <= UInt64(SafeTensorsLimits.maxHeaderBytes) else {
         throw bad("header length", "header claims \(n) bytes; the limit is \(SafeTensorsLimits.maxHeaderBytes)")
     }
@@ -66,6 +70,7 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     guard object.count <= SafeTensorsLimits.maxTensors else { throw bad("header", "\(object.count) entries; the limit is \(SafeTensorsLimits.maxTensors)") }
     var metadata: [String: String] = [:]
     var entries: [SafeTensorsEntry] = []
+    var totalBytes = 0
     for (name, value) in object {
         if name == "__metadata__" {
             guard let m = value.object else { throw bad("__metadata__", "not an object of strings") }
@@ -98,6 +103,15 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
             guard !o else { throw bad(place, "shape \(shape) overflows") }
             elements = p
         }
+        let decoded = ReadLimits.float32Bytes(elements)
+        guard decoded <= limits.maxTensorBytes else {
+            throw limits.exceeded(.tensorBytes, file: file, place: place, found: "shape \(shape) needs \(decoded) bytes as float32")
+        }
+        let (total, totalOverflow) = totalBytes.addingReportingOverflow(decoded)
+        guard !totalOverflow, total <= limits.maxTotalBytes else {
+            throw limits.exceeded(.totalBytes, file: file, place: place, found: "the tensors up to this one need \(total) bytes as float32")
+        }
+        totalBytes = total
         let (bytesNeeded, o) = elements.multipliedReportingOverflow(by: dtype.size)
         guard !o, bytesNeeded == end - begin else {
             throw bad(place, "shape \(shape) of \(dtypeName) needs \(o ? "too many" : String(bytesNeeded)) bytes but data_offsets span \(end - begin)")

@@ -4,7 +4,7 @@
 /// interprets a short allow-list of globals itself; it never imports, looks up or calls anything.
 /// Every other global is refused at the opcode that names it, with an error naming the global.
 /// All counts and lengths come from the file and are checked against the remaining bytes and
-/// ``TorchLimits`` before use. The machine keeps no recursion: nesting lives in explicit stacks.
+/// ``TorchLimits`` and ``ReadLimits`` before use. The machine keeps no recursion: nesting lives in explicit stacks.
 struct PickleMachine {
     let bytes: UnsafeRawBufferPointer
     let file: String
@@ -16,6 +16,8 @@ struct PickleMachine {
 
     private(set) var position: Int
     private let limit: Int
+    /// Captured once: a task-local lookup per opcode would cost more than the check.
+    private let limits = ReadLimits.current
     private var opStart = 0
     private var opName = ""
     private var stack: [PickleValue] = []
@@ -37,7 +39,7 @@ struct PickleMachine {
         self.policy = policy
         self.legacyPersistentIds = legacyPersistentIds
         self.position = start
-        let (end, overflow) = start.addingReportingOverflow(TorchLimits.maxPickleBytes)
+        let (end, overflow) = start.addingReportingOverflow(limits.maxHeaderBytes)
         self.limit = overflow ? bytes.count : min(bytes.count, end)
     }
 
@@ -56,7 +58,7 @@ struct PickleMachine {
     private mutating func take(_ n: Int) throws -> UnsafeRawBufferPointer {
         guard n >= 0, n <= limit - position else {
             if limit < bytes.count && n <= bytes.count - position {
-                throw fail("pickle is longer than the \(TorchLimits.maxPickleBytes)-byte limit")
+                throw fail(limits.reason(.headerBytes, found: "the pickle is longer than \(limits.maxHeaderBytes) bytes"))
             }
             throw fail("needs \(n) bytes but only \(limit - position) remain: truncated pickle")
         }
@@ -136,8 +138,8 @@ struct PickleMachine {
 
     private mutating func memoize(_ index: Int) throws {
         let v = try top()
-        if memo[index] == nil && memo.count >= TorchLimits.maxMemoEntries {
-            throw fail("more than \(TorchLimits.maxMemoEntries) memo entries")
+        if memo[index] == nil && memo.count >= limits.maxPickleMemo {
+            throw fail(limits.reason(.pickleMemo, found: "more than \(limits.maxPickleMemo) memo entries"))
         }
         memo[index] = v
     }
@@ -173,7 +175,7 @@ struct PickleMachine {
             opStart = position
             opName = ""
             guard position < limit else {
-                if limit < bytes.count { throw fail("pickle is longer than the \(TorchLimits.maxPickleBytes)-byte limit") }
+                if limit < bytes.count { throw fail(limits.reason(.headerBytes, found: "the pickle is longer than \(limits.maxHeaderBytes) bytes")) }
                 throw fail("pickle ends without STOP")
             }
             let op = bytes[position]
@@ -190,8 +192,8 @@ struct PickleMachine {
                 guard marks.isEmpty else { throw fail("STOP with an open MARK") }
                 return v
             case 0x28: // MARK
-                guard marks.count < TorchLimits.maxNesting else {
-                    throw fail("more than \(TorchLimits.maxNesting) nested MARKs")
+                guard marks.count < limits.maxPickleDepth else {
+                    throw fail(limits.reason(.pickleDepth, found: "more than \(limits.maxPickleDepth) nested MARKs"))
                 }
                 marks.append(stack.count)
             case 0x30: _ = try pop() // POP
@@ -705,8 +707,9 @@ struct PickleMachine {
         var count = 1
         for d in shape {
             let (c, o) = count.multipliedReportingOverflow(by: d)
-            guard !o, c <= TorchLimits.maxTensorElements else {
-                throw fail("\(where_): more than \(TorchLimits.maxTensorElements) elements")
+            guard !o else { throw fail("\(where_): element count overflows") }
+            guard ReadLimits.float32Bytes(c) <= limits.maxTensorBytes else {
+                throw fail(limits.reason(.tensorBytes, found: "\(where_) needs at least \(ReadLimits.float32Bytes(c)) bytes as float32"))
             }
             count = c
         }

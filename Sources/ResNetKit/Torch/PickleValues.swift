@@ -3,7 +3,7 @@
 /// Containers live in ``PickleArena`` and are named by index, so values never own one another:
 /// a hostile pickle can build cycles (a list appended to itself through the memo) or chains
 /// millions deep without making deallocation recurse or memory leak. Walks over decoded data
-/// are bounded by ``TorchLimits/maxNesting`` instead.
+/// are bounded by ``ReadLimits/maxPickleDepth`` instead.
 enum PickleValue: Sendable {
     case none
     case bool(Bool)

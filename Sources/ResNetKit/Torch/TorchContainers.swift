@@ -178,11 +178,15 @@ final class TorchZip: TorchStorageSource {
     }
 
     /// Calls `body` with the bytes of `<root>name`, or returns nil when the member is absent.
-    func withMember<R>(_ name: String, limit: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+    /// `flag` names the ``ReadLimits`` entry `limit` comes from, for the refusal.
+    func withMember<R>(_ name: String, limit: Int, flag: ReadLimits.Limit? = nil, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
         let path = root + name
         guard let m = members[path] else { return nil }
         let place = "\(path) (zip member)"
         guard m.uncompressedSize <= limit else {
+            if let flag {
+                throw ReadLimits.current.exceeded(flag, file: file, place: place, found: "declares \(m.uncompressedSize) bytes")
+            }
             throw ResNetError.invalidInput(file: file, place: place, reason: "declares \(m.uncompressedSize) bytes (limit \(limit))")
         }
         if !m.compressed {
@@ -262,7 +266,7 @@ final class TorchZip: TorchStorageSource {
         if let format = try text(".format_version") { details.append("format_version \(format)") }
         if let alignment = try text(".storage_alignment") { details.append("storage alignment \(alignment)") }
         if aligned.1 > 0 { details.append(aligned.0 == aligned.1 ? "storages 64-byte aligned" : "\(aligned.0) of \(aligned.1) storages 64-byte aligned") }
-        let decoded = try withMember("data.pkl", limit: TorchLimits.maxPickleBytes) { raw in
+        let decoded = try withMember("data.pkl", limit: ReadLimits.current.maxHeaderBytes, flag: .headerBytes) { raw in
             var machine = PickleMachine(bytes: raw, start: 0, file: file, member: root + "data.pkl", policy: policy)
             let value = try machine.run()
             if machine.position != raw.count {

@@ -61,8 +61,10 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
         if byKey[key] == nil { keyOrder.append(key) }
         byKey[key, default: []].append(i)
         let (sum, overflow) = total.addingReportingOverflow(entry.tensor.shape.reduce(1, *))
-        guard !overflow, sum <= TorchLimits.maxTotalElements else {
-            throw ResNetError.invalidInput(file: name, place: entry.name, reason: "tensors hold more than \(TorchLimits.maxTotalElements) elements together")
+        let limits = ReadLimits.current
+        guard !overflow, ReadLimits.float32Bytes(sum) <= limits.maxTotalBytes else {
+            throw limits.exceeded(.totalBytes, file: name, place: entry.name,
+                                  found: "the tensors up to this one need \(ReadLimits.float32Bytes(sum)) bytes as float32")
         }
         total = sum
     }
@@ -228,7 +230,8 @@ struct TorchUnwrapper {
     /// each submodule's, recursively with dotted names.
     private mutating func moduleTensors(_ record: ModuleRecord, prefix: String, depth: Int, into found: inout [(String, TorchTensorRef)]) throws {
         let place = prefix.isEmpty ? "module \(record.className)" : "module '\(prefix.dropLast())' (\(record.className))"
-        guard depth < TorchLimits.maxNesting else { throw bad(place, "modules nested deeper than \(TorchLimits.maxNesting)") }
+        let maxDepth = ReadLimits.current.maxPickleDepth
+        guard depth < maxDepth else { throw bad(place, ReadLimits.current.reason(.pickleDepth, found: "modules nested deeper than \(maxDepth)")) }
         guard let state = record.state, let attributes = arena.dict(state) else {
             throw bad(place, "object has no attribute dict: not an nn.Module")
         }

@@ -4,7 +4,7 @@
 /// element count when the tensor was unpickled, and are checked here once more against `raw`.
 func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bool,
                  file: String, place: String) throws -> Tensor {
-    let count = t.shape.reduce(1, *) // bounded by TorchLimits.maxTensorElements at unpickling
+    let count = t.shape.reduce(1, *) // bounded by ReadLimits.maxTensorBytes at unpickling
     if count == 0 { return Tensor(shape: t.shape, data: []) }
     var out = [Float](repeating: 0, count: count)
     try out.withUnsafeMutableBufferPointer { dst in
