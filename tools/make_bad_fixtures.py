@@ -7,6 +7,8 @@ each other file differs from it in exactly one way, so each test names one reaso
   fixtures/bad/shape-mismatch.h5    model_config says more filters than the kernel has
   fixtures/bad/unknown-layer.h5     GlobalAveragePooling2D renamed to GlobalMaxPooling2D, a layer we do not map
   fixtures/bad/bad-json.h5          model_config is not JSON
+  fixtures/bad/external-link.h5     the first kernel is an HDF5 external link into good.h5 (the very same
+                                    bytes, so a reader that followed it would succeed: it must refuse)
 
 Run with the fixtures venv (tools/requirements-fixtures.txt):  python tools/make_bad_fixtures.py
 """
@@ -80,6 +82,14 @@ def main():
 
     with h5py.File(copy("bad-json.h5"), "r+") as f:
         f.attrs["model_config"] = '{"class_name": "Functional", "config": {'
+
+    with h5py.File(copy("external-link.h5"), "r+") as f:
+        name = first_conv(config(f))["config"]["name"]
+        group = f["model_weights"][name][name]
+        kernel = [k for k in group.keys() if k.startswith("kernel")][0]
+        target = group[kernel].name
+        del group[kernel]
+        group[kernel] = h5py.ExternalLink("good.h5", target)
 
     for name in sorted(os.listdir(OUT)):
         print(name, os.path.getsize(os.path.join(OUT, name)))

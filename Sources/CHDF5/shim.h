@@ -25,6 +25,23 @@ static inline hid_t chdf5_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 /// stack itself and puts it into the thrown error.
 static inline void chdf5_silence_errors(void) { (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+/// Takes the external-link class out of libhdf5's registry, so that no lookup in any file can
+/// open another file on disk through a link (a crafted weights file could otherwise make libhdf5
+/// read a file of the attacker's choosing, outside every check we make). Process-wide and idempotent.
+static inline void chdf5_refuse_external_links(void) {
+    if (H5Lis_registered(H5L_TYPE_EXTERNAL) > 0) (void)H5Lunregister(H5L_TYPE_EXTERNAL);
+}
+
+/// The type of the link `name` in `loc` without following it: 0 hard, 1 soft, 2 external or any
+/// other (user-defined) class, -1 when the link cannot be read.
+static inline int chdf5_link_class(hid_t loc, const char *name) {
+    H5L_info_t info;
+    if (H5Lget_info(loc, name, &info, H5P_DEFAULT) < 0) return -1;
+    if (info.type == H5L_TYPE_HARD) return 0;
+    if (info.type == H5L_TYPE_SOFT) return 1;
+    return 2;
+}
+
 typedef struct {
     char *buffer;
     size_t capacity;

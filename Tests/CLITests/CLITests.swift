@@ -87,6 +87,7 @@ import Testing
         ("shape-mismatch.h5", "config implies"),
         ("unknown-layer.h5", "GlobalMaxPooling2D"),
         ("bad-json.h5", "JSON"),
+        ("external-link.h5", "external link"),
     ]
 
     @Test("bad input exits 3 with a clear error and no output", arguments: badFiles)

@@ -14,6 +14,7 @@ private func withHDF5<T>(_ body: () throws -> T) rethrows -> T {
     // Automatic printing would write HDF5's stack to stderr on every failed probe; we read the
     // stack ourselves instead (see `HDF5File.failure`).
     chdf5_silence_errors()
+    chdf5_refuse_external_links()
     return try body()
 }
 
@@ -311,6 +312,10 @@ final class HDF5File {
                 let exists = H5Lexists(id, prefix, chdf5_default())
                 if exists < 0 { throw failure(prefix, "cannot look up link") }
                 if exists == 0 { return nil }
+                if chdf5_link_class(id, prefix) == 2 {
+                    throw ResNetError.invalidInput(file: name, place: prefix,
+                        reason: "an external link (to another file); links out of the file are never followed")
+                }
                 var info = H5O_info_t()
                 guard H5Oget_info_by_name2(id, prefix, &info, UInt32(H5O_INFO_BASIC), chdf5_default()) >= 0 else {
                     throw failure(prefix, "cannot read object header (dangling link?)")
