@@ -42,7 +42,11 @@ for kind in keras torch; do
     if [ "$kind" = keras ]; then src="$h5"; py="$tf_py"; else src="$pth"; py="$torch_py"; fi
     ours=(env "$BIN" convert "$src" "$out/$kind.rnw" --no-verify --force)
     theirs=("$py" "$here/convert_python.py" "$kind" "$src" "$out/$kind.safetensors")
-    "${ours[@]}" >/dev/null 2>&1; "${theirs[@]}" >/dev/null 2>&1   # warm the page cache and the imports
+    # Warm the page cache and the imports; a failure here (say, a missing Python package) is shown.
+    for cmd in ours theirs; do
+        eval 'warm=("${'$cmd'[@]}")'
+        "${warm[@]}" >/dev/null 2>"$out/stderr.txt" || { echo "failed: ${warm[*]}" >&2; cat "$out/stderr.txt" >&2; exit 1; }
+    done
     for _ in $(seq 1 "$runs"); do
         one_run resnet-convert "$kind" "${ours[@]}"
         one_run python "$kind" "${theirs[@]}"
