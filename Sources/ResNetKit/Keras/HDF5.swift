@@ -588,7 +588,7 @@ final class HDF5File {
         let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
         var offset: Int?
         #if _endian(little)
-        if let rawPath, dtype == .float32, filters == 0, count > 0, H5Tequal(tid, chdf5_ieee_f32le()) > 0 {
+        if rawPath != nil, dtype == .float32, filters == 0, count > 0, H5Tequal(tid, chdf5_ieee_f32le()) > 0 {
             let dcpl = H5Dget_create_plist(did)
             let contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS
             if dcpl >= 0 { H5Pclose(dcpl) }
