@@ -174,7 +174,7 @@ private final class Prefetcher: @unchecked Sendable {
     // Created at 0 and signalled once: libdispatch traps when a semaphore is freed below its initial value.
     private let free = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
     private let finished = DispatchSemaphore(value: 0)
-    private var failures: [Error?] = [nil, nil]
+    private var failures: [Error?] = [nil, nil]   // guarded by `lock` (the slots share one array)
     private var cancelled = false
     private let lock = NSLock()
     private var stopped = false
@@ -197,7 +197,8 @@ private final class Prefetcher: @unchecked Sendable {
             do {
                 try fill!(i, UnsafeMutableBufferPointer(rebasing: buffers[slot][0 ..< counts[i]]))
             } catch {
-                failures[slot] = error
+                // Under the lock: `take` may be reading the other slot's entry of the same array.
+                lock.lock(); failures[slot] = error; lock.unlock()
                 ready[slot].signal()
                 break
             }
@@ -211,7 +212,8 @@ private final class Prefetcher: @unchecked Sendable {
     func take(_ i: Int) throws -> UnsafeMutableBufferPointer<Float> {
         let slot = i % 2
         ready[slot].wait()
-        if let error = failures[slot] { throw error }
+        lock.lock(); let failure = failures[slot]; lock.unlock()
+        if let failure { throw failure }
         return UnsafeMutableBufferPointer(rebasing: buffers[slot][0 ..< counts[i]])
     }
 
