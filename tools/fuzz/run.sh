@@ -24,9 +24,20 @@ fi
 
 cd "$here"
 # FUZZ_NO_BUILD=1 reuses the built binary (lets several harnesses run side by side).
-[[ -n "${FUZZ_NO_BUILD:-}" ]] || nice -n 19 swift build -c release --sanitize=fuzzer --sanitize=address --product "fuzz-$name" 2>&1 \
+# SwiftPM passes its --sanitize values to swiftc as separate flags in an order that changes from
+# build to build, and swiftc keeps only the last one: a build that ends in -sanitize=address has no
+# coverage instrumentation, and libFuzzer then runs blind (a couple of hundred counters, all in the
+# harness). The combined flag at the end of the command line keeps both.
+[[ -n "${FUZZ_NO_BUILD:-}" ]] || nice -n 19 swift build -c release --sanitize=fuzzer --sanitize=address \
+    -Xswiftc -sanitize=fuzzer,address --product "fuzz-$name" 2>&1 \
     | grep -v "Cannot export local symbol" >&2
 bin="$here/.build/release/fuzz-$name"
+# Refuse to fuzz blind: ResNetKit alone has tens of thousands of coverage counters.
+counters=$("$bin" -runs=0 2>&1 </dev/null | sed -n 's/.*(\([0-9]*\) inline 8-bit counters).*/\1/p' | head -n 1)
+if [[ -z "$counters" || "$counters" -lt 5000 ]]; then
+    echo "fuzz-$name has ${counters:-no} coverage counters: ResNetKit was built without coverage instrumentation; rebuild (rm -rf $here/.build)" >&2
+    exit 1
+fi
 
 seeds="$here/seeds/$name"
 if [[ ! -d "$seeds" ]]; then
