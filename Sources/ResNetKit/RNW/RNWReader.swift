@@ -27,25 +27,22 @@ public final class RNWReader: @unchecked Sendable {
     /// - Throws: ``ResNetError/invalidInput(file:place:reason:)`` for a damaged or malformed file,
     ///   ``ResNetError/unsupported(file:place:reason:)`` for a newer major version or unknown flags,
     ///   ``ResNetError/io(file:reason:)`` when the file cannot be read.
-    public init(path: String, verifyChecksums: Bool = true) throws {
-        self.path = path
+    public convenience init(path: String, verifyChecksums: Bool = true) throws {
         let storage = try MappedFile(path: path)
         if verifyChecksums { storage.prefault() }
-        let parsed = try parseRNW(storage.bytes, file: path, verifyChecksums: verifyChecksums)
-        self.storage = storage
-        self.manifest = parsed.manifest
-        self.spec = parsed.spec
-        var index: [String: Int] = [:]
-        for (i, e) in parsed.manifest.tensors.enumerated() { index[e.name] = i }
-        self.index = index
+        try self.init(storage: storage, name: path, verifyChecksums: verifyChecksums)
     }
 
     /// Validates an `.rnw` image held in memory (the bytes are copied); `name` stands for the file
     /// in messages. Checks exactly what ``init(path:verifyChecksums:)`` checks.
-    public init(data: Data, name: String, verifyChecksums: Bool = true) throws {
-        self.path = name
-        let storage = MappedFile(copying: data)
+    public convenience init(data: Data, name: String, verifyChecksums: Bool = true) throws {
+        try self.init(storage: MappedFile(copying: data), name: name, verifyChecksums: verifyChecksums)
+    }
+
+    /// The checks both public initialisers share, on bytes already mapped or copied.
+    private init(storage: MappedFile, name: String, verifyChecksums: Bool) throws {
         let parsed = try parseRNW(storage.bytes, file: name, verifyChecksums: verifyChecksums)
+        self.path = name
         self.storage = storage
         self.manifest = parsed.manifest
         self.spec = parsed.spec
