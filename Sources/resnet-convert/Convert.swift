@@ -61,5 +61,6 @@ struct Convert: ParsableCommand {
             for note in report.notes { print("  note: \(note)") }
         }
         if !report.passed { throw ExitCode(1) }
+        PhaseTrace.mark("printed")
     }
 }

@@ -187,7 +187,9 @@ final class HDF5File {
             header = [UInt8](d)
         }
         try HDF5File.checkSuperblock(name: path, fileSize: size, superblock: superblock, header: header)
+        PhaseTrace.mark("preflight start")
         try HDF5File.preflight(name: path, path: path, image: nil)
+        PhaseTrace.mark("preflight done")
         var failureText = ""
         let fid: hid_t = withHDF5 {
             let f = H5Fopen(path, chdf5_acc_rdonly(), chdf5_default())

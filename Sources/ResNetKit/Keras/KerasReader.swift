@@ -22,7 +22,9 @@ public func readKerasFile(path: String) throws -> KerasFile {
     if head == [0x50, 0x4B, 0x03, 0x04] {
         return try KerasZipReader(path: path).read()
     }
+    PhaseTrace.mark("h5 open start")
     let h5 = try HDF5File(path: path)
+    PhaseTrace.mark("h5 opened")
     return try KerasH5Reader(h5: h5, path: path).read()
 }
 
@@ -85,7 +87,9 @@ private struct KerasH5Reader {
                 throw ResNetError.invalidInput(file: h5.name, place: "/model_weights",
                     reason: "full-model file has model_config but no model_weights group")
             }
+            PhaseTrace.mark("config read")
             let json = try parseKerasJSON(Data(text.utf8), file: h5.name, place: "/@model_config")
+            PhaseTrace.mark("json parsed")
             return try legacy(kind: .legacyFullModel, root: "/model_weights", config: json, version: version)
         }
         if try stringList("layer_names", of: "/") != nil {

@@ -56,7 +56,8 @@ public struct ConversionOptions: Sendable {
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
     // The provenance hash reads the whole file once more; on the second core it costs no wall time.
-    let sourceHash = InBackground { try sha256Hex(path: input) }
+    PhaseTrace.mark("convert start")
+    let sourceHash = InBackground { let h = try sha256Hex(path: input); PhaseTrace.mark("sha done"); return h }
     // --no-verify at float32 streams tensor by tensor when the input allows (see StreamConvert.swift).
     if let streamed = try convertStreaming(input: input, output: output, options: options, sourceHash: sourceHash, progress: progress) {
         return streamed

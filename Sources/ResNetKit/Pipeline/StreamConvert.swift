@@ -14,6 +14,7 @@ func convertStreaming(input: String, output: String, options: ConversionOptions,
     let loaded = try DeferredSources.$current.withValue(deferred) {
         try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
     }
+    PhaseTrace.mark("structure loaded")
     guard let plan = StreamPlan(spec: loaded.model.spec, mapping: loaded.mapping, sources: deferred) else { return nil }
     let spec = loaded.model.spec
 
@@ -36,6 +37,7 @@ func convertStreaming(input: String, output: String, options: ConversionOptions,
                 throw ResNetError.parityFailed(reason: "read-back of \(output): the stored tensor entries differ from the ones written")
             }
         }, failAfterBytes: failAfterBytes)
+    PhaseTrace.mark("streamed conversion done")
     var notes = loaded.notes
     notes.append("--no-verify: no forward-pass check was run; only the read-back of the written file")
     let check = ParityCheck(reference: "read-back", passed: true, report: nil,

@@ -101,9 +101,11 @@ enum RNWStreamWriter {
             }
         }
 
+        PhaseTrace.mark("loop done")
         var finished = provenance
         let hash = try sourceHash()
         finished?.sourceSHA256 = hash
+        PhaseTrace.mark("source hash ready")
         let final = try RNWWriter.layout(spec: spec, described: described(sums), provenance: finished,
                                          parity: [], metadata: [:], file: path)
         let start = Int(final.entries.first?.offset ?? UInt64(final.header.count + final.manifest.count))
@@ -130,16 +132,20 @@ enum RNWStreamWriter {
         let manifestEnd = final.header.count + final.manifest.count
         if start > manifestEnd { try out.write([UInt8](repeating: 0, count: start - manifestEnd), at: manifestEnd) }
 
+        PhaseTrace.mark("header and manifest written")
         guard fsync(fd) == 0 else { throw ResNetError.io(file: path, reason: "fsync of temporary file failed: \(errnoText())") }
         closed = true
         guard close(fd) == 0 else { throw ResNetError.io(file: path, reason: "close of temporary file failed: \(errnoText())") }
+        PhaseTrace.mark("fsynced")
         try verify(tempPath, final.entries)
+        PhaseTrace.mark("verified")
         guard rename(tempPath, path) == 0 else {
             throw ResNetError.io(file: path, reason: "cannot replace destination: \(errnoText())")
         }
         renamed = true
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
+        PhaseTrace.mark("renamed, directory synced")
         return Outcome(entries: final.entries, moved: moved)
     }
 
