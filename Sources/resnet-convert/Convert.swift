@@ -28,7 +28,7 @@ struct Convert: ParsableCommand {
     @Flag(help: "Write the output even if a parity check fails.")
     var force = false
 
-    @Flag(help: "Skip the forward-pass checks (for timing the I/O path); the written file is still read back and compared.")
+    @Flag(help: "Skip the forward-pass checks, to time the I/O path. A streamed float32 conversion then also skips reading the tensor data back (the header and manifest are still reopened and checked; readers verify the stored checksums); other conversions still read every tensor back.")
     var noVerify = false
 
     @Flag(help: "Print the report as JSON.")

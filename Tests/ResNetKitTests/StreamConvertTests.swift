@@ -110,15 +110,18 @@ import Testing
 
     /// The data start depends on the checksums' varint lengths, so the writer's guess can be wrong
     /// by some 64-byte steps (forced here in both directions); the data is then moved, and the bytes
-    /// must still be the materialising writer's.
+    /// must still be the materialising writer's. Each case runs with direct I/O (where the file
+    /// system offers it) and through the page cache, with chunks from 4 KB (many chunks, tensors
+    /// straddling them, the writer's queue full) to the default.
     @Test func aWrongGuessOfTheDataStartStillGivesIdenticalBytes() throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let base = try loadModel(path: Paths.fixtures.appendingPathComponent("torch/tv-resnet18-mini/tv-resnet18-mini.pth").path).model
         let provenance = RNWProvenance(sourceFormat: "test", sourcePath: "x.pth", sourceSHA256: String(repeating: "7f", count: 32),
                                        scheme: base.spec.family, unwrappingNotes: ["n"], toolVersion: toolVersion)
-        var moved = 0, inPlace = 0
-        for (seed, bias) in zip(UInt64(0) ..< 8, [0, 64, -64, 192, 0, -128, 64, 0]) {
+        var moved = 0, inPlace = 0, direct = 0
+        let chunks = [4096, 8192, 3 * 4096, 64 << 10, 4 << 20]
+        for (seed, bias) in zip(UInt64(0) ..< 10, [0, 64, -64, 192, 0, -128, 64, 0, 4096, -4096]) {
             var rng = SplitMix64(state: seed)
             var model = base
             for (name, t) in model.tensors {
@@ -126,17 +129,49 @@ import Testing
             }
             let a = dir.appendingPathComponent("a.rnw").path, b = dir.appendingPathComponent("b.rnw").path
             try RNWWriter.write(model, to: a, provenance: provenance)
+            let expected = try Data(contentsOf: URL(fileURLWithPath: a))
             var blank = provenance
             blank.sourceSHA256 = ""
             let params = model.spec.parameters
-            let outcome = try RNWStreamWriter.write(spec: model.spec, to: b, provenance: blank, sourceHash: { provenance.sourceSHA256 },
-                fill: { i, out in _ = model.tensors[params[i].name]!.data.withUnsafeBufferPointer { out.initialize(from: $0) } },
-                verify: { _, _ in }, guessBias: bias)
-            #expect(outcome.moved == (bias != 0))
-            if outcome.moved { moved += 1 } else { inPlace += 1 }
-            #expect(try Data(contentsOf: URL(fileURLWithPath: a)) == Data(contentsOf: URL(fileURLWithPath: b)), "seed \(seed), bias \(bias)")
+            for directIO in [true, false] {
+                let chunk = chunks[Int(seed) % chunks.count]
+                let outcome = try RNWStreamWriter.write(spec: model.spec, to: b, provenance: blank, sourceHash: { provenance.sourceSHA256 },
+                    fill: { i, out in _ = model.tensors[params[i].name]!.data.withUnsafeBufferPointer { out.initialize(from: $0) } },
+                    verify: { _, _ in }, guessBias: bias, directIO: directIO, chunkBytes: chunk)
+                #expect(outcome.moved == (bias != 0))
+                #expect(directIO || !outcome.direct)
+                if outcome.moved { moved += 1 } else { inPlace += 1 }
+                if outcome.direct { direct += 1 }
+                #expect(try Data(contentsOf: URL(fileURLWithPath: b)) == expected, "seed \(seed), bias \(bias), direct \(outcome.direct), chunk \(chunk)")
+            }
         }
         #expect(moved > 0 && inPlace > 0, "moved \(moved), in place \(inPlace): both paths should be exercised")
+        if direct == 0 { print("note: the temporary directory's file system offers no direct I/O; only page-cache writes were tested") }
+    }
+
+    /// Every committed fixture streams to the same bytes with direct I/O and through the page cache
+    /// (and both equal the materialising writer's, see above), in small chunks too.
+    @Test func directAndPageCacheWritesGiveIdenticalFiles() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var compared = 0
+        for input in try Self.fixtureFiles() {
+            guard let loaded = try? loadModel(path: input) else { continue }
+            let model = loaded.model, params = model.spec.parameters
+            var files: [Data] = []
+            for (directIO, chunk) in [(true, 4096), (false, 4096), (true, 4 << 20), (false, 4 << 20)] {
+                let out = dir.appendingPathComponent("s.rnw").path
+                _ = try RNWStreamWriter.write(spec: model.spec, to: out, provenance: nil, sourceHash: { "" },
+                    fill: { i, out in _ = model.tensors[params[i].name]!.data.withUnsafeBufferPointer { out.initialize(from: $0) } },
+                    verify: { _, _ in }, directIO: directIO, chunkBytes: chunk)
+                files.append(try Data(contentsOf: URL(fileURLWithPath: out)))
+            }
+            #expect(Set(files).count == 1, "\(input): direct and page-cache writes differ")
+            let back = try RNWReader(path: dir.appendingPathComponent("s.rnw").path).model()
+            #expect(back.tensors == model.tensors, "\(input)")
+            compared += 1
+        }
+        #expect(compared >= 20, "only \(compared) fixtures compared")
     }
 
     @Test func theBlockedTransposeEqualsThePlainPermutation() {

@@ -29,7 +29,9 @@ public struct ConversionOptions: Sendable {
     public var layout: Layout?
     /// Write even when a parity check fails.
     public var force: Bool
-    /// Skip the forward-pass checks (goldens, graph self-check); the read-back still runs. For timing
+    /// Skip the forward-pass checks (goldens, graph self-check). A streamed conversion (float32, no
+    /// folding) also skips reading the tensor data back; its header and manifest are still reopened
+    /// and checked, and the stored checksums come from the bytes written. Others still read back. For timing
     /// the I/O path: the report then says nothing was verified numerically.
     public var skipVerification: Bool = false
     /// Storage dtype of conv and dense weights: f32, f16, bf16 or int8 (see ``RNWWriter``).

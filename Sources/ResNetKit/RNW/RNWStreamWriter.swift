@@ -20,6 +20,8 @@ enum RNWStreamWriter {
         var entries: [RNWTensorEntry]
         /// True when the data had to be moved because the guessed data start was wrong.
         var moved: Bool
+        /// True when the tensor data went out with direct I/O (see ``ChunkWriter``).
+        var direct: Bool
     }
 
     /// Writes `spec`'s parameters in the spec's order; `fill(i, buffer)` must put parameter `i`'s
@@ -30,7 +32,8 @@ enum RNWStreamWriter {
     static func write(spec: ResNetSpec, to path: String, provenance: RNWProvenance?, sourceHash: () throws -> String,
                       fill: (Int, UnsafeMutableBufferPointer<Float>) throws -> Void,
                       verify: (String, [RNWTensorEntry]) throws -> Void,
-                      failAfterBytes: Int? = nil, guessBias: Int = 0) throws -> Outcome {
+                      failAfterBytes: Int? = nil, guessBias: Int = 0, directIO: Bool = true,
+                      chunkBytes: Int = 4 << 20) throws -> Outcome {
         let params = spec.parameters
         var counts: [Int] = []
         for p in params {
@@ -70,38 +73,35 @@ enum RNWStreamWriter {
             if !closed { close(fd) }
             if !renamed { unlink(tempPath) }
         }
-        var out = PositionalSink(fd: fd, file: path, failAfter: failAfterBytes)
-
-        let largest = counts.max() ?? 0
-        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: max(largest * 4, 1), alignment: 64)
-        defer { back.deallocate() }
-
+        // Tensor data goes out through aligned chunks, written in file order by a writer thread,
+        // with direct I/O where the file system supports it (see ChunkWriter).
+        let dataStart = Int(guess.first?.offset ?? 0)
+        let staged = ChunkWriter(fd: fd, file: path, start: dataStart, chunkBytes: chunkBytes, direct: directIO, failAfter: failAfterBytes)
         var sums: [UInt64] = []
         sums.reserveCapacity(params.count)
-        try withoutActuallyEscaping(fill) { fill in
-            let prefetch = Prefetcher(counts: counts, largest: largest, fill: fill)
-            defer { prefetch.stop() }
-            for (i, p) in params.enumerated() {
-                let values = try prefetch.take(i)
-                defer { prefetch.release(i) }
-                let bytes = UnsafeRawBufferPointer(values)
-                #if _endian(big)
-                for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
-                #endif
-                sums.append(xxHash64(bytes))
-                let offset = Int(guess[i].offset)
-                try out.write(bytes, at: offset)
-                // Starts writeback now rather than all at the final fsync, which then waits for the
-                // last tensors only (a hint: a failure here resurfaces at fsync).
-                _ = clinuxio_start_writeback(fd, Int64(offset), Int64(bytes.count))
-                // Read-back: the file must hold exactly the bytes converted from the source.
-                guard try fileHolds(bytes, fd: fd, at: offset, back: back, file: path, place: "tensor \(p.name) (read-back)") else {
-                    throw ResNetError.parityFailed(reason: "read-back of \(path): tensor \(p.name) differs from what was written")
+        var stagingError: Error?
+        do {
+            try withoutActuallyEscaping(fill) { fill in
+                let prefetch = Prefetcher(counts: counts, largest: counts.max() ?? 0, fill: fill)
+                defer { prefetch.stop() }
+                for i in params.indices {
+                    let values = try prefetch.take(i)
+                    defer { prefetch.release(i) }
+                    #if _endian(big)
+                    for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
+                    #endif
+                    sums.append(try staged.append(UnsafeRawBufferPointer(values), at: Int(guess[i].offset)))
                 }
             }
+        } catch {
+            stagingError = error
         }
-
-        PhaseTrace.mark("loop done")
+        // Always ends the writer thread; a staging error wins over the writer's own.
+        let finishError: Error?
+        do { try staged.finish(); finishError = nil } catch { finishError = error }
+        if let error = stagingError ?? finishError { throw error }
+        PhaseTrace.mark("tensor data written (\(staged.direct ? "direct I/O" : "page cache"))")
+        var out = PositionalSink(fd: fd, file: path, failAfter: failAfterBytes.map { max(0, $0 - staged.bytesWritten) })
         var finished = provenance
         let hash = try sourceHash()
         finished?.sourceSHA256 = hash
@@ -113,12 +113,14 @@ enum RNWStreamWriter {
         let end = Int(final.entries.last.map { $0.offset + $0.length } ?? UInt64(start))
         var moved = false
         if !params.isEmpty && start != guessedStart {
+            let back = UnsafeMutableRawBufferPointer.allocate(byteCount: max((counts.max() ?? 0) * 4, 1), alignment: 64)
+            defer { back.deallocate() }
             try out.move(from: guessedStart, to: start, count: end - start, back: back)
             guard ftruncate(fd, off_t(end)) == 0 else {
                 throw ResNetError.io(file: path, reason: "cannot truncate temporary file: \(errnoText())")
             }
             moved = true
-            // The per-tensor read-back saw the old place; check every tensor where it is now.
+            // Moved data is read back: every tensor must still match its checksum where it is now.
             for e in final.entries {
                 let chunk = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< Int(e.length)])
                 try preadFully(fd, chunk, at: Int(e.offset), file: path, place: "tensor \(e.name) (read-back)")
@@ -146,26 +148,9 @@ enum RNWStreamWriter {
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
         PhaseTrace.mark("renamed, directory synced")
-        return Outcome(entries: final.entries, moved: moved)
+        return Outcome(entries: final.entries, moved: moved, direct: staged.direct)
     }
 
-}
-
-/// Whether the file's bytes at `offset` equal `bytes`: compared through a shared mapping of those
-/// pages (no copy: the page cache pages themselves), or read into `back` when mapping fails.
-private func fileHolds(_ bytes: UnsafeRawBufferPointer, fd: Int32, at offset: Int, back: UnsafeMutableRawBufferPointer,
-                       file: String, place: String) throws -> Bool {
-    if bytes.isEmpty { return true }
-    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    let start = offset / page * page
-    let length = offset + bytes.count - start
-    if let map = mmap(nil, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, off_t(start)), map != MAP_FAILED {
-        defer { munmap(map, length) }
-        return memcmp(map + (offset - start), bytes.baseAddress!, bytes.count) == 0
-    }
-    let readBack = UnsafeMutableRawBufferPointer(rebasing: back[0 ..< bytes.count])
-    try preadFully(fd, readBack, at: offset, file: file, place: place)
-    return memcmp(readBack.baseAddress!, bytes.baseAddress!, bytes.count) == 0
 }
 
 /// Fills tensor i+1 on its own thread while tensor i is written and read back: reading and
@@ -284,5 +269,194 @@ private struct PositionalSink {
             try preadFully(fd, chunk, at: from + rel, file: file, place: "moving tensor data")
             try write(UnsafeRawBufferPointer(chunk), at: to + rel)
         }
+    }
+}
+
+/// Tensor data on its way to the file: copied into a few aligned chunks that cover the file in
+/// order from the data start, each written by a writer thread as soon as it is full, while the
+/// caller stages the next tensors.
+///
+/// Where the file system supports direct I/O (statx reports its alignment), the chunks go from
+/// these buffers to the device without the page cache: no second copy of the data in the kernel,
+/// no writeback left for the final fsync, and no cache pages to allocate (on the test machine a
+/// fresh page-cache page often costs a hypervisor fault). The last chunk is padded to the
+/// alignment and the file truncated to its real end. Where direct I/O is not available, or a
+/// direct write is refused, the same chunks are written through the page cache.
+private final class ChunkWriter: @unchecked Sendable {
+    static let depth = 4
+
+    let fd: Int32
+    let file: String
+    /// Size of each chunk, a multiple of 4096 (the largest direct-I/O alignment used).
+    let chunkBytes: Int
+    /// Whether the chunks go out with direct I/O (false after a fallback).
+    private(set) var direct: Bool
+    /// Bytes handed to the kernel so far (padding included).
+    var bytesWritten: Int { lock.lock(); defer { lock.unlock() }; return written }
+
+    private let alignment: Int
+    private let failAfter: Int?
+    private var buffers: [UnsafeMutableRawBufferPointer] = []
+    /// The chunk being filled: its buffer, its file offset, and the next file offset to stage.
+    private var current: Int
+    private var chunkStart: Int
+    private var cursor: Int
+    // Shared with the writer thread, under `lock`.
+    private let lock = NSLock()
+    private var queue: [(buffer: Int, offset: Int, length: Int)?] = []
+    private var freeBuffers: [Int]
+    private var failure: Error?
+    private var written = 0
+    private let queued = DispatchSemaphore(value: 0)
+    private let freed = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private var finished = false
+
+    /// Stages data from file offset `start` on; bytes before it (header, manifest) are left to the caller.
+    init(fd: Int32, file: String, start: Int, chunkBytes: Int, direct wantDirect: Bool, failAfter: Int?) {
+        precondition(chunkBytes > 0 && chunkBytes % 4096 == 0)
+        self.chunkBytes = chunkBytes
+        self.fd = fd
+        self.file = file
+        self.failAfter = failAfter
+        var memory: Int64 = 0
+        let offsetAlignment = Int(clinuxio_direct_alignment(fd, &memory))
+        let usable = wantDirect && offsetAlignment > 0 && offsetAlignment <= 4096 && memory > 0 && memory <= 4096
+            && 4096 % offsetAlignment == 0 && 4096 % Int(memory) == 0
+        direct = usable && clinuxio_set_direct(fd, 1) == 0
+        alignment = direct ? 4096 : 1
+        buffers = (0 ..< Self.depth).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 4096) }
+        current = 0
+        freeBuffers = Array(1 ..< Self.depth)
+        chunkStart = start / 4096 * 4096
+        cursor = chunkStart
+        // Created at 0 and signalled: libdispatch traps when a semaphore is freed below its initial value.
+        for _ in 1 ..< Self.depth { freed.signal() }
+        // The bytes of the first chunk before `start` are zeroed as the gap; the header goes over them later.
+        let thread = Thread { [self] in run() }
+        thread.start()
+    }
+
+    deinit { for b in buffers { b.deallocate() } }
+
+    /// Copies `bytes` to file offset `offset` (not before anything staged already; the gap is
+    /// zero-filled) and returns their xxHash64, taken from the staged copy.
+    func append(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws -> UInt64 {
+        precondition(offset >= cursor, "tensors are staged in file order")
+        try zeroFill(to: offset)
+        var taken = 0
+        var hash: UInt64?
+        while taken < bytes.count {
+            let room = chunkStart + chunkBytes - cursor
+            let n = min(room, bytes.count - taken)
+            let at = buffers[current].baseAddress! + (cursor - chunkStart)
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[taken ..< taken + n])
+            if n == bytes.count {
+                // The whole tensor in one chunk: copy and hash in one pass.
+                hash = xxHash64Copying(piece, to: at)
+            } else {
+                at.copyMemory(from: piece.baseAddress!, byteCount: n)
+            }
+            taken += n
+            cursor += n
+            if cursor == chunkStart + chunkBytes { try submit() }
+        }
+        return hash ?? xxHash64(bytes)
+    }
+
+    /// Writes the last chunk, waits for the writer thread and leaves the file ending at the last
+    /// staged byte, with direct I/O turned off again. Call it once, also after a failure.
+    func finish() throws {
+        guard !finished else { return }
+        finished = true
+        let end = cursor
+        var failed: Error?
+        if cursor > chunkStart {
+            let padded = (cursor - chunkStart + alignment - 1) / alignment * alignment
+            buffers[current].baseAddress!.advanced(by: cursor - chunkStart).initializeMemory(as: UInt8.self, repeating: 0, count: padded - (cursor - chunkStart))
+            enqueue((current, chunkStart, padded))
+        }
+        enqueue(nil)
+        done.wait()
+        lock.lock(); failed = failure; lock.unlock()
+        if direct { _ = clinuxio_set_direct(fd, 0) }
+        if let failed { throw failed }
+        guard ftruncate(fd, off_t(end)) == 0 else {
+            throw ResNetError.io(file: file, reason: "cannot truncate temporary file: \(errnoText())")
+        }
+    }
+
+    private func zeroFill(to offset: Int) throws {
+        while cursor < offset {
+            let n = min(chunkStart + chunkBytes - cursor, offset - cursor)
+            buffers[current].baseAddress!.advanced(by: cursor - chunkStart).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+            cursor += n
+            if cursor == chunkStart + chunkBytes { try submit() }
+        }
+    }
+
+    /// Hands the full current chunk to the writer and takes a free buffer (waiting for one).
+    private func submit() throws {
+        enqueue((current, chunkStart, chunkBytes))
+        freed.wait()
+        lock.lock()
+        let error = failure
+        let next = freeBuffers.removeFirst()
+        lock.unlock()
+        current = next
+        chunkStart += chunkBytes
+        if let error { throw error }
+    }
+
+    private func enqueue(_ job: (buffer: Int, offset: Int, length: Int)?) {
+        lock.lock(); queue.append(job); lock.unlock()
+        queued.signal()
+    }
+
+    private func run() {
+        while true {
+            queued.wait()
+            lock.lock()
+            let job = queue.removeFirst()
+            let failedAlready = failure != nil
+            lock.unlock()
+            guard let job else { break }
+            if !failedAlready {
+                do { try write(job) } catch { lock.lock(); failure = error; lock.unlock() }
+            }
+            lock.lock(); freeBuffers.append(job.buffer); lock.unlock()
+            freed.signal()
+        }
+        done.signal()
+    }
+
+    private func write(_ job: (buffer: Int, offset: Int, length: Int)) throws {
+        let base = UnsafeRawPointer(buffers[job.buffer].baseAddress!)
+        var done = 0
+        while done < job.length {
+            var n = job.length - done
+            if let limit = failAfter {
+                lock.lock(); let sofar = written; lock.unlock()
+                if sofar >= limit {
+                    throw ResNetError.io(file: file, reason: "write failed: injected failure after \(limit) bytes")
+                }
+                n = min(n, limit - sofar)
+                if direct { n = max(n / alignment * alignment, min(alignment, job.length - done)) }
+            }
+            let r = pwrite(fd, base + done, n, off_t(job.offset + done))
+            if r < 0 {
+                if errno == EINTR { continue }
+                if errno == EINVAL && direct {
+                    // The file system refused this direct write after all: the rest goes through the page cache.
+                    _ = clinuxio_set_direct(fd, 0)
+                    direct = false
+                    continue
+                }
+                throw ResNetError.io(file: file, reason: "write failed at byte \(job.offset + done): \(errnoText())")
+            }
+            done += r
+            lock.lock(); written += r; lock.unlock()
+        }
+        if !direct { _ = clinuxio_start_writeback(fd, Int64(job.offset), Int64(job.length)) }
     }
 }
