@@ -605,9 +605,22 @@ final class HDF5File {
         let name = self.name
         if let offset, let rawPath {
             let fd = try deferred.descriptor(for: rawPath)
-            deferred.add(cleanName, .init(shape: shape, dtype: dtype) { out in
+            var entry = DeferredSources.Entry(shape: shape, dtype: dtype) { out in
                 try preadFully(fd, UnsafeMutableRawBufferPointer(out), at: offset, file: name, place: path)
-            })
+            }
+            // Aligned values can also be rearranged straight from a mapping of the file. The range
+            // was checked against the file's size above; the mapping is checked again (the file
+            // could have changed in between).
+            if offset % MemoryLayout<Float>.alignment == 0, let mapped = deferred.mapping(for: rawPath),
+               offset + count * 4 <= mapped.bytes.count {
+                entry.inPlace = { body in
+                    let raw = UnsafeRawBufferPointer(rebasing: mapped.bytes[offset ..< offset + count * 4])
+                    mapped.prefault(raw)
+                    defer { mapped.release(raw) }
+                    try body(raw.assumingMemoryBound(to: Float.self))
+                }
+            }
+            deferred.add(cleanName, entry)
         } else {
             deferred.add(cleanName, .init(shape: shape, dtype: dtype) { [self] out in
                 try readFloats(path, into: out)

@@ -18,7 +18,14 @@ final class DeferredSources: @unchecked Sendable {
         /// Writes the tensor's values as float32, source layout, into a buffer of exactly
         /// `shape.product` elements, then drops what it read from the process's resident memory.
         var fill: (UnsafeMutableBufferPointer<Float>) throws -> Void
+        /// For values stored as aligned little-endian float32 in one piece of the file: calls its
+        /// argument with them in place (a range of a mapping of the file, source layout), then drops
+        /// them from the resident set. Saves the copy `fill` makes when the values are rearranged anyway.
+        var inPlace: InPlaceReader? = nil
     }
+
+    /// See ``Entry/inPlace``.
+    typealias InPlaceReader = ((UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
 
     /// The registry the current load records into; nil for an ordinary (materialising) load.
     @TaskLocal static var current: DeferredSources?
@@ -28,6 +35,8 @@ final class DeferredSources: @unchecked Sendable {
     private(set) var ambiguous: Set<String> = []
     /// Open descriptors of files read by offset, closed with the registry.
     private var files: [String: Int32] = [:]
+    /// Mappings of files read in place, unmapped with the registry.
+    private var mappings: [String: MappedFile] = [:]
     private let lock = NSLock()
 
     func add(_ name: String, _ entry: Entry) {
@@ -44,6 +53,15 @@ final class DeferredSources: @unchecked Sendable {
         guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open: \(errnoText())") }
         files[path] = fd
         return fd
+    }
+
+    /// A read-only mapping of `path`, made once per registry; nil when the file cannot be mapped.
+    func mapping(for path: String) -> MappedFile? {
+        lock.lock(); defer { lock.unlock() }
+        if let m = mappings[path] { return m }
+        guard let m = try? MappedFile(path: path), m.mapped else { return nil }
+        mappings[path] = m
+        return m
     }
 
     deinit { for fd in files.values { close(fd) } }

@@ -63,6 +63,10 @@ struct StreamPlan {
                 try source.fill(out)
                 return
             }
+            if let inPlace = source.inPlace {
+                try inPlace { transposeToOIHW($0, out, hw: t.hw, i: t.i, o: t.o) }
+                return
+            }
             let src = UnsafeMutableBufferPointer(rebasing: scratch[0 ..< out.count])
             try source.fill(src)
             transposeToOIHW(UnsafeBufferPointer(src), out, hw: t.hw, i: t.i, o: t.o)

@@ -73,25 +73,25 @@ enum RNWStreamWriter {
             if !closed { close(fd) }
             if !renamed { unlink(tempPath) }
         }
-        // Tensor data goes out through aligned chunks, written in file order by a writer thread,
-        // with direct I/O where the file system supports it (see ChunkWriter).
+        // Each tensor is produced straight into an aligned staging buffer at its place in the file;
+        // full buffers are written in file order by a writer thread, with direct I/O where the file
+        // system supports it (see ChunkWriter).
         let dataStart = Int(guess.first?.offset ?? 0)
-        let staged = ChunkWriter(fd: fd, file: path, start: dataStart, chunkBytes: chunkBytes, direct: directIO, failAfter: failAfterBytes)
+        let staged = ChunkWriter(fd: fd, file: path, start: dataStart, chunkBytes: chunkBytes,
+                                 largest: (counts.max() ?? 0) * 4, direct: directIO, failAfter: failAfterBytes)
         var sums: [UInt64] = []
         sums.reserveCapacity(params.count)
         var stagingError: Error?
         do {
-            try withoutActuallyEscaping(fill) { fill in
-                let prefetch = Prefetcher(counts: counts, largest: counts.max() ?? 0, fill: fill)
-                defer { prefetch.stop() }
-                for i in params.indices {
-                    let values = try prefetch.take(i)
-                    defer { prefetch.release(i) }
-                    #if _endian(big)
-                    for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
-                    #endif
-                    sums.append(try staged.append(UnsafeRawBufferPointer(values), at: Int(guess[i].offset)))
-                }
+            for i in params.indices {
+                let region = try staged.reserve(counts[i] * 4, at: Int(guess[i].offset))
+                let values = region.bindMemory(to: Float.self)
+                try fill(i, values)
+                #if _endian(big)
+                for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
+                #endif
+                sums.append(xxHash64(UnsafeRawBufferPointer(region)))
+                try staged.staged()
             }
         } catch {
             stagingError = error
@@ -153,73 +153,6 @@ enum RNWStreamWriter {
 
 }
 
-/// Fills tensor i+1 on its own thread while tensor i is written and read back: reading and
-/// rearranging a tensor costs about as much as writing it, so the two overlap on the two cores.
-/// Two buffers alternate; `take(i)` waits for tensor i (or rethrows its fill error), `release(i)`
-/// hands its buffer back, `stop()` ends the thread and waits for it (always call it, also on failure).
-private final class Prefetcher: @unchecked Sendable {
-    private let counts: [Int]
-    private let buffers: [UnsafeMutableBufferPointer<Float>]
-    private var fill: ((Int, UnsafeMutableBufferPointer<Float>) throws -> Void)?
-    private let ready = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
-    // Created at 0 and signalled once: libdispatch traps when a semaphore is freed below its initial value.
-    private let free = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
-    private let finished = DispatchSemaphore(value: 0)
-    private var failures: [Error?] = [nil, nil]   // guarded by `lock` (the slots share one array)
-    private var cancelled = false
-    private let lock = NSLock()
-    private var stopped = false
-
-    init(counts: [Int], largest: Int, fill: @escaping (Int, UnsafeMutableBufferPointer<Float>) throws -> Void) {
-        self.counts = counts
-        self.fill = fill
-        buffers = (0 ..< 2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: max(largest, 1)) }
-        free[0].signal(); free[1].signal()
-        let thread = Thread { [self] in run() }
-        thread.start()
-    }
-
-    private func run() {
-        for i in counts.indices {
-            let slot = i % 2
-            free[slot].wait()
-            lock.lock(); let stop = cancelled; lock.unlock()
-            if stop { break }
-            do {
-                try fill!(i, UnsafeMutableBufferPointer(rebasing: buffers[slot][0 ..< counts[i]]))
-            } catch {
-                // Under the lock: `take` may be reading the other slot's entry of the same array.
-                lock.lock(); failures[slot] = error; lock.unlock()
-                ready[slot].signal()
-                break
-            }
-            ready[slot].signal()
-        }
-        // Drop the caller's closure before saying so: it must not outlive the write call.
-        fill = nil
-        finished.signal()
-    }
-
-    func take(_ i: Int) throws -> UnsafeMutableBufferPointer<Float> {
-        let slot = i % 2
-        ready[slot].wait()
-        lock.lock(); let failure = failures[slot]; lock.unlock()
-        if let failure { throw failure }
-        return UnsafeMutableBufferPointer(rebasing: buffers[slot][0 ..< counts[i]])
-    }
-
-    func release(_ i: Int) { free[i % 2].signal() }
-
-    func stop() {
-        guard !stopped else { return }
-        stopped = true
-        lock.lock(); cancelled = true; lock.unlock()
-        free[0].signal(); free[1].signal()
-        finished.wait()
-        for b in buffers { b.deallocate() }
-    }
-}
-
 /// Positioned writes with the OS error in every failure; `failAfter` injects a failure once that
 /// many bytes were written (tests of the no-output-on-failure rule).
 private struct PositionalSink {
@@ -272,34 +205,38 @@ private struct PositionalSink {
     }
 }
 
-/// Tensor data on its way to the file: copied into a few aligned chunks that cover the file in
-/// order from the data start, each written by a writer thread as soon as it is full, while the
-/// caller stages the next tensors.
+/// Tensor data on its way to the file: staged in place in a few aligned buffers, each covering
+/// the next stretch of the file, and written in file order by a writer thread while the caller
+/// fills the next buffer.
 ///
-/// Where the file system supports direct I/O (statx reports its alignment), the chunks go from
-/// these buffers to the device without the page cache: no second copy of the data in the kernel,
-/// no writeback left for the final fsync, and no cache pages to allocate (on the test machine a
-/// fresh page-cache page often costs a hypervisor fault). The last chunk is padded to the
-/// alignment and the file truncated to its real end. Where direct I/O is not available, or a
-/// direct write is refused, the same chunks are written through the page cache.
+/// Where the file system supports direct I/O (statx reports its alignment), the buffers go to the
+/// device without the page cache: no second copy of the data in the kernel, no writeback left for
+/// the final fsync, and no cache pages to allocate (on the test machine a fresh page-cache page
+/// often costs a hypervisor fault). A buffer is written up to its last whole 4 KB block; the bytes
+/// after that are carried to the front of the next buffer. The last buffer is padded with zeros to
+/// the block size and the file truncated to its real end. Where direct I/O is not available, or a
+/// direct write is refused, the same buffers are written through the page cache.
 private final class ChunkWriter: @unchecked Sendable {
-    static let depth = 4
+    static let depth = 3
+    static let block = 4096
 
     let fd: Int32
     let file: String
-    /// Size of each chunk, a multiple of 4096 (the largest direct-I/O alignment used).
+    /// A buffer is handed to the writer once this many bytes are staged in it.
     let chunkBytes: Int
-    /// Whether the chunks go out with direct I/O (false after a fallback).
+    /// Bytes each buffer holds: a chunk, the largest tensor and the carried tail.
+    let capacity: Int
+    /// Whether the buffers go out with direct I/O (false after a fallback).
     private(set) var direct: Bool
     /// Bytes handed to the kernel so far (padding included).
     var bytesWritten: Int { lock.lock(); defer { lock.unlock() }; return written }
 
-    private let alignment: Int
     private let failAfter: Int?
     private var buffers: [UnsafeMutableRawBufferPointer] = []
-    /// The chunk being filled: its buffer, its file offset, and the next file offset to stage.
-    private var current: Int
-    private var chunkStart: Int
+    /// The buffer being filled, the file offset of its first byte (a block boundary) and the next
+    /// file offset to stage.
+    private var current = 0
+    private var bufferStart: Int
     private var cursor: Int
     // Shared with the writer thread, under `lock`.
     private let lock = NSLock()
@@ -312,73 +249,75 @@ private final class ChunkWriter: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var finished = false
 
-    /// Stages data from file offset `start` on; bytes before it (header, manifest) are left to the caller.
-    init(fd: Int32, file: String, start: Int, chunkBytes: Int, direct wantDirect: Bool, failAfter: Int?) {
-        precondition(chunkBytes > 0 && chunkBytes % 4096 == 0)
-        self.chunkBytes = chunkBytes
+    /// Stages data from file offset `start` on; bytes before it (header, manifest) are left to the
+    /// caller. `largest` is the largest single reservation that will be asked for.
+    init(fd: Int32, file: String, start: Int, chunkBytes: Int, largest: Int, direct wantDirect: Bool, failAfter: Int?) {
+        precondition(chunkBytes > 0 && chunkBytes % Self.block == 0 && largest >= 0)
         self.fd = fd
         self.file = file
+        self.chunkBytes = chunkBytes
+        let capacity = (chunkBytes + largest + 2 * Self.block + Self.block - 1) / Self.block * Self.block
+        self.capacity = capacity
         self.failAfter = failAfter
         var memory: Int64 = 0
         let offsetAlignment = Int(clinuxio_direct_alignment(fd, &memory))
-        let usable = wantDirect && offsetAlignment > 0 && offsetAlignment <= 4096 && memory > 0 && memory <= 4096
-            && 4096 % offsetAlignment == 0 && 4096 % Int(memory) == 0
+        let usable = wantDirect && offsetAlignment > 0 && Self.block % offsetAlignment == 0
+            && memory > 0 && Self.block % Int(memory) == 0
         direct = usable && clinuxio_set_direct(fd, 1) == 0
-        alignment = direct ? 4096 : 1
-        buffers = (0 ..< Self.depth).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 4096) }
-        current = 0
+        buffers = (0 ..< Self.depth).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: Self.block) }
         freeBuffers = Array(1 ..< Self.depth)
-        chunkStart = start / 4096 * 4096
-        cursor = chunkStart
+        bufferStart = start / Self.block * Self.block
+        cursor = bufferStart
         // Created at 0 and signalled: libdispatch traps when a semaphore is freed below its initial value.
         for _ in 1 ..< Self.depth { freed.signal() }
-        // The bytes of the first chunk before `start` are zeroed as the gap; the header goes over them later.
         let thread = Thread { [self] in run() }
         thread.start()
     }
 
     deinit { for b in buffers { b.deallocate() } }
 
-    /// Copies `bytes` to file offset `offset` (not before anything staged already; the gap is
-    /// zero-filled) and returns their xxHash64, taken from the staged copy.
-    func append(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws -> UInt64 {
+    /// The place of `count` bytes at file offset `offset` (not before anything staged already) in
+    /// a staging buffer, for the caller to fill before its next call. Bytes skipped since the last
+    /// reservation are zeros (alignment padding).
+    func reserve(_ count: Int, at offset: Int) throws -> UnsafeMutableRawBufferPointer {
         precondition(offset >= cursor, "tensors are staged in file order")
-        try zeroFill(to: offset)
-        var taken = 0
-        var hash: UInt64?
-        while taken < bytes.count {
-            let room = chunkStart + chunkBytes - cursor
-            let n = min(room, bytes.count - taken)
-            let at = buffers[current].baseAddress! + (cursor - chunkStart)
-            let piece = UnsafeRawBufferPointer(rebasing: bytes[taken ..< taken + n])
-            if n == bytes.count {
-                // The whole tensor in one chunk: copy and hash in one pass.
-                hash = xxHash64Copying(piece, to: at)
-            } else {
-                at.copyMemory(from: piece.baseAddress!, byteCount: n)
-            }
-            taken += n
-            cursor += n
-            if cursor == chunkStart + chunkBytes { try submit() }
+        // Padding runs of any length (tests shift the data start): zeros, a buffer at a time.
+        while offset > bufferStart + capacity - Self.block {
+            zero(from: cursor, to: bufferStart + capacity - Self.block)
+            cursor = bufferStart + capacity - Self.block
+            try rotate()
         }
-        return hash ?? xxHash64(bytes)
+        if offset + count > bufferStart + capacity {
+            zero(from: cursor, to: offset)
+            cursor = offset
+            try rotate()
+        }
+        precondition(offset + count <= bufferStart + capacity, "reservation larger than declared")
+        zero(from: cursor, to: offset)
+        cursor = offset + count
+        return UnsafeMutableRawBufferPointer(start: buffers[current].baseAddress! + (offset - bufferStart), count: count)
     }
 
-    /// Writes the last chunk, waits for the writer thread and leaves the file ending at the last
+    /// Says the last reservation is filled: a buffer holding a chunk's worth goes to the writer.
+    func staged() throws {
+        if cursor - bufferStart >= chunkBytes { try rotate() }
+    }
+
+    /// Writes the last buffer, waits for the writer thread and leaves the file ending at the last
     /// staged byte, with direct I/O turned off again. Call it once, also after a failure.
     func finish() throws {
         guard !finished else { return }
         finished = true
         let end = cursor
-        var failed: Error?
-        if cursor > chunkStart {
-            let padded = (cursor - chunkStart + alignment - 1) / alignment * alignment
-            buffers[current].baseAddress!.advanced(by: cursor - chunkStart).initializeMemory(as: UInt8.self, repeating: 0, count: padded - (cursor - chunkStart))
-            enqueue((current, chunkStart, padded))
+        if cursor > bufferStart {
+            let length = cursor - bufferStart
+            let padded = (length + Self.block - 1) / Self.block * Self.block
+            zero(from: cursor, to: bufferStart + padded)
+            enqueue((current, bufferStart, direct ? padded : length))
         }
         enqueue(nil)
         done.wait()
-        lock.lock(); failed = failure; lock.unlock()
+        lock.lock(); let failed = failure; lock.unlock()
         if direct { _ = clinuxio_set_direct(fd, 0) }
         if let failed { throw failed }
         guard ftruncate(fd, off_t(end)) == 0 else {
@@ -386,25 +325,27 @@ private final class ChunkWriter: @unchecked Sendable {
         }
     }
 
-    private func zeroFill(to offset: Int) throws {
-        while cursor < offset {
-            let n = min(chunkStart + chunkBytes - cursor, offset - cursor)
-            buffers[current].baseAddress!.advanced(by: cursor - chunkStart).initializeMemory(as: UInt8.self, repeating: 0, count: n)
-            cursor += n
-            if cursor == chunkStart + chunkBytes { try submit() }
-        }
+    private func zero(from: Int, to: Int) {
+        guard to > from else { return }
+        (buffers[current].baseAddress! + (from - bufferStart)).initializeMemory(as: UInt8.self, repeating: 0, count: to - from)
     }
 
-    /// Hands the full current chunk to the writer and takes a free buffer (waiting for one).
-    private func submit() throws {
-        enqueue((current, chunkStart, chunkBytes))
+    /// Hands the current buffer's whole blocks to the writer and moves the rest (less than a
+    /// block) to the front of a free buffer, waiting for one.
+    private func rotate() throws {
+        let cut = cursor / Self.block * Self.block
+        guard cut > bufferStart else { return }
         freed.wait()
         lock.lock()
         let error = failure
         let next = freeBuffers.removeFirst()
         lock.unlock()
+        if cursor > cut {
+            buffers[next].baseAddress!.copyMemory(from: buffers[current].baseAddress! + (cut - bufferStart), byteCount: cursor - cut)
+        }
+        enqueue((current, bufferStart, cut - bufferStart))
         current = next
-        chunkStart += chunkBytes
+        bufferStart = cut
         if let error { throw error }
     }
 
@@ -440,8 +381,8 @@ private final class ChunkWriter: @unchecked Sendable {
                 if sofar >= limit {
                     throw ResNetError.io(file: file, reason: "write failed: injected failure after \(limit) bytes")
                 }
-                n = min(n, limit - sofar)
-                if direct { n = max(n / alignment * alignment, min(alignment, job.length - done)) }
+                n = min(n, max(limit - sofar, 1))
+                if direct { n = min(job.length - done, (n + Self.block - 1) / Self.block * Self.block) }
             }
             let r = pwrite(fd, base + done, n, off_t(job.offset + done))
             if r < 0 {

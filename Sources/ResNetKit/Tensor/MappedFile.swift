@@ -5,7 +5,8 @@ import Foundation
 /// `.rnw` and PyTorch files look at the bytes in place and never read outside `bytes`.
 final class MappedFile: @unchecked Sendable {
     let bytes: UnsafeRawBufferPointer
-    private let mapped: Bool
+    /// True for a memory mapping, false for a heap copy.
+    let mapped: Bool
 
     /// Maps `path`; an empty file gives empty bytes (the caller decides whether that is an error).
     init(path: String) throws {
