@@ -4,6 +4,7 @@
 
   python convert_python.py keras IN.h5 OUT.safetensors   # h5py + numpy transposes + safetensors.numpy
   python convert_python.py torch IN.pth OUT.safetensors  # torch.load + safetensors.torch
+  python convert_python.py keras IN.h5 OUT.safetensors --fsync   # the same, flushed to the device
 
 keras: every dataset named in the file's `layer_names`/`weight_names` (legacy .h5, full model or
 weights only) is read with h5py; 4-D conv kernels are transposed HWIO -> OIHW and 2-D dense kernels
@@ -13,7 +14,9 @@ goes to one safetensors file. Keras 3 `.weights.h5` (layers/<name>/vars/<i>) is 
 torch: `torch.load(map_location="cpu", weights_only=True)`, the state dict unwrapped from the usual
 checkpoint keys, every tensor made contiguous, then `safetensors.torch.save_file`.
 
-Neither route fsyncs its output (resnet-convert does before its rename); that is the usual route.
+Neither route fsyncs its output by default, which is the usual route; with --fsync the output is
+flushed to the device (os.fsync) before the script returns, the same durability resnet-convert gives
+(it fsyncs before its rename), for an apples-to-apples column.
 Only the packages the route needs are imported, so each runs in its own venv.
 """
 import sys
@@ -78,10 +81,20 @@ def torch_route(src: str, dst: str) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) != 4 or sys.argv[1] not in ("keras", "torch"):
+    args = sys.argv[1:]
+    durable = "--fsync" in args
+    args = [a for a in args if a != "--fsync"]
+    if len(args) != 3 or args[0] not in ("keras", "torch"):
         sys.exit(__doc__)
-    route, src, dst = sys.argv[1:]
+    route, src, dst = args
     n = (keras_route if route == "keras" else torch_route)(src, dst)
+    if durable:
+        import os
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     print(f"{route}: {n} tensors -> {dst}", file=sys.stderr)
 
 
