@@ -333,6 +333,18 @@ import ZIPFoundation
         #expect(v[3]?.string == "A")
     }
 
+    /// Repeated short tokens share one value; tokens that differ only in kind, sign or escaping
+    /// must not be confused with each other.
+    @Test func repeatedTokensKeepTheirOwnValues() throws {
+        let text = #"["float32", "float32", "\u0066loat32", "0.5", 0.5, 0.5, -0, 0, -0.0, 0.0, 1024, 1024, 1e2, 100, "1e2", "\n", "\\n"]"#
+        let v = try parseKerasJSON(Data(text.utf8), file: "t.json", place: "config.json")
+        #expect(Self.oracle(Data(text.utf8)).map { Self.same($0, v) } == true)
+        #expect(v[2]?.string == "float32" && v[3]?.string == "0.5" && v[4]?.double == 0.5 && v[5]?.double == 0.5)
+        #expect(v[6]?.double?.sign == .minus && v[7]?.double?.sign == .plus)
+        #expect(v[8]?.double?.sign == .minus && v[9]?.double?.sign == .plus)
+        #expect(v[12]?.double == 100 && v[14]?.string == "1e2" && v[15]?.string == "\n" && v[16]?.string == "\\n")
+    }
+
     // MARK: Refusals
 
     /// Parses `bytes`; returns the byte offset and reason of the refusal, or nil if accepted.
