@@ -12,7 +12,8 @@ import Foundation
 //
 // Choices made to match what Foundation's JSONDecoder returned for the same text:
 // - duplicate object keys: the first occurrence wins (Python's json keeps the last; neither
-//   Keras nor safetensors writers produce duplicates);
+//   Keras nor safetensors writers produce duplicates). Foundation never decoded the shadowed
+//   later values, so it let bad numbers and strings through there; this parser checks them;
 // - nesting: 512 levels of arrays/objects are accepted, 513 refused;
 // - numbers are converted correctly rounded; a number whose digits overflow to ±infinity
 //   (`1e400`, 400 digits) or that is not zero but rounds to zero (`1e-400`) is refused;
