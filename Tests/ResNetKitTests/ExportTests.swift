@@ -255,7 +255,7 @@ import Testing
         (#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4, "not a size"),
         (#"{"a":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,4]}}"#, 4, "overflows"),
         (#"[1,2]"#, 0, "does not start with '{'"),
-        (#"{"a":"#, 0, "does not parse"),
+        (#"{"a":"#, 0, "unterminated object"),
     ])
     func malformedSafetensorsAreRefused(header: String, dataBytes: Int, mention: String) {
         let reason = Self.refusal(Self.safetensors(header: header, data: .init(repeating: 0, count: dataBytes)))

@@ -27,33 +27,45 @@ import Testing
 }
 
 /// fuzz-keras-config: a byte that is not UTF-8 next to an unquoted key made Foundation's JSON5
-/// scanner trap. Config text is now validated as UTF-8 before it is decoded.
+/// scanner trap. The strict byte-level parser refuses the unquoted key, naming its offset.
 @Test func kerasConfigThatIsNotUTF8IsRefused() throws {
     let data = try FuzzRegressionTests.bytes("keras-config-invalid-utf8-key.json")
     #expect {
         try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
     } throws: { error in
-        (error as? ResNetError)?.description.contains("not valid UTF-8") == true
+        guard case let .invalidInput(_, place, _) = error as? ResNetError else { return false }
+        return place.hasPrefix("config.json byte ")
     }
 }
 
-/// fuzz-keras-config: `"epsilon":1.001e-` — an exponent sign with no digits — passes Foundation's
-/// JSON5 scanner and then traps when the number is converted. Such numbers are refused first.
+/// fuzz-keras-config: `"epsilon":1.001e-` — an exponent sign with no digits — passed Foundation's
+/// JSON5 scanner and then trapped when the number was converted. It is refused at the byte after
+/// the sign.
 @Test func kerasConfigWithAnExponentWithoutDigitsIsRefused() throws {
     let data = try FuzzRegressionTests.bytes("keras-config-exponent-without-digits.json")
     #expect {
         try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
     } throws: { error in
-        (error as? ResNetError)?.description.contains("no exponent digits") == true
+        (error as? ResNetError)?.description.contains("an exponent must have digits") == true
     }
 }
 
-@Test("exponent signs without digits are found outside strings only", arguments: [
-    (#"{"a":1e-}"#, 6), (#"{"a":.5E+,"b":2}"#, 7), (#"[1.e-]"#, 3), (#"[2e-"#, 2),
-    (#"{"a":1e-5}"#, nil), (#"{"a":"1e-"}"#, nil), (#"{'a':'x\'1e-'}"#, nil), (#"{"e-":1}"#, nil), (#"[NaN, -Infinity]"#, nil),
+/// The inputs of the pre-scan that guarded Foundation against `1e-` (now gone): numbers with an
+/// exponent sign and no digits are refused at the offset after the sign; the same bytes inside
+/// strings or keys are text.
+@Test("exponent signs without digits are refused outside strings only", arguments: [
+    (#"{"a":1e-}"#, 8), (#"[1.e-]"#, 3), (#"[2e-"#, 4), (#"{"a":.5E+,"b":2}"#, 5),
+    (#"{"a":1e-5}"#, nil), (#"{"a":"1e-"}"#, nil), (#"{"e-":1}"#, nil), (#"[NaN, -Infinity]"#, nil),
 ] as [(String, Int?)])
-func exponentWithoutDigitsScan(text: String, offset: Int?) {
-    #expect(exponentWithoutDigits(Data(text.utf8)) == offset)
+func exponentWithoutDigitsIsRefusedAtItsOffset(text: String, offset: Int?) {
+    do {
+        _ = try parseKerasJSON(Data(text.utf8), file: "t.json", place: "config.json")
+        #expect(offset == nil, "accepted \(text)")
+    } catch let ResNetError.invalidInput(_, place, _) {
+        #expect(offset.map { "config.json byte \($0)" } == place, "\(text)")
+    } catch {
+        Issue.record("unexpected error \(error)")
+    }
 }
 
 /// fuzz-keras-config: a nested Functional model whose "config" key is damaged was force-unwrapped
@@ -65,13 +77,15 @@ func exponentWithoutDigitsScan(text: String, offset: Int?) {
     #expect(throws: ResNetError.self) { _ = try builder.build(json) }
 }
 
-/// fuzz-keras-config: a bare 85-digit integer trapped Foundation's JSON5 number validation. Config
-/// text is now decoded as strict JSON (NaN / Infinity from Python are marked and restored), so the
-/// text is simply not a model config.
+/// fuzz-keras-config: a bare 85-digit integer trapped Foundation's JSON5 number validation. It is
+/// a valid JSON number and reads as the nearest Double (as strict Foundation reads it); it is not
+/// a model config, which the graph builder refuses.
 @Test func kerasConfigThatIsALongBareNumberIsRefused() throws {
     let data = try FuzzRegressionTests.bytes("keras-config-long-bare-integer.json")
-    let value = try? parseKerasJSON(data, file: "fuzz.json", place: "config.json")
-    #expect(value == nil || value?.object == nil, "a bare number is not a config")
+    let value = try parseKerasJSON(data, file: "fuzz.json", place: "config.json")
+    #expect(value == .number(Double(String(repeating: "5", count: 85))!))
+    var builder = KerasGraphBuilder(file: "fuzz.json", place: "config.json")
+    #expect(throws: ResNetError.self) { _ = try builder.build(value) }
 }
 
 /// Python's json module writes NaN and Infinity; they still parse, as numbers, outside strings only.

@@ -62,10 +62,8 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     }
     let header = Data(bytes[8 ..< 8 + headerLength])
     guard header.first == UInt8(ascii: "{") else { throw bad("header", "the JSON header does not start with '{'") }
-    let json: JSONValue
-    do { json = try JSONDecoder().decode(JSONValue.self, from: header) } catch {
-        throw bad("header", "the JSON header does not parse: \(error)")
-    }
+    // Strict JSON, as the reference implementation (serde_json) reads it: no NaN / Infinity.
+    let json = try parseJSON(header, file: file, place: "header", allowsNonFinite: false)
     guard let object = json.object else { throw bad("header", "the JSON header is not an object") }
     guard object.count <= SafeTensorsLimits.maxTensors else { throw bad("header", "\(object.count) entries; the limit is \(SafeTensorsLimits.maxTensors)") }
     var metadata: [String: String] = [:]
