@@ -71,6 +71,148 @@ static inline void chdf5_error_stack_text(char *buffer, size_t capacity) {
     buffer[capacity - 1] = 0;
 }
 
+// MARK: - Lookups in one call
+//
+// The Keras reader looks at a few thousand links and datasets. Each libhdf5 call walks its path
+// from the location again and takes the Swift side's lock, so the usual sequence of calls for one
+// link or one dataset is made here in one go. Each function stops at the first failure, with
+// libhdf5's error stack still describing it (no further API call is made before returning), so
+// the caller reports exactly what it would have reported making the calls one by one.
+
+/// What `chdf5_link_kind` found at a path.
+typedef enum {
+    /// `H5Lexists` failed (error stack set).
+    CHDF5_LINK_LOOKUP_FAILED = -1,
+    /// The link exists but its object header cannot be read (error stack set).
+    CHDF5_LINK_HEADER_FAILED = -2,
+    CHDF5_LINK_MISSING = 0,
+    CHDF5_LINK_GROUP = 1,
+    CHDF5_LINK_DATASET = 2,
+    CHDF5_LINK_OTHER = 3,
+    /// An external or user-defined link, which is never followed.
+    CHDF5_LINK_EXTERNAL = 4
+} chdf5_link_kind_t;
+
+/// The kind of the object the last component of `name` (relative to `loc`) links to: the link is
+/// looked up without following it (external links are reported, not followed), then the object
+/// header is read. Intermediate components are the caller's to check.
+static inline chdf5_link_kind_t chdf5_link_kind(hid_t loc, const char *name) {
+    H5L_info_t linfo;
+    // The link's own info answers "does it exist" in the usual case; only when it cannot be read
+    // does H5Lexists tell a missing link from a damaged one.
+    if (H5Lget_info(loc, name, &linfo, H5P_DEFAULT) < 0) {
+        htri_t exists = H5Lexists(loc, name, H5P_DEFAULT);
+        if (exists < 0) return CHDF5_LINK_LOOKUP_FAILED;
+        if (exists == 0) return CHDF5_LINK_MISSING;
+    } else if (linfo.type != H5L_TYPE_HARD && linfo.type != H5L_TYPE_SOFT) {
+        return CHDF5_LINK_EXTERNAL;
+    }
+    H5O_info_t oinfo;
+    if (H5Oget_info_by_name2(loc, name, &oinfo, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return CHDF5_LINK_HEADER_FAILED;
+    if (oinfo.type == H5O_TYPE_GROUP) return CHDF5_LINK_GROUP;
+    if (oinfo.type == H5O_TYPE_DATASET) return CHDF5_LINK_DATASET;
+    return CHDF5_LINK_OTHER;
+}
+
+/// How far `chdf5_dataset_open_info` got; each value names the call that failed (error stack set),
+/// except `CHDF5_DS_STOPPED_TYPE`, where the element type is one the reader refuses anyway.
+typedef enum {
+    CHDF5_DS_DONE = 0,
+    CHDF5_DS_FAILED_OPEN,
+    CHDF5_DS_FAILED_TYPE,
+    CHDF5_DS_FAILED_FIELDS,
+    CHDF5_DS_STOPPED_TYPE,
+    CHDF5_DS_FAILED_SPACE,
+    CHDF5_DS_STOPPED_NULL_SPACE,
+    CHDF5_DS_FAILED_RANK,
+    CHDF5_DS_FAILED_DIMS,
+    CHDF5_DS_FAILED_PLIST,
+    CHDF5_DS_FAILED_FILTERS
+} chdf5_dataset_step_t;
+
+/// What the reader needs to know about a dataset before reading (or deferring) its values.
+typedef struct {
+    chdf5_dataset_step_t step;
+    H5T_class_t type_class;
+    size_t type_size;
+    /// Exponent and mantissa bits, for 2-byte floats only.
+    size_t exponent_bits, mantissa_bits;
+    int rank;
+    hsize_t dims[H5S_MAX_RANK];
+    int filters;
+    /// Set only when `want_location` was given and the dataset is an unfiltered 4-byte float.
+    int is_ieee_f32le;
+    int contiguous;
+    haddr_t address;
+    hsize_t storage_size;
+} chdf5_dataset_info_t;
+
+/// Opens the dataset `name` (relative to `loc`) and reads its element type, dataspace and filter
+/// count, in the order the reader checks them, stopping at the first failure or refused type. With
+/// `want_location`, an unfiltered 4-byte float dataset also gets its layout, file address and
+/// storage size (what reading it by offset needs). Returns the open dataset (the caller closes it)
+/// when every step succeeded; otherwise closes what it opened and returns a negative value, with
+/// `info->step` saying where it stopped and, for a failed call, libhdf5's error stack in `error`.
+static inline hid_t chdf5_dataset_open_info(hid_t loc, const char *name, int want_location, chdf5_dataset_info_t *info,
+                                            char *error, size_t error_capacity) {
+    memset(info, 0, sizeof *info);
+    info->address = HADDR_UNDEF;
+    if (error != NULL && error_capacity > 0) error[0] = 0;
+    hid_t did = -1, tid = -1, sid = -1, dcpl = -1;
+    chdf5_dataset_step_t step = CHDF5_DS_DONE;
+    int f32le = 0;
+    do {
+        did = H5Dopen2(loc, name, H5P_DEFAULT);
+        if (did < 0) { step = CHDF5_DS_FAILED_OPEN; break; }
+        tid = H5Dget_type(did);
+        if (tid < 0) { step = CHDF5_DS_FAILED_TYPE; break; }
+        info->type_class = H5Tget_class(tid);
+        info->type_size = H5Tget_size(tid);
+        int accepted = info->type_class == H5T_FLOAT && (info->type_size == 4 || info->type_size == 8);
+        if (info->type_class == H5T_FLOAT && info->type_size == 2) {
+            size_t spos, epos, mpos;
+            if (H5Tget_fields(tid, &spos, &epos, &info->exponent_bits, &mpos, &info->mantissa_bits) < 0) {
+                step = CHDF5_DS_FAILED_FIELDS;
+                break;
+            }
+            accepted = (info->exponent_bits == 5 && info->mantissa_bits == 10) || (info->exponent_bits == 8 && info->mantissa_bits == 7);
+        }
+        if (!accepted) { step = CHDF5_DS_STOPPED_TYPE; break; }
+        f32le = want_location && info->type_size == 4 && H5Tequal(tid, H5T_IEEE_F32LE) > 0;
+        sid = H5Dget_space(did);
+        if (sid < 0) { step = CHDF5_DS_FAILED_SPACE; break; }
+        if (H5Sget_simple_extent_type(sid) == H5S_NULL) { step = CHDF5_DS_STOPPED_NULL_SPACE; break; }
+        info->rank = H5Sget_simple_extent_ndims(sid);
+        if (info->rank < 0 || info->rank > H5S_MAX_RANK) { step = CHDF5_DS_FAILED_RANK; break; }
+        if (info->rank > 0 && H5Sget_simple_extent_dims(sid, info->dims, NULL) != info->rank) { step = CHDF5_DS_FAILED_DIMS; break; }
+        dcpl = H5Dget_create_plist(did);
+        if (dcpl < 0) { step = CHDF5_DS_FAILED_PLIST; break; }
+        info->filters = H5Pget_nfilters(dcpl);
+        if (info->filters < 0) { step = CHDF5_DS_FAILED_FILTERS; break; }
+        if (f32le && info->filters == 0) {
+            info->is_ieee_f32le = 1;
+            info->contiguous = H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
+            if (info->contiguous) {
+                info->address = H5Dget_offset(did);   // HADDR_UNDEF when not allocated
+                info->storage_size = H5Dget_storage_size(did);
+            }
+        }
+    } while (0);
+    // The error stack is taken before any cleanup call, which would clear it.
+    if (step != CHDF5_DS_DONE && step != CHDF5_DS_STOPPED_TYPE && step != CHDF5_DS_STOPPED_NULL_SPACE) {
+        chdf5_error_stack_text(error, error_capacity);
+    }
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (sid >= 0) H5Sclose(sid);
+    if (tid >= 0) H5Tclose(tid);
+    info->step = step;
+    if (step != CHDF5_DS_DONE) {
+        if (did >= 0) H5Dclose(did);
+        return -1;
+    }
+    return did;
+}
+
 // MARK: - Pre-flight walk in a child process
 //
 // libhdf5 is not hardened against crafted files: a damaged heap or object header can make it

@@ -286,11 +286,14 @@ final class HDF5File {
         return names[signal].map { ", \($0)" } ?? ""
     }
 
+    /// The file's handle, for ``HDF5Group``.
+    fileprivate var fileID: hid_t { id }
+
     // MARK: - Errors
 
     /// The current HDF5 error stack as one line, innermost failure first. Call with the lock held,
     /// straight after the failing call (the next API call clears the stack).
-    private static func errorStackText() -> String {
+    fileprivate static func errorStackText() -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
         buffer.withUnsafeMutableBufferPointer { chdf5_error_stack_text($0.baseAddress, $0.count) }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -305,30 +308,38 @@ final class HDF5File {
 
     /// What `path` (absolute, `/a/b`) points at, or nil when it does not exist.
     func kind(at path: String) throws -> HDF5ObjectKind? {
-        try withHDF5 {
-            let parts = path.split(separator: "/", omittingEmptySubsequences: true)
-            if parts.isEmpty { return .group }
-            var prefix = ""
-            for (i, part) in parts.enumerated() {
-                prefix += "/" + part
-                let exists = H5Lexists(id, prefix, chdf5_default())
-                if exists < 0 { throw failure(prefix, "cannot look up link") }
-                if exists == 0 { return nil }
-                if chdf5_link_class(id, prefix) == 2 {
-                    throw ResNetError.invalidInput(file: name, place: prefix,
-                        reason: "an external link (to another file); links out of the file are never followed")
-                }
-                var info = H5O_info_t()
-                guard H5Oget_info_by_name2(id, prefix, &info, UInt32(H5O_INFO_BASIC), chdf5_default()) >= 0 else {
-                    throw failure(prefix, "cannot read object header (dangling link?)")
-                }
-                let k: HDF5ObjectKind = info.type == H5O_TYPE_GROUP ? .group
-                    : info.type == H5O_TYPE_DATASET ? .dataset : .other
-                if i == parts.count - 1 { return k }
-                if k != .group { return nil }
+        try withHDF5 { try kind(in: id, base: "", relative: path) }
+    }
+
+    /// What `relative` (`a/b`, below the object `loc`, whose absolute path is `base`) points at,
+    /// or nil when it does not exist. Every component is checked: a missing or non-group
+    /// component gives nil, an external link is refused. Errors name the absolute path.
+    /// Call with the lock held.
+    fileprivate func kind(in loc: hid_t, base: String, relative: String) throws -> HDF5ObjectKind? {
+        let parts = relative.split(separator: "/", omittingEmptySubsequences: true)
+        if parts.isEmpty { return .group }
+        var prefix = ""   // components so far, relative to `loc`
+        for (i, part) in parts.enumerated() {
+            prefix += prefix.isEmpty ? String(part) : "/" + part
+            // From the file itself the name is absolute, as the error places are.
+            let found = chdf5_link_kind(loc, base.isEmpty ? "/" + prefix : prefix)
+            func place() -> String { base + "/" + prefix }
+            let k: HDF5ObjectKind
+            switch found {
+            case CHDF5_LINK_LOOKUP_FAILED: throw failure(place(), "cannot look up link")
+            case CHDF5_LINK_MISSING: return nil
+            case CHDF5_LINK_EXTERNAL:
+                throw ResNetError.invalidInput(file: name, place: place(),
+                    reason: "an external link (to another file); links out of the file are never followed")
+            case CHDF5_LINK_GROUP: k = .group
+            case CHDF5_LINK_DATASET: k = .dataset
+            case CHDF5_LINK_OTHER: k = .other
+            default: throw failure(place(), "cannot read object header (dangling link?)")
             }
-            return nil
+            if i == parts.count - 1 { return k }
+            if k != .group { return nil }
         }
+        return nil
     }
 
     /// Names of the members of the group at `path`, alphabetical (HDF5's name index, the order
@@ -388,12 +399,17 @@ final class HDF5File {
 
     /// The attribute `attribute` of the object at `path`, or nil when it is absent.
     func attribute(_ attribute: String, of path: String) throws -> HDF5Attribute? {
-        let place = "\(path)@\(attribute)"
-        return try withHDF5 {
-            let exists = H5Aexists_by_name(id, path, attribute, chdf5_default())
+        try withHDF5 { try self.attribute(attribute, of: id, named: path, place: "\(path)@\(attribute)") }
+    }
+
+    /// The attribute `attribute` of the object `object` below `loc` (`.` for `loc` itself), or
+    /// nil when it is absent; errors name `place`. Call with the lock held.
+    fileprivate func attribute(_ attribute: String, of loc: hid_t, named object: String, place: String) throws -> HDF5Attribute? {
+        do {
+            let exists = H5Aexists_by_name(loc, object, attribute, chdf5_default())
             if exists < 0 { throw failure(place, "cannot look up attribute") }
             if exists == 0 { return nil }
-            let aid = H5Aopen_by_name(id, path, attribute, chdf5_default(), chdf5_default())
+            let aid = H5Aopen_by_name(loc, object, attribute, chdf5_default(), chdf5_default())
             guard aid >= 0 else { throw failure(place, "cannot open attribute") }
             defer { H5Aclose(aid) }
             let tid = H5Aget_type(aid)
@@ -482,121 +498,130 @@ final class HDF5File {
     /// in the file's own layout. Other element types are refused.
     func readTensor(at path: String) throws -> SourceTensor {
         try withHDF5 {
-            let did = H5Dopen2(id, path, chdf5_default())
-            guard did >= 0 else { throw failure(path, "cannot open dataset") }
-            defer { H5Dclose(did) }
-            let tid = H5Dget_type(did)
-            guard tid >= 0 else { throw failure(path, "cannot read dataset type") }
-            defer { H5Tclose(tid) }
-            let typeClass = H5Tget_class(tid)
-            let size = H5Tget_size(tid)
-            guard typeClass == H5T_FLOAT else {
-                let what = typeClass == H5T_INTEGER ? "integer (\(size) bytes)" : "type class \(typeClass.rawValue)"
-                throw ResNetError.unsupported(file: name, place: path,
-                    reason: "dataset holds \(what) elements; weights must be f16, bf16, f32 or f64")
+            guard let t = try readTensor(in: id, named: path, path: path, isDataset: { true }) else {
+                throw ResNetError.invalidInput(file: name, place: path, reason: "not a dataset")   // not reached: `isDataset` is true
             }
-            let dtype: DType
-            switch size {
-            case 2:
-                var spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0
-                guard H5Tget_fields(tid, &spos, &epos, &esize, &mpos, &msize) >= 0 else {
-                    throw failure(path, "cannot read float type fields")
-                }
-                if esize == 5 && msize == 10 { dtype = .float16 }
-                else if esize == 8 && msize == 7 { dtype = .bfloat16 }
-                else {
-                    throw ResNetError.unsupported(file: name, place: path,
-                        reason: "16-bit float with \(esize) exponent and \(msize) mantissa bits")
-                }
-            case 4: dtype = .float32
-            case 8: dtype = .float64
-            default:
-                throw ResNetError.unsupported(file: name, place: path, reason: "\(size * 8)-bit floating point elements")
-            }
-            let sid = H5Dget_space(did)
-            guard sid >= 0 else { throw failure(path, "cannot read dataset dataspace") }
-            defer { H5Sclose(sid) }
-            let spaceClass = H5Sget_simple_extent_type(sid)
-            guard spaceClass != H5S_NULL else {
-                throw ResNetError.invalidInput(file: name, place: path, reason: "dataset has a null dataspace (no elements)")
-            }
-            let rank = Int(H5Sget_simple_extent_ndims(sid))
-            guard rank >= 0, rank <= HDF5Limits.maxRank else {
-                throw failure(path, "cannot read dataset rank (\(rank))")
-            }
-            var dims = [hsize_t](repeating: 0, count: max(rank, 1))
-            if rank > 0 {
-                guard H5Sget_simple_extent_dims(sid, &dims, nil) == rank else { throw failure(path, "cannot read dataset shape") }
-            }
-            var shape: [Int] = []
-            var count = 1
-            for d in dims.prefix(rank) {
-                guard d <= UInt64(Int.max) else {
-                    throw ResNetError.invalidInput(file: name, place: path, reason: "dimension \(d) out of range")
-                }
-                shape.append(Int(d))
-                let (c, overflow) = count.multipliedReportingOverflow(by: Int(d))
-                guard !overflow else {
-                    throw ResNetError.invalidInput(file: name, place: path, reason: "shape \(dims.prefix(rank).map { $0 }): element count overflows")
-                }
-                guard ReadLimits.float32Bytes(c) <= limits.maxTensorBytes else {
-                    throw limits.exceeded(.tensorBytes, file: name, place: path,
-                        found: "shape \(dims.prefix(rank).map { $0 }) needs at least \(ReadLimits.float32Bytes(c)) bytes as float32")
-                }
-                count = c
-            }
-            let (total, totalOverflow) = bytesRead.addingReportingOverflow(ReadLimits.float32Bytes(count))
-            guard !totalOverflow, total <= limits.maxTotalBytes else {
-                throw limits.exceeded(.totalBytes, file: name, place: path,
-                    found: "the datasets up to this one need \(total) bytes as float32")
-            }
-            let storedBytes = count * dtype.size
-            let dcpl = H5Dget_create_plist(did)
-            guard dcpl >= 0 else { throw failure(path, "cannot read dataset creation properties") }
-            let filters = H5Pget_nfilters(dcpl)
-            H5Pclose(dcpl)
-            guard filters >= 0 else { throw failure(path, "cannot read dataset filters") }
-            let (budget, budgetOverflow) = fileSize.multipliedReportingOverflow(by: filters == 0 ? 1 : HDF5Limits.maxCompressionRatio)
-            guard budgetOverflow || storedBytes <= budget else {
-                throw ResNetError.invalidInput(file: name, place: path,
-                    reason: "shape \(shape) needs \(storedBytes) bytes but the whole file has \(fileSize)"
-                        + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
-            }
-            if let deferred = DeferredSources.current {
-                bytesRead = total
-                return try deferRead(path, did: did, tid: tid, shape: shape, dtype: dtype, filters: Int(filters), into: deferred)
-            }
-            var data = [Float](repeating: 0, count: count)
-            if count > 0 {
-                // libhdf5 converts any IEEE-style float (f16/bf16 included) to native float itself.
-                let status = data.withUnsafeMutableBytes { raw in
-                    H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), raw.baseAddress)
-                }
-                guard status >= 0 else { throw failure(path, "cannot read dataset (truncated file?)") }
-            }
-            bytesRead = total
-            let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
-            return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
+            return t
         }
+    }
+
+    /// ``readTensor(at:)`` for the dataset `object` below `loc`, whose absolute path is `path`.
+    /// When it cannot be opened, `isDataset` decides between nil (not a dataset; it may throw
+    /// what is wrong with the path instead) and reporting the failed open. Call with the lock held.
+    fileprivate func readTensor(in loc: hid_t, named object: String, path: String,
+                                isDataset: () throws -> Bool) throws -> SourceTensor? {
+        let deferred = DeferredSources.current
+        var info = chdf5_dataset_info_t()
+        var stack = [CChar](repeating: 0, count: 4096)
+        let did = stack.withUnsafeMutableBufferPointer { buffer in
+            chdf5_dataset_open_info(loc, object, deferred != nil && rawPath != nil ? 1 : 0, &info, buffer.baseAddress, buffer.count)
+        }
+        defer { if did >= 0 { H5Dclose(did) } }
+        // The checks come in the order the values were read, so a damaged dataset is reported by
+        // its first problem, as libhdf5's own error when a call failed.
+        func failed(_ what: String) -> ResNetError {
+            let text = String(decoding: stack.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .invalidInput(file: name, place: path, reason: text.isEmpty ? what : "\(what): \(text)")
+        }
+        if info.step == CHDF5_DS_FAILED_OPEN {
+            guard try isDataset() else { return nil }
+            throw failed("cannot open dataset")
+        }
+        if info.step == CHDF5_DS_FAILED_TYPE { throw failed("cannot read dataset type") }
+        let typeClass = info.type_class
+        let size = info.type_size
+        guard typeClass == H5T_FLOAT else {
+            let what = typeClass == H5T_INTEGER ? "integer (\(size) bytes)" : "type class \(typeClass.rawValue)"
+            throw ResNetError.unsupported(file: name, place: path,
+                reason: "dataset holds \(what) elements; weights must be f16, bf16, f32 or f64")
+        }
+        let dtype: DType
+        switch size {
+        case 2:
+            if info.step == CHDF5_DS_FAILED_FIELDS { throw failed("cannot read float type fields") }
+            let (esize, msize) = (info.exponent_bits, info.mantissa_bits)
+            if esize == 5 && msize == 10 { dtype = .float16 }
+            else if esize == 8 && msize == 7 { dtype = .bfloat16 }
+            else {
+                throw ResNetError.unsupported(file: name, place: path,
+                    reason: "16-bit float with \(esize) exponent and \(msize) mantissa bits")
+            }
+        case 4: dtype = .float32
+        case 8: dtype = .float64
+        default:
+            throw ResNetError.unsupported(file: name, place: path, reason: "\(size * 8)-bit floating point elements")
+        }
+        if info.step == CHDF5_DS_FAILED_SPACE { throw failed("cannot read dataset dataspace") }
+        if info.step == CHDF5_DS_STOPPED_NULL_SPACE {
+            throw ResNetError.invalidInput(file: name, place: path, reason: "dataset has a null dataspace (no elements)")
+        }
+        let rank = Int(info.rank)
+        if info.step == CHDF5_DS_FAILED_RANK { throw failed("cannot read dataset rank (\(rank))") }
+        if info.step == CHDF5_DS_FAILED_DIMS { throw failed("cannot read dataset shape") }
+        let dims = withUnsafeBytes(of: info.dims) { Array($0.bindMemory(to: hsize_t.self).prefix(rank)) }
+        var shape: [Int] = []
+        shape.reserveCapacity(rank)
+        var count = 1
+        for d in dims {
+            guard d <= UInt64(Int.max) else {
+                throw ResNetError.invalidInput(file: name, place: path, reason: "dimension \(d) out of range")
+            }
+            shape.append(Int(d))
+            let (c, overflow) = count.multipliedReportingOverflow(by: Int(d))
+            guard !overflow else {
+                throw ResNetError.invalidInput(file: name, place: path, reason: "shape \(dims): element count overflows")
+            }
+            guard ReadLimits.float32Bytes(c) <= limits.maxTensorBytes else {
+                throw limits.exceeded(.tensorBytes, file: name, place: path,
+                    found: "shape \(dims) needs at least \(ReadLimits.float32Bytes(c)) bytes as float32")
+            }
+            count = c
+        }
+        let (total, totalOverflow) = bytesRead.addingReportingOverflow(ReadLimits.float32Bytes(count))
+        guard !totalOverflow, total <= limits.maxTotalBytes else {
+            throw limits.exceeded(.totalBytes, file: name, place: path,
+                found: "the datasets up to this one need \(total) bytes as float32")
+        }
+        let storedBytes = count * dtype.size
+        if info.step == CHDF5_DS_FAILED_PLIST { throw failed("cannot read dataset creation properties") }
+        if info.step == CHDF5_DS_FAILED_FILTERS { throw failed("cannot read dataset filters") }
+        let filters = Int(info.filters)
+        let (budget, budgetOverflow) = fileSize.multipliedReportingOverflow(by: filters == 0 ? 1 : HDF5Limits.maxCompressionRatio)
+        guard budgetOverflow || storedBytes <= budget else {
+            throw ResNetError.invalidInput(file: name, place: path,
+                reason: "shape \(shape) needs \(storedBytes) bytes but the whole file has \(fileSize)"
+                    + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
+        }
+        guard did >= 0 else { throw failed("cannot open dataset") }   // every failed step was reported above
+        let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
+        if let deferred {
+            bytesRead = total
+            return try deferRead(path, cleanName: cleanName, info: info, shape: shape, count: count, dtype: dtype, into: deferred)
+        }
+        var data = [Float](repeating: 0, count: count)
+        if count > 0 {
+            // libhdf5 converts any IEEE-style float (f16/bf16 included) to native float itself.
+            let status = data.withUnsafeMutableBytes { raw in
+                H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), raw.baseAddress)
+            }
+            guard status >= 0 else { throw failure(path, "cannot read dataset (truncated file?)") }
+        }
+        bytesRead = total
+        return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
     }
 
     /// Records the dataset in `deferred` and returns a placeholder (streaming conversion). A
     /// contiguous, unfiltered little-endian float32 dataset is later read straight from the file at
     /// the address libhdf5 reports, after checking that address and the storage size against the
     /// file; every other dataset is read through libhdf5 when its turn comes.
-    private func deferRead(_ path: String, did: hid_t, tid: hid_t, shape: [Int], dtype: DType, filters: Int,
-                           into deferred: DeferredSources) throws -> SourceTensor {
-        let count = shape.reduce(1, *)
-        let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
+    private func deferRead(_ path: String, cleanName: String, info: chdf5_dataset_info_t, shape: [Int], count: Int,
+                           dtype: DType, into deferred: DeferredSources) throws -> SourceTensor {
         var offset: Int?
         #if _endian(little)
-        if rawPath != nil, dtype == .float32, filters == 0, count > 0, H5Tequal(tid, chdf5_ieee_f32le()) > 0 {
-            let dcpl = H5Dget_create_plist(did)
-            let contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS
-            if dcpl >= 0 { H5Pclose(dcpl) }
-            let address = H5Dget_offset(did)   // HADDR_UNDEF (all ones) when not contiguous or not allocated
-            let stored = H5Dget_storage_size(did)
-            if contiguous, address < UInt64(Int.max), stored == UInt64(count * 4),
+        // `is_ieee_f32le` is set only for unfiltered datasets of a file read by path (`rawPath`).
+        if rawPath != nil, dtype == .float32, info.is_ieee_f32le != 0, count > 0, info.contiguous != 0 {
+            let address = info.address   // HADDR_UNDEF (all ones) when not allocated
+            if address < UInt64(Int.max), info.storage_size == UInt64(count * 4),
                case let (end, overflow) = Int(address).addingReportingOverflow(count * 4), !overflow, end <= fileSize {
                 offset = Int(address)
             }
@@ -644,6 +669,88 @@ final class HDF5File {
             if out.isEmpty { return }
             guard H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), out.baseAddress) >= 0 else {
                 throw failure(path, "cannot read dataset (truncated file?)")
+            }
+        }
+    }
+}
+
+/// A group of an ``HDF5File`` held open, so that the lookups below it (a Keras layer's attributes,
+/// links and datasets) start from it instead of walking the whole path from the root each time.
+/// Places in errors are the same absolute paths the file's own methods report.
+///
+/// Opening a member optimistically saves most of libhdf5's work per member: a group or dataset
+/// that opens is one, reached only through hard and soft links (the external-link class is
+/// unregistered, and no user-defined class ever is, so a path through any other link fails to
+/// open), which is everything ``HDF5File/kind(at:)`` would have checked component by component.
+/// Only when the open fails are the components checked one by one, to report what is wrong.
+final class HDF5Group {
+    /// The file, kept open while the group is.
+    let file: HDF5File
+    /// Absolute path of the group, `/a/b` (`/` for the root).
+    let path: String
+    private let id: hid_t
+    /// The path as ``HDF5File/kind(at:)`` spells it in errors (components joined by single
+    /// slashes; "" for the root).
+    private let base: String
+
+    private init(file: HDF5File, path: String, id: hid_t) {
+        self.file = file
+        self.path = path
+        self.id = id
+        base = path.split(separator: "/", omittingEmptySubsequences: true).reduce(into: "") { $0 += "/" + $1 }
+    }
+
+    /// The group at `path` (absolute) of `file`, or nil when `path` is not a group.
+    static func open(_ file: HDF5File, path: String) throws -> HDF5Group? {
+        try withHDF5 { try open(file, in: file.fileID, base: "", relative: path, path: path) }
+    }
+
+    /// The group `relative` below `loc` (absolute path `base`, "" for the root), or nil when it is
+    /// not a group. Call with the lock held.
+    private static func open(_ file: HDF5File, in loc: hid_t, base: String, relative: String, path: String) throws -> HDF5Group? {
+        let gid = H5Gopen2(loc, libraryName(relative, from: base), chdf5_default())
+        if gid >= 0 { return HDF5Group(file: file, path: path.isEmpty ? "/" : path, id: gid) }
+        let text = HDF5File.errorStackText()
+        guard try file.kind(in: loc, base: base, relative: relative) == .group else { return nil }
+        throw ResNetError.invalidInput(file: file.name, place: path, reason: text.isEmpty ? "cannot open group" : "cannot open group: \(text)")
+    }
+
+    deinit {
+        let gid = id
+        withHDF5 { _ = H5Gclose(gid) }
+    }
+
+    /// The name libhdf5 is given for `relative`: absolute from the file itself, else relative to
+    /// the group (a leading `/` would make it absolute, which `join`ed paths never meant).
+    private static func libraryName(_ relative: String, from base: String) -> String {
+        if base.isEmpty { return relative.hasPrefix("/") ? relative : "/" + relative }
+        return relative.hasPrefix("/") ? String(relative.drop { $0 == "/" }) : relative
+    }
+
+
+    /// Absolute path of `relative`, joined as the Keras reader joins paths.
+    private func absolute(_ relative: String) -> String { path.hasSuffix("/") ? path + relative : path + "/" + relative }
+
+    /// ``HDF5File/kind(at:)`` for `relative` (`a/b`) below this group.
+    func kind(of relative: String) throws -> HDF5ObjectKind? {
+        try withHDF5 { try file.kind(in: id, base: base, relative: relative) }
+    }
+
+    /// The group `relative` below this one, or nil when that is not a group.
+    func group(_ relative: String) throws -> HDF5Group? {
+        try withHDF5 { try HDF5Group.open(file, in: id, base: base, relative: relative, path: absolute(relative)) }
+    }
+
+    /// ``HDF5File/attribute(_:of:)`` for an attribute of this group.
+    func attribute(_ attribute: String) throws -> HDF5Attribute? {
+        try withHDF5 { try file.attribute(attribute, of: id, named: ".", place: "\(path)@\(attribute)") }
+    }
+
+    /// ``HDF5File/readTensor(at:)`` for `relative` below this group, or nil when that is not a dataset.
+    func readTensorIfDataset(at relative: String) throws -> SourceTensor? {
+        try withHDF5 {
+            try file.readTensor(in: id, named: HDF5Group.libraryName(relative, from: base), path: absolute(relative)) {
+                try file.kind(in: id, base: base, relative: relative) == .dataset
             }
         }
     }

@@ -108,7 +108,16 @@ private struct KerasH5Reader {
     /// A string-list attribute; Keras splits long ones into `name0`, `name1`, … when they do
     /// not fit in an HDF5 object header.
     func stringList(_ name: String, of group: String) throws -> [String]? {
-        if let a = try h5.attribute(name, of: group) {
+        try stringList(name, of: group) { try h5.attribute($0, of: group) }
+    }
+
+    /// ``stringList(_:of:)`` for a group held open.
+    func stringList(_ name: String, of group: HDF5Group) throws -> [String]? {
+        try stringList(name, of: group.path) { try group.attribute($0) }
+    }
+
+    private func stringList(_ name: String, of group: String, _ attribute: (String) throws -> HDF5Attribute?) throws -> [String]? {
+        if let a = try attribute(name) {
             guard let list = a.stringList else {
                 throw ResNetError.invalidInput(file: h5.name, place: "\(group)@\(name)", reason: "attribute is not a list of strings")
             }
@@ -116,7 +125,7 @@ private struct KerasH5Reader {
         }
         var chunks: [String] = []
         var i = 0
-        while let a = try h5.attribute("\(name)\(i)", of: group) {
+        while let a = try attribute("\(name)\(i)") {
             guard let list = a.stringList else {
                 throw ResNetError.invalidInput(file: h5.name, place: "\(group)@\(name)\(i)", reason: "attribute is not a list of strings")
             }
@@ -128,19 +137,18 @@ private struct KerasH5Reader {
 
     private func join(_ a: String, _ b: String) -> String { a.hasSuffix("/") ? a + b : a + "/" + b }
 
-    /// Reads one legacy layer group: its `weight_names` and the datasets they name.
-    func layerGroup(root: String, layer: String) throws -> [(name: String, tensor: SourceTensor)] {
-        let group = join(root, layer)
-        guard try h5.kind(at: group) == .group else {
-            throw ResNetError.invalidInput(file: h5.name, place: group, reason: "layer \(layer) is listed in layer_names but has no group")
+    /// Reads one legacy layer group (below `root`, held open): its `weight_names` and the
+    /// datasets they name. The layer's group is opened once and every lookup starts there.
+    func layerGroup(root: HDF5Group, layer: String) throws -> [(name: String, tensor: SourceTensor)] {
+        guard let g = try root.group(layer) else {
+            throw ResNetError.invalidInput(file: h5.name, place: join(root.path, layer), reason: "layer \(layer) is listed in layer_names but has no group")
         }
-        let names = try stringList("weight_names", of: group) ?? []
+        let names = try stringList("weight_names", of: g) ?? []
         return try names.map { wn in
-            let dataset = join(group, wn)
-            guard try h5.kind(at: dataset) == .dataset else {
-                throw ResNetError.invalidInput(file: h5.name, place: dataset, reason: "weight \(wn) of layer \(layer) is missing")
+            guard let tensor = try g.readTensorIfDataset(at: wn) else {
+                throw ResNetError.invalidInput(file: h5.name, place: join(g.path, wn), reason: "weight \(wn) of layer \(layer) is missing")
             }
-            return (wn, try h5.readTensor(at: dataset))
+            return (wn, tensor)
         }
     }
 
@@ -173,9 +181,14 @@ private struct KerasH5Reader {
             throw ResNetError.invalidInput(file: h5.name, place: "\(root)@layer_names", reason: "missing layer_names attribute")
         }
         var groups: [(layer: String, weights: [(name: String, tensor: SourceTensor)])] = []
-        for layer in layerNames {
-            groups.append((layer, try layerGroup(root: root, layer: layer)))
+        groups.reserveCapacity(layerNames.count)
+        guard let rootGroup = try HDF5Group.open(h5, path: root) else {
+            throw ResNetError.invalidInput(file: h5.name, place: root, reason: "not a group")   // checked by the caller
         }
+        for layer in layerNames {
+            groups.append((layer, try layerGroup(root: rootGroup, layer: layer)))
+        }
+        PhaseTrace.mark("layer groups read")
         guard let config else {
             var out: [(layer: String, variables: [SourceTensor])] = []
             for g in groups where !g.weights.isEmpty {
