@@ -245,6 +245,9 @@ private final class ChunkWriter: @unchecked Sendable {
     private var freeBuffers: [Int]
     private var failure: Error?
     private var written = 0
+    /// Writer-thread time spent in write calls and the number of calls (for the phase trace).
+    private var writeSeconds = 0.0
+    private var writeCalls = 0
     private let queued = DispatchSemaphore(value: 0)
     private let freed = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
@@ -319,6 +322,7 @@ private final class ChunkWriter: @unchecked Sendable {
         }
         enqueue(nil)
         done.wait()
+        PhaseTrace.mark(String(format: "writer thread: %d writes, %.1f ms in them", writeCalls, writeSeconds * 1000))
         lock.lock(); let failed = failure; lock.unlock()
         if direct { _ = clinuxio_set_direct(fd, 0) }
         if let failed { throw failed }
@@ -386,7 +390,10 @@ private final class ChunkWriter: @unchecked Sendable {
                 n = min(n, max(limit - sofar, 1))
                 if direct { n = min(job.length - done, (n + Self.block - 1) / Self.block * Self.block) }
             }
+            let began = DispatchTime.now().uptimeNanoseconds
             let r = pwrite(fd, base + done, n, off_t(job.offset + done))
+            writeSeconds += Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            writeCalls += 1
             if r < 0 {
                 if errno == EINTR { continue }
                 if errno == EINVAL && direct {
