@@ -175,6 +175,85 @@ import Testing
         #expect(compared >= 20, "only \(compared) fixtures compared")
     }
 
+    /// Large tensors pass through the staging buffers a few output channels at a time; with tiny
+    /// buffers (many pieces per tensor, rows split across buffers) the file must not change.
+    @Test func streamingThroughTinyBuffersGivesTheSameFile() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let inputs = try Self.fixtureFiles().filter { $0.hasSuffix(".h5") || $0.hasSuffix(".pth") }
+        var compared = 0
+        for input in inputs {
+            guard let expected = try? Self.materialisedBytes(input, to: dir.appendingPathComponent("ref.rnw").path) else { continue }
+            for chunk in [16 << 10, 20 << 10, 64 << 10] {
+                let out = dir.appendingPathComponent("tiny.rnw").path
+                let report = try convertStreaming(input: input, output: out, options: Self.streamedOptions(),
+                                                  sourceHash: InBackground { try sha256Hex(path: input) }, progress: nil, chunkBytes: chunk)
+                #expect(report != nil, "\(input) was not streamed")
+                #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == expected, "\(input), buffers of \(chunk) bytes")
+            }
+            compared += 1
+        }
+        #expect(compared >= 10, "only \(compared) fixtures compared")
+    }
+
+    /// Row producers whose rows are larger than a staging buffer, or one element long, give the
+    /// same bytes as whole producers.
+    @Test func rowProducersOfAnyRowLengthGiveTheSameFile() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try loadModel(path: Paths.fixtures.appendingPathComponent("torch/tv-resnet18-mini/tv-resnet18-mini.pth").path).model
+        let params = model.spec.parameters
+        let a = dir.appendingPathComponent("a.rnw").path, b = dir.appendingPathComponent("b.rnw").path
+        try RNWWriter.write(model, to: a)
+        let expected = try Data(contentsOf: URL(fileURLWithPath: a))
+        for rowLength in [{ (n: Int) in n }, { _ in 1 }, { n in n % 3 == 0 ? n / 3 : n }] {
+            _ = try RNWStreamWriter.write(spec: model.spec, to: b, provenance: nil, sourceHash: { "" },
+                produce: { i in
+                    let data = model.tensors[params[i].name]!.data
+                    let length = rowLength(data.count)
+                    return .rows(length: length) { rows, out in
+                        _ = data.withUnsafeBufferPointer { out.initialize(from: $0[rows.lowerBound * length ..< rows.upperBound * length]) }
+                    }
+                }, verify: { _, _ in }, chunkBytes: 16 << 10)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: b)) == expected)
+        }
+    }
+
+    @Test func theStreamingHashEqualsTheOneShotHashHoweverTheInputIsSplit() {
+        var rng = SplitMix64(state: 9)
+        for n in [0, 1, 7, 31, 32, 33, 63, 64, 65, 100, 1000, 4099] {
+            let bytes = (0 ..< n).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }
+            bytes.withUnsafeBytes { all in
+                let expected = xxHash64(all)
+                for _ in 0 ..< 20 {
+                    var stream = XXHash64Stream()
+                    var at = 0
+                    while at < n {
+                        let k = Int.random(in: 1 ... max(1, min(n - at, [1, 5, 31, 32, 40, 200][Int.random(in: 0 ... 5, using: &rng)])), using: &rng)
+                        stream.update(UnsafeRawBufferPointer(rebasing: all[at ..< at + k]))
+                        at += k
+                    }
+                    #expect(stream.finish() == expected, "length \(n)")
+                }
+            }
+        }
+    }
+
+    @Test func transposingSomeOutputsGivesThoseRowsOfTheWholeTranspose() {
+        var rng = SplitMix64(state: 11)
+        for (h, w, i, o) in [(1, 1, 5, 17), (3, 3, 5, 33), (7, 7, 3, 64), (1, 1, 40, 15)] {
+            let src = Tensor(shape: [h, w, i, o], data: (0 ..< h * w * i * o).map { _ in Float.random(in: -1 ... 1, using: &rng) })
+            let whole = src.permuted([3, 2, 0, 1]).data
+            for rows in [0 ..< o, 0 ..< 1, 3 ..< o, 1 ..< (o - 1), (o - 1) ..< o] where !rows.isEmpty {
+                var out = [Float](repeating: .nan, count: rows.count * i * h * w)
+                src.data.withUnsafeBufferPointer { s in
+                    out.withUnsafeMutableBufferPointer { transposeToOIHW(s, $0, hw: h * w, i: i, o: o, outputs: rows) }
+                }
+                #expect(out == Array(whole[rows.lowerBound * i * h * w ..< rows.upperBound * i * h * w]), "HWIO \([h, w, i, o]), rows \(rows)")
+            }
+        }
+    }
+
     @Test func theBlockedTransposeEqualsThePlainPermutation() {
         var rng = SplitMix64(state: 5)
         for (h, w, i, o) in [(1, 1, 1, 1), (1, 1, 3, 17), (3, 3, 5, 33), (7, 7, 3, 64), (1, 1, 40, 15), (3, 1, 2, 16)] {

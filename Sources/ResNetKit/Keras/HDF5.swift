@@ -634,16 +634,10 @@ final class HDF5File {
                 try preadFully(fd, UnsafeMutableRawBufferPointer(out), at: offset, file: name, place: path)
             }
             // Aligned values can also be rearranged straight from a mapping of the file. The range
-            // was checked against the file's size above; the mapping is checked again (the file
-            // could have changed in between).
-            if offset % MemoryLayout<Float>.alignment == 0, let mapped = deferred.mapping(for: rawPath),
-               offset + count * 4 <= mapped.bytes.count {
-                entry.inPlace = { body in
-                    let raw = UnsafeRawBufferPointer(rebasing: mapped.bytes[offset ..< offset + count * 4])
-                    mapped.prefault(raw)
-                    defer { mapped.release(raw) }
-                    try body(raw.assumingMemoryBound(to: Float.self))
-                }
+            // was checked against the file's size above and is checked against the mapping again
+            // (the file could have changed in between).
+            if let file = deferred.mapping(for: rawPath) {
+                entry.mapped = DeferredSources.MappedRange(file: file, offset: offset, count: count)
             }
             deferred.add(cleanName, entry)
         } else {

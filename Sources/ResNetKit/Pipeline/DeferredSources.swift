@@ -18,14 +18,33 @@ final class DeferredSources: @unchecked Sendable {
         /// Writes the tensor's values as float32, source layout, into a buffer of exactly
         /// `shape.product` elements, then drops what it read from the process's resident memory.
         var fill: (UnsafeMutableBufferPointer<Float>) throws -> Void
-        /// For values stored as aligned little-endian float32 in one piece of the file: calls its
-        /// argument with them in place (a range of a mapping of the file, source layout), then drops
-        /// them from the resident set. Saves the copy `fill` makes when the values are rearranged anyway.
-        var inPlace: InPlaceReader? = nil
+        /// Where the values lie in a mapping of the file, when they are stored there as aligned
+        /// little-endian float32 in one piece: then they can be rearranged straight from the file.
+        var mapped: MappedRange? = nil
     }
 
-    /// See ``Entry/inPlace``.
-    typealias InPlaceReader = ((UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
+    /// Float32 values lying in place in a mapped file (a range checked against the mapping).
+    struct MappedRange {
+        let file: MappedFile
+        let offset: Int
+        let count: Int
+
+        /// Nil unless `count` floats at byte `offset` lie inside the mapping, suitably aligned.
+        init?(file: MappedFile, offset: Int, count: Int) {
+            guard file.mapped, offset >= 0, count >= 0, offset % MemoryLayout<Float>.alignment == 0,
+                  case let (bytes, o1) = count.multipliedReportingOverflow(by: 4), !o1,
+                  case let (end, o2) = offset.addingReportingOverflow(bytes), !o2, end <= file.bytes.count else { return nil }
+            self.file = file; self.offset = offset; self.count = count
+        }
+
+        var raw: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: file.bytes[offset ..< offset + count * 4]) }
+        /// The values, source layout.
+        var floats: UnsafeBufferPointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+        /// Maps all their pages now (one system call instead of a fault per few pages).
+        func prefault() { file.prefault(raw) }
+        /// Drops their pages from this process's resident set once read.
+        func release() { file.release(raw) }
+    }
 
     /// The registry the current load records into; nil for an ordinary (materialising) load.
     @TaskLocal static var current: DeferredSources?

@@ -42,19 +42,27 @@ func xxHash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
     } else {
         h = seed &+ prime5
     }
-    h = h &+ UInt64(n)
+    return xxTail(h &+ UInt64(n), bytes, from: i)
+}
+
+/// The end of XXH64: `h` (lanes merged, or the short-input start, plus the total length) takes
+/// in the last bytes of `b` from `i` on (fewer than 32), then is mixed.
+@inline(__always) private func xxTail(_ start: UInt64, _ b: UnsafeRawBufferPointer, from i0: Int) -> UInt64 {
+    var h = start
+    var i = i0
+    let n = b.count
     while n - i >= 8 {
-        h ^= xxRound(0, load64(bytes, i))
+        h ^= xxRound(0, load64(b, i))
         h = rotl(h, 27) &* prime1 &+ prime4
         i += 8
     }
     if n - i >= 4 {
-        h ^= UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self))) &* prime1
+        h ^= UInt64(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt32.self))) &* prime1
         h = rotl(h, 23) &* prime2 &+ prime3
         i += 4
     }
     while i < n {
-        h ^= UInt64(bytes[i]) &* prime5
+        h ^= UInt64(b[i]) &* prime5
         h = rotl(h, 11) &* prime1
         i += 1
     }
@@ -100,24 +108,61 @@ func xxHash64Copying(_ source: UnsafeRawBufferPointer, to destination: UnsafeMut
     }
     // The tail (under 32 bytes) is copied as bytes and hashed exactly as in xxHash64.
     (destination + i).copyMemory(from: base + i, byteCount: n - i)
-    h = h &+ UInt64(n)
-    while n - i >= 8 {
-        h ^= xxRound(0, load64(source, i))
-        h = rotl(h, 27) &* prime1 &+ prime4
-        i += 8
+    return xxTail(h &+ UInt64(n), source, from: i)
+}
+
+/// XXH64 of bytes that arrive in pieces (seed 0): ``finish()`` equals ``xxHash64(_:seed:)`` of
+/// all the pieces put together, however they were split. The streaming writer hashes each tensor
+/// as it is produced, a few rows at a time, into small staging buffers.
+struct XXHash64Stream {
+    private var v1 = prime1 &+ prime2, v2 = prime2, v3: UInt64 = 0, v4 = 0 &- prime1
+    private var total = 0
+    /// Bytes not yet part of a 32-byte stripe (fewer than 32).
+    private var pending: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    private var pendingCount = 0
+
+    mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        total += bytes.count
+        var i = 0
+        if pendingCount > 0 {
+            let take = min(32 - pendingCount, bytes.count)
+            withUnsafeMutableBytes(of: &pending) { p in
+                (p.baseAddress! + pendingCount).copyMemory(from: base, byteCount: take)
+            }
+            pendingCount += take
+            i = take
+            guard pendingCount == 32 else { return }
+            withUnsafeBytes(of: pending) { stripe($0, 0) }
+            pendingCount = 0
+        }
+        while bytes.count - i >= 32 {
+            stripe(bytes, i)
+            i += 32
+        }
+        if i < bytes.count {
+            withUnsafeMutableBytes(of: &pending) { p in
+                p.baseAddress!.copyMemory(from: base + i, byteCount: bytes.count - i)
+            }
+            pendingCount = bytes.count - i
+        }
     }
-    if n - i >= 4 {
-        h ^= UInt64(UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i, as: UInt32.self))) &* prime1
-        h = rotl(h, 23) &* prime2 &+ prime3
-        i += 4
+
+    @inline(__always) private mutating func stripe(_ b: UnsafeRawBufferPointer, _ i: Int) {
+        v1 = xxRound(v1, load64(b, i))
+        v2 = xxRound(v2, load64(b, i + 8))
+        v3 = xxRound(v3, load64(b, i + 16))
+        v4 = xxRound(v4, load64(b, i + 24))
     }
-    while i < n {
-        h ^= UInt64(source[i]) &* prime5
-        h = rotl(h, 11) &* prime1
-        i += 1
+
+    func finish() -> UInt64 {
+        var h: UInt64
+        if total >= 32 {
+            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+            h = xxMerge(h, v1); h = xxMerge(h, v2); h = xxMerge(h, v3); h = xxMerge(h, v4)
+        } else {
+            h = prime5
+        }
+        return withUnsafeBytes(of: pending) { xxTail(h &+ UInt64(total), UnsafeRawBufferPointer(rebasing: $0[0 ..< pendingCount]), from: 0) }
     }
-    h ^= h >> 33; h = h &* prime2
-    h ^= h >> 29; h = h &* prime3
-    h ^= h >> 32
-    return h
 }

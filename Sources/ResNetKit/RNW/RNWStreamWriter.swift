@@ -24,13 +24,34 @@ enum RNWStreamWriter {
         var direct: Bool
     }
 
-    /// Writes `spec`'s parameters in the spec's order; `fill(i, buffer)` must put parameter `i`'s
-    /// float32 values (canonical layout) into `buffer`, which has exactly its element count.
+    /// How one parameter's float32 values (canonical layout) are produced.
+    enum Producer {
+        /// All at once into a buffer of exactly the tensor's element count.
+        case whole((UnsafeMutableBufferPointer<Float>) throws -> Void)
+        /// A few rows at a time: the tensor is `rows` rows of `length` elements each (rows × length
+        /// = its element count); `fill(range, buffer)` puts rows `range` into `buffer`, which has
+        /// exactly `range.count × length` elements. Lets large tensors pass through small buffers.
+        case rows(length: Int, fill: (Range<Int>, UnsafeMutableBufferPointer<Float>) throws -> Void)
+    }
+
+    /// ``write(spec:to:provenance:sourceHash:produce:verify:failAfterBytes:guessBias:directIO:chunkBytes:)``
+    /// with every parameter produced whole by `fill(i, buffer)`.
+    static func write(spec: ResNetSpec, to path: String, provenance: RNWProvenance?, sourceHash: () throws -> String,
+                      fill: @escaping (Int, UnsafeMutableBufferPointer<Float>) throws -> Void,
+                      verify: (String, [RNWTensorEntry]) throws -> Void,
+                      failAfterBytes: Int? = nil, guessBias: Int = 0, directIO: Bool = true,
+                      chunkBytes: Int = 4 << 20) throws -> Outcome {
+        try write(spec: spec, to: path, provenance: provenance, sourceHash: sourceHash,
+                  produce: { i in .whole { try fill(i, $0) } }, verify: verify, failAfterBytes: failAfterBytes,
+                  guessBias: guessBias, directIO: directIO, chunkBytes: chunkBytes)
+    }
+
+    /// Writes `spec`'s parameters in the spec's order, parameter `i` as `produce(i)` says.
     /// `provenance` is stored with its `sourceSHA256` replaced by `sourceHash()`, which is called once,
     /// after the last tensor (the hash may still be running on another thread until then).
     /// `verify` sees the finished temporary file before it is renamed over `path`.
     static func write(spec: ResNetSpec, to path: String, provenance: RNWProvenance?, sourceHash: () throws -> String,
-                      fill: (Int, UnsafeMutableBufferPointer<Float>) throws -> Void,
+                      produce: (Int) -> Producer,
                       verify: (String, [RNWTensorEntry]) throws -> Void,
                       failAfterBytes: Int? = nil, guessBias: Int = 0, directIO: Bool = true,
                       chunkBytes: Int = 4 << 20) throws -> Outcome {
@@ -73,25 +94,70 @@ enum RNWStreamWriter {
             if !closed { close(fd) }
             if !renamed { unlink(tempPath) }
         }
-        // Each tensor is produced straight into an aligned staging buffer at its place in the file;
-        // full buffers are written in file order by a writer thread, with direct I/O where the file
-        // system supports it (see ChunkWriter).
+        // Each tensor is produced straight into small aligned staging buffers at its place in the
+        // file, a few rows at a time; full buffers are written in file order by a writer thread,
+        // with direct I/O where the file system supports it (see ChunkWriter).
         let dataStart = Int(guess.first?.offset ?? 0)
         let staged = ChunkWriter(fd: fd, file: path, start: dataStart, chunkBytes: chunkBytes,
-                                 largest: (counts.max() ?? 0) * 4, direct: directIO, failAfter: failAfterBytes)
+                                 direct: directIO, failAfter: failAfterBytes)
         var sums: [UInt64] = []
         sums.reserveCapacity(params.count)
         var stagingError: Error?
+        // Whole tensors larger than a staging buffer are produced here first, then copied in pieces.
+        var scratch: UnsafeMutableBufferPointer<Float>?
+        defer { scratch?.deallocate() }
         do {
             for i in params.indices {
-                let region = try staged.reserve(counts[i] * 4, at: Int(guess[i].offset))
-                let values = region.bindMemory(to: Float.self)
-                try fill(i, values)
-                #if _endian(big)
-                for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
-                #endif
-                sums.append(xxHash64(UnsafeRawBufferPointer(region)))
-                try staged.staged()
+                var hash = XXHash64Stream()
+                var offset = Int(guess[i].offset)
+                let total = counts[i]
+                // Stages `rows` rows of `length` floats, as many per buffer as fit, through `fill`.
+                func stage(rows: Int, length: Int, _ fill: (Range<Int>, UnsafeMutableBufferPointer<Float>) throws -> Void) throws {
+                    var done = 0
+                    while done < rows {
+                        let region = try staged.reserve(upTo: (rows - done) * length * 4, unit: length * 4, at: offset)
+                        let n = region.count / (length * 4)
+                        let values = region.bindMemory(to: Float.self)
+                        try fill(done ..< done + n, values)
+                        #if _endian(big)
+                        for j in values.indices { values[j] = Float(bitPattern: values[j].bitPattern.littleEndian) }
+                        #endif
+                        hash.update(UnsafeRawBufferPointer(region))
+                        try staged.advance(by: region.count)
+                        offset += region.count
+                        done += n
+                    }
+                }
+                // Produces the whole tensor in `scratch` first, then copies it in pieces (for tensors,
+                // or rows, larger than a staging buffer).
+                func viaScratch(_ fill: (UnsafeMutableBufferPointer<Float>) throws -> Void) throws {
+                    if (scratch?.count ?? 0) < total {
+                        scratch?.deallocate()
+                        scratch = .allocate(capacity: counts.max() ?? total)
+                    }
+                    let values = UnsafeMutableBufferPointer(rebasing: scratch![0 ..< total])
+                    try fill(values)
+                    try stage(rows: total, length: 1) { rows, out in _ = out.initialize(from: values[rows]) }
+                }
+                switch produce(i) {
+                case let .rows(length, fill) where length > 0 && total % length == 0:
+                    if length * 4 <= staged.largestUnit {
+                        try stage(rows: total / length, length: length, fill)
+                    } else {
+                        try viaScratch { try fill(0 ..< total / length, $0) }
+                    }
+                case .rows:
+                    preconditionFailure("parameter \(i): rows do not divide its \(total) elements")
+                case let .whole(fill) where total == 0:
+                    try fill(UnsafeMutableBufferPointer(start: nil, count: 0))
+                case let .whole(fill):
+                    if total * 4 <= staged.largestUnit {
+                        try stage(rows: 1, length: total) { _, out in try fill(out) }
+                    } else {
+                        try viaScratch(fill)
+                    }
+                }
+                sums.append(hash.finish())
             }
         } catch {
             stagingError = error
@@ -205,27 +271,27 @@ private struct PositionalSink {
     }
 }
 
-/// Tensor data on its way to the file: staged in place in a few aligned buffers, each covering
-/// the next stretch of the file, and written in file order by a writer thread while the caller
-/// fills the next buffer.
+/// Tensor data on its way to the file: staged in place in a few small aligned buffers, each
+/// covering the next stretch of the file, and written in file order by a writer thread while the
+/// caller fills the next buffer. Small buffers, reused, stay in the CPU caches and out of fresh
+/// memory (on the test machine fresh pages cost a hypervisor fault on first touch).
 ///
 /// Where the file system supports direct I/O (statx reports its alignment), the buffers go to the
 /// device without the page cache: no second copy of the data in the kernel, no writeback left for
-/// the final fsync, and no cache pages to allocate (on the test machine a fresh page-cache page
-/// often costs a hypervisor fault). A buffer is written up to its last whole 4 KB block; the bytes
-/// after that are carried to the front of the next buffer. The last buffer is padded with zeros to
-/// the block size and the file truncated to its real end. Where direct I/O is not available, or a
-/// direct write is refused, the same buffers are written through the page cache.
+/// the final fsync, and no cache pages to allocate. A buffer is written up to its last whole 4 KB
+/// block; the bytes after that are carried to the front of the next buffer. The last buffer is
+/// padded with zeros to the block size and the file truncated to its real end. Where direct I/O is
+/// not available, or a direct write is refused, the same buffers are written through the page cache.
 private final class ChunkWriter: @unchecked Sendable {
     static let depth = 3
     static let block = 4096
 
     let fd: Int32
     let file: String
-    /// A buffer is handed to the writer once this many bytes are staged in it.
-    let chunkBytes: Int
-    /// Bytes each buffer holds: a chunk, the largest tensor and the carried tail.
+    /// Bytes each buffer holds (at least four blocks).
     let capacity: Int
+    /// The largest reservation unit: what always fits in a fresh buffer after the carried tail.
+    var largestUnit: Int { capacity - 2 * Self.block }
     /// Whether the buffers go out with direct I/O (false after a fallback).
     private(set) var direct: Bool
     /// Bytes handed to the kernel so far (padding included).
@@ -253,14 +319,13 @@ private final class ChunkWriter: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var finished = false
 
-    /// Stages data from file offset `start` on; bytes before it (header, manifest) are left to the
-    /// caller. `largest` is the largest single reservation that will be asked for.
-    init(fd: Int32, file: String, start: Int, chunkBytes: Int, largest: Int, direct wantDirect: Bool, failAfter: Int?) {
-        precondition(chunkBytes > 0 && chunkBytes % Self.block == 0 && largest >= 0)
+    /// Stages data from file offset `start` on, in buffers of `chunkBytes` (a multiple of the
+    /// block size); bytes before `start` (header, manifest) are left to the caller.
+    init(fd: Int32, file: String, start: Int, chunkBytes: Int, direct wantDirect: Bool, failAfter: Int?) {
+        precondition(chunkBytes > 0 && chunkBytes % Self.block == 0)
         self.fd = fd
         self.file = file
-        self.chunkBytes = chunkBytes
-        let capacity = (chunkBytes + largest + 2 * Self.block + Self.block - 1) / Self.block * Self.block
+        let capacity = max(chunkBytes, 4 * Self.block)
         self.capacity = capacity
         self.failAfter = failAfter
         var memory: Int64 = 0
@@ -269,7 +334,7 @@ private final class ChunkWriter: @unchecked Sendable {
             && memory > 0 && Self.block % Int(memory) == 0
         direct = usable && clinuxio_set_direct(fd, 1) == 0
         self.memory = (0 ..< Self.depth).map { _ in allocateLargeBuffer(capacity) }
-        buffers = self.memory.map(\.bytes)
+        buffers = self.memory.map { UnsafeMutableRawBufferPointer(rebasing: $0.bytes[0 ..< capacity]) }
         freeBuffers = Array(1 ..< Self.depth)
         bufferStart = start / Self.block * Self.block
         cursor = bufferStart
@@ -281,31 +346,32 @@ private final class ChunkWriter: @unchecked Sendable {
 
     deinit { for b in memory { b.free() } }
 
-    /// The place of `count` bytes at file offset `offset` (not before anything staged already) in
-    /// a staging buffer, for the caller to fill before its next call. Bytes skipped since the last
-    /// reservation are zeros (alignment padding).
-    func reserve(_ count: Int, at offset: Int) throws -> UnsafeMutableRawBufferPointer {
+    /// Room at file offset `offset` (not before anything staged already) for a whole number of
+    /// `unit`-byte pieces, at least one and at most `count` bytes, in a staging buffer, for the
+    /// caller to fill and then ``advance(by:)`` past. Bytes skipped since the last piece are zeros
+    /// (alignment padding).
+    func reserve(upTo count: Int, unit: Int, at offset: Int) throws -> UnsafeMutableRawBufferPointer {
         precondition(offset >= cursor, "tensors are staged in file order")
+        precondition(unit > 0 && unit <= largestUnit && count >= unit, "reservation unit does not fit a buffer")
         // Padding runs of any length (tests shift the data start): zeros, a buffer at a time.
         while offset > bufferStart + capacity - Self.block {
             zero(from: cursor, to: bufferStart + capacity - Self.block)
             cursor = bufferStart + capacity - Self.block
             try rotate()
         }
-        if offset + count > bufferStart + capacity {
-            zero(from: cursor, to: offset)
-            cursor = offset
-            try rotate()
-        }
-        precondition(offset + count <= bufferStart + capacity, "reservation larger than declared")
         zero(from: cursor, to: offset)
-        cursor = offset + count
-        return UnsafeMutableRawBufferPointer(start: buffers[current].baseAddress! + (offset - bufferStart), count: count)
+        cursor = offset
+        if offset + unit > bufferStart + capacity { try rotate() }
+        let room = bufferStart + capacity - offset
+        let n = min(count, room / unit * unit)
+        return UnsafeMutableRawBufferPointer(start: buffers[current].baseAddress! + (offset - bufferStart), count: n)
     }
 
-    /// Says the last reservation is filled: a buffer holding a chunk's worth goes to the writer.
-    func staged() throws {
-        if cursor - bufferStart >= chunkBytes { try rotate() }
+    /// Says the last reservation's first `count` bytes are filled; a full buffer goes to the writer.
+    func advance(by count: Int) throws {
+        cursor += count
+        precondition(cursor <= bufferStart + capacity)
+        if bufferStart + capacity - cursor < Self.block { try rotate() }
     }
 
     /// Writes the last buffer, waits for the writer thread and leaves the file ending at the last
