@@ -8,7 +8,7 @@ import Foundation
 /// source); the caller then takes the materialising path.
 func convertStreaming(input: String, output: String, options: ConversionOptions, sourceHash: InBackground<String>,
                       progress: ((String) -> Void)?, failAfterBytes: Int? = nil,
-                      chunkBytes: Int = 4 << 20) throws -> ConversionReport? {
+                      chunkBytes: Int = 2 << 20) throws -> ConversionReport? {
     guard options.skipVerification, options.dtype == .float32, !options.foldBatchNorm else { return nil }
     progress?("reading \(input)")
     let deferred = DeferredSources()

@@ -40,7 +40,7 @@ enum RNWStreamWriter {
                       fill: @escaping (Int, UnsafeMutableBufferPointer<Float>) throws -> Void,
                       verify: (String, [RNWTensorEntry]) throws -> Void,
                       failAfterBytes: Int? = nil, guessBias: Int = 0, directIO: Bool = true,
-                      chunkBytes: Int = 4 << 20) throws -> Outcome {
+                      chunkBytes: Int = 2 << 20) throws -> Outcome {
         try write(spec: spec, to: path, provenance: provenance, sourceHash: sourceHash,
                   produce: { i in .whole { try fill(i, $0) } }, verify: verify, failAfterBytes: failAfterBytes,
                   guessBias: guessBias, directIO: directIO, chunkBytes: chunkBytes)
@@ -54,7 +54,7 @@ enum RNWStreamWriter {
                       produce: (Int) -> Producer,
                       verify: (String, [RNWTensorEntry]) throws -> Void,
                       failAfterBytes: Int? = nil, guessBias: Int = 0, directIO: Bool = true,
-                      chunkBytes: Int = 4 << 20) throws -> Outcome {
+                      chunkBytes: Int = 2 << 20) throws -> Outcome {
         let params = spec.parameters
         var counts: [Int] = []
         for p in params {
