@@ -40,10 +40,12 @@ let package = Package(
         .target(name: "CSHA256"),
         // Linux file calls Swift's Glibc module hides (sync_file_range). Only RNWStreamWriter.swift imports it.
         .systemLibrary(name: "CLinuxIO"),
+        // zlib's CRC-32 for zip members (3× our table-driven Swift version). Only Tensor/CRC32.swift imports it.
+        .systemLibrary(name: "CZlibCRC"),
         .target(
             name: "ResNetKit",
             dependencies: [
-                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256", "CLinuxIO",
+                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256", "CLinuxIO", "CZlibCRC",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),

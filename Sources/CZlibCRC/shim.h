@@ -1,0 +1,8 @@
+#ifndef RESNETKIT_CZLIB_SHIM_H
+#define RESNETKIT_CZLIB_SHIM_H
+
+// zlib (already a dependency of libhdf5: Debian's libhdf5-dev depends on zlib1g-dev), for its
+// CRC-32. Only Sources/ResNetKit/Tensor/CRC32.swift imports this module.
+#include <zlib.h>
+
+#endif
