@@ -18,11 +18,9 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
-        // OpenBLAS cblas (Debian libopenblas-dev).
-        .systemLibrary(
-            name: "COpenBLAS",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
+        // OpenBLAS (Debian libopenblas-dev), opened with dlopen on the first forward pass rather than
+        // linked: its constructor starts worker threads, which every command paid for at start.
+        .target(name: "COpenBLAS"),
         // protoc-c output for rnw.proto (committed; tools/regen-proto.sh regenerates it).
         // Only Sources/ResNetKit/RNW/RNWProto.swift imports it.
         .target(

@@ -53,7 +53,8 @@ public func benchmarkForward(_ model: ResNetModel, modelName: String, engine: Be
         throw ResNetError.usage("\(what) must be at least 1, got \(v)")
     }
     guard warmup >= 0 else { throw ResNetError.usage("warm-up count must be non-negative, got \(warmup)") }
-    if engine != .plan { openblas_set_num_threads(Int32(clamping: threads)) }   // the plan sets its own
+    try requireOpenBLAS()
+    if engine != .plan { copenblas_set_num_threads(Int32(clamping: threads)) }   // the plan sets its own
 
     let shape = [batch, model.spec.inputChannels, size, size]
     let count = try checkedElementCount(shape) { ResNetError.usage("input \(shape): \($0)") }

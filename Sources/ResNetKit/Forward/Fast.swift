@@ -47,6 +47,7 @@ private func blasInt(_ v: Int, _ what: String, place: String) throws -> blasint 
 /// - input: (N, C, H, W);  weight: (O, Cg, KH, KW);  bias: (O) or nil
 /// - returns: (N, O, OH, OW)
 func conv2dForwardFast(input: [Float], weight: [Float], bias: [Float]?, _ g: WindowGeometry, place: String) throws -> [Float] {
+    try requireOpenBLAS()
     let Cg = g.C / g.G, Og = g.O / g.G
     let P = g.OH * g.OW
     let K = Cg * g.KH * g.KW
@@ -81,8 +82,8 @@ func conv2dForwardFast(input: [Float], weight: [Float], bias: [Float]?, _ g: Win
                             }
                             let a = w.baseAddress! + group * Og * K
                             let c = y.baseAddress! + (item * g.O + group * Og) * P
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k,
-                                        1, a, k, b, n, 1, c, n)
+                            copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k,
+                                         1, a, k, b, n, 1, c, n)
                         }
                     }
                 }
@@ -95,6 +96,7 @@ func conv2dForwardFast(input: [Float], weight: [Float], bias: [Float]?, _ g: Win
 /// Dense layer as input (N, F) × weightᵀ (F, K).
 /// - input: (N, F);  weight: (K, F);  bias: (K) or nil;  returns: (N, K)
 func denseForwardFast(input: [Float], weight: [Float], bias: [Float]?, N: Int, F: Int, K: Int, place: String) throws -> [Float] {
+    try requireOpenBLAS()
     let (m, n, k) = (try blasInt(N, "batch", place: place), try blasInt(K, "outputs", place: place),
                      try blasInt(F, "features", place: place))
     var out = [Float](repeating: 0, count: N * K)
@@ -104,8 +106,8 @@ func denseForwardFast(input: [Float], weight: [Float], bias: [Float]?, N: Int, F
     input.withUnsafeBufferPointer { x in
         weight.withUnsafeBufferPointer { w in
             out.withUnsafeMutableBufferPointer { y in
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k,
-                            1, x.baseAddress!, k, w.baseAddress!, k, 1, y.baseAddress!, n)
+                copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k,
+                             1, x.baseAddress!, k, w.baseAddress!, k, 1, y.baseAddress!, n)
             }
         }
     }

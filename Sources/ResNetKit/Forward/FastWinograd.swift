@@ -137,8 +137,8 @@ struct WinogradConv {
 
     /// M_t (rows, O) = V_t (rows, C) · U_t (C, O).
     private func multiply(point t: Int, rows: Int, v: UnsafeMutablePointer<Float>, u: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows), blasint(g.O), blasint(g.C),
-                    1, v + t * rows * g.C, blasint(g.C), u + t * g.C * g.O, blasint(g.O), 0, m + t * rows * g.O, blasint(g.O))
+        copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows), blasint(g.O), blasint(g.C),
+                     1, v + t * rows * g.C, blasint(g.C), u + t * g.C * g.O, blasint(g.O), 0, m + t * rows * g.O, blasint(g.O))
     }
 
     /// Gathers tile q's α×α×C input patch (zeros outside the image) and writes Bᵀ d B into V[t][row].

@@ -94,8 +94,9 @@ public final class ForwardPlan: @unchecked Sendable {
     public func run(_ input: Tensor) throws -> Tensor {
         let checker = ForwardRunner(tensors: [:], engine: .fast, capture: nil)
         let x = try checker.checkedInput(input, spec: spec)
+        try requireOpenBLAS()
         let blasThreads = Int32(parallelism == .own ? 1 : threads)
-        if openblas_get_num_threads() != blasThreads { openblas_set_num_threads(blasThreads) }
+        if copenblas_get_num_threads() != blasThreads { copenblas_set_num_threads(blasThreads) }
         var sizing = Executor(plan: self, arena: nil)
         let sizedOutput = try sizing.runAll(inputShape: x.shape, input: nil)
         let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns)
@@ -703,8 +704,8 @@ struct Executor {
                 let weights = w.baseAddress!
                 parallelChunks(units, threads: N < 64 && F * K >= 1 << 16 ? plan.loopThreads : 1, grain: 1) { part in
                     let cols = (part.lowerBound * 16)..<min(part.upperBound * 16, K)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, blasint(cols.count), k, 1, src, k,
-                                weights + cols.lowerBound * F, k, 1, dst + cols.lowerBound, n)
+                    copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, blasint(cols.count), k, 1, src, k,
+                                 weights + cols.lowerBound * F, k, 1, dst + cols.lowerBound, n)
                 }
             }
             release(x)
@@ -813,8 +814,8 @@ struct Executor {
                 let units = (O + 15) / 16
                 parallelChunks(units, threads: threads, grain: 1) { part in
                     let cols = (part.lowerBound * 16)..<min(part.upperBound * 16, O)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(P), blasint(cols.count), k,
-                                1, a, lda, w + cols.lowerBound, n, 0, dst + cols.lowerBound, ldc)
+                    copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(P), blasint(cols.count), k,
+                                 1, a, lda, w + cols.lowerBound, n, 0, dst + cols.lowerBound, ldc)
                     Executor.finish(dst, rows: 0..<P, columns: cols, O: O, bias: b, shortcut: shortcut, relu: relu)
                 }
                 return
@@ -838,8 +839,8 @@ struct Executor {
                     }
                     let out = dst + rows.lowerBound * O
                     for group in 0..<g.G {
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
-                                    1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
+                        copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
+                                     1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
                     }
                     Executor.finish(dst, rows: rows, columns: 0..<O, O: O, bias: b, shortcut: shortcut, relu: relu)
                 }

@@ -18,6 +18,7 @@ import Foundation
 ///   ``ResNetError/invalidInput(file:place:reason:)`` for a malformed graph, config or weight shape.
 public func interpretKerasGraph(_ graph: KerasGraph, input: Tensor, file: String,
                                 capture: ((_ node: KerasNode, _ output: Tensor) -> Void)? = nil) throws -> Tensor {
+    try requireOpenBLAS()   // Conv2D and Dense run on sgemm
     let nodes = graph.nodes
     func bad(_ place: String, _ reason: String) -> ResNetError {
         .invalidInput(file: file, place: place, reason: reason)

@@ -135,8 +135,8 @@ func kConv2DDirect(_ x: Tensor, kernel: Tensor, bias: Tensor?, stride: (h: Int, 
 @inline(__always)
 func kSgemm(M: Int, N: Int, K: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
             c: UnsafeMutablePointer<Float>, ldc: Int) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(N), Int32(K),
-                1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
+    copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(N), Int32(K),
+                 1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
 }
 
 // MARK: - dense

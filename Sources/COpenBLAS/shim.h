@@ -1,3 +1,0 @@
-#pragma once
-// Debian's libopenblas-dev installs cblas.h on the default include path.
-#include <cblas.h>
