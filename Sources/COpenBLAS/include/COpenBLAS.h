@@ -33,4 +33,10 @@ int copenblas_get_num_threads(void);
 /// `openblas_set_num_threads`, loading as `copenblas_sgemm` does.
 void copenblas_set_num_threads(int threads);
 
+/// Held around every fork() of this process (the HDF5 pre-flight): waits for OpenBLAS calls in
+/// flight and keeps new ones out until `copenblas_fork_guard_end`, so OpenBLAS's fork handler never
+/// races a call that restarts its threads. Works whether or not OpenBLAS was loaded.
+void copenblas_fork_guard_begin(void);
+void copenblas_fork_guard_end(void);
+
 #endif

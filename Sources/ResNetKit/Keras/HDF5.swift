@@ -1,4 +1,5 @@
 import CHDF5
+import COpenBLAS
 import Foundation
 
 // The only Swift file that talks to libhdf5. C handles never leave it: callers get Swift values
@@ -258,12 +259,15 @@ final class HDF5File {
     /// that makes libhdf5 crash or hang is refused instead of taking this process down. Only how
     /// the child ended matters: errors libhdf5 reports are left to the in-process reader, which
     /// words them better. The lock is held across the fork so that no other thread is inside
-    /// libhdf5 when the child is created.
+    /// libhdf5 when the child is created, and OpenBLAS's fork guard so that none is inside OpenBLAS.
     static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
                           timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
         let maxAttributeBytes = ReadLimits.current.maxHeaderBytes
         let result = withHDF5 {
-            path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, maxAttributeBytes, timeout) }
+            // No OpenBLAS call may run across the fork (see copenblas_fork_guard_begin).
+            copenblas_fork_guard_begin()
+            defer { copenblas_fork_guard_end() }
+            return path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, maxAttributeBytes, timeout) }
         }
         switch result.outcome {
         case 0:
