@@ -53,8 +53,9 @@ public struct ConversionOptions: Sendable {
 /// Checks before writing: the goldens when given, and for files with a Keras graph an independent
 /// interpretation of that graph. A failed check throws ``ResNetError/parityFailed(reason:)`` and
 /// writes nothing unless `force` is set. The file is written next to `output` under a temporary
-/// name, read back and compared bit for bit, then renamed over `output`; a failure at any step
-/// leaves no output and does not touch an existing one.
+/// name, read back and compared bit for bit (a streamed `skipVerification` conversion reopens its
+/// header and manifest only, see ``ConversionOptions/skipVerification``), then renamed over
+/// `output`; a failure at any step leaves no output and does not touch an existing one.
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
     // The provenance hash reads the whole file once more; on the second core it costs no wall time.
