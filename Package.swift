@@ -1,5 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
+import class Foundation.ProcessInfo
+
+// The CLI links the Swift runtime and Foundation statically (start-up, see README "Start-up").
+// Sanitizer builds need the shared runtime: ThreadSanitizer stops the statically linked CLI with an
+// allocator CHECK failure in its own runtime. RESNET_CONVERT_SHARED_RUNTIME=1 (the README's
+// sanitizer commands set it) links it dynamically.
+let staticRuntime: [String] = ProcessInfo.processInfo.environment["RESNET_CONVERT_SHARED_RUNTIME"] == nil ? ["-static-stdlib"] : []
 
 let package = Package(
     name: "resnet-convert",
@@ -56,8 +63,8 @@ let package = Package(
             // The Swift runtime and Foundation linked in: resolving their ~31k symbol references
             // across a dozen shared libraries cost ~6 ms of every command's start (a 14 MB binary
             // becomes ~85 MB). System C libraries (libhdf5, OpenBLAS, libc) stay shared.
-            swiftSettings: [.unsafeFlags(["-static-stdlib"])],
-            linkerSettings: [.unsafeFlags(["-static-stdlib"])]
+            swiftSettings: [.unsafeFlags(staticRuntime)],
+            linkerSettings: [.unsafeFlags(staticRuntime)]
         ),
         .testTarget(name: "ResNetKitTests", dependencies: ["ResNetKit"]),
         .testTarget(name: "CLITests", dependencies: ["ResNetKit"]),
