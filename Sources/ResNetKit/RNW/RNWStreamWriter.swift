@@ -383,8 +383,10 @@ private final class ChunkWriter: @unchecked Sendable {
         if cursor > bufferStart {
             let length = cursor - bufferStart
             let padded = (length + Self.block - 1) / Self.block * Self.block
+            // Padded either way (direct I/O needs it; the truncation below removes it), so this
+            // thread never reads `direct` while the writer may still be changing it.
             zero(from: cursor, to: bufferStart + padded)
-            enqueue((current, bufferStart, direct ? padded : length))
+            enqueue((current, bufferStart, padded))
         }
         enqueue(nil)
         done.wait()
