@@ -21,10 +21,12 @@ import Testing
 
     struct Run { var code: Int32; var stdout: String; var stderr: String }
 
-    static func run(_ args: [String]) throws -> Run {
+    /// Runs the CLI; `environment` replaces the inherited one when given.
+    static func run(_ args: [String], environment: [String: String]? = nil) throws -> Run {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
+        if let environment { p.environment = environment }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

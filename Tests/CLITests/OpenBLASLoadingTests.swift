@@ -10,21 +10,9 @@ import Testing
         let dir = try CLITests.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data("not a shared library\n".utf8).write(to: dir.appendingPathComponent("libopenblas.so.0"))
-        let p = Process()
-        p.executableURL = CLITests.binary
-        p.arguments = args
         var environment = ProcessInfo.processInfo.environment
         environment["LD_LIBRARY_PATH"] = dir.path + (environment["LD_LIBRARY_PATH"].map { ":" + $0 } ?? "")
-        p.environment = environment
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLITests.Run(code: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                            stderr: String(decoding: e, as: UTF8.self))
+        return try CLITests.run(args, environment: environment)
     }
 
     @Test func convertWithoutVerificationRunsWithoutOpenBLAS() throws {

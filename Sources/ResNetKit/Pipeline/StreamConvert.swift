@@ -32,7 +32,8 @@ func convertStreaming(input: String, output: String, options: ConversionOptions,
     let outcome = try RNWStreamWriter.write(spec: spec, to: output, provenance: provenance, sourceHash: { try sourceHash.value() },
         produce: { i in
             inUse?.release()
-            inUse = plan.steps[i].source.mapped
+            // Only rearranged tensors are read from the mapping; the others are read with pread.
+            inUse = plan.steps[i].transpose == nil ? nil : plan.steps[i].source.mapped
             inUse?.prefault()
             return plan.steps[i].producer(scratch: scratch)
         },
