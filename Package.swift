@@ -43,6 +43,9 @@ let package = Package(
         // SHA-256 compression on the x86 SHA extensions, for the source hash in provenance records.
         // Only Sources/ResNetKit/Tensor/SHA256.swift imports it (with a Swift fallback).
         .target(name: "CSHA256"),
+        // Vector kernels built for AVX2/FMA or AVX-512 (the Swift code is built for baseline x86-64),
+        // each called only after the CPU check in cpu.c, with a Swift fallback.
+        .target(name: "CKernels"),
         // Linux file calls Swift's Glibc module hides (sync_file_range). Only RNWStreamWriter.swift imports it.
         .systemLibrary(name: "CLinuxIO"),
         // zlib's CRC-32 for zip members (3× our table-driven Swift version). Only Tensor/CRC32.swift imports it.
@@ -50,7 +53,7 @@ let package = Package(
         .target(
             name: "ResNetKit",
             dependencies: [
-                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256", "CLinuxIO", "CZlibCRC",
+                "CHDF5", "COpenBLAS", "CRNWProto", "CONNXProto", "CSHA256", "CKernels", "CLinuxIO", "CZlibCRC",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),

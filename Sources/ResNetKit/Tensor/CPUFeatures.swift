@@ -1,0 +1,10 @@
+import CKernels
+
+/// Which of the C vector kernels (Sources/CKernels) this CPU and OS can run, checked once.
+/// Swift code is compiled for baseline x86-64; anything wider goes through these flags.
+enum CPUFeatures {
+    /// AVX2 and FMA, with the YMM state saved by the OS.
+    static let avx2FMA = ckernels_has_avx2_fma() != 0
+    /// AVX-512 F/DQ/BW/VL, with the ZMM and mask state saved by the OS.
+    static let avx512 = ckernels_has_avx512() != 0
+}
