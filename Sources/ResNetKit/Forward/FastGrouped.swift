@@ -15,19 +15,59 @@
 // while every group reads its channels from them (group-major, each group streamed the whole image
 // again, and ResNeXt-50 at batch 8 ran slower than with im2col). With a single band (few rows) the
 // threads split the groups instead.
+//
+// On CPUs with AVX2 and FMA each work unit runs the C twin of `row` (Sources/CKernels/grouped_conv_impl.h):
+// this Swift code is compiled for baseline x86-64, where a SIMD8 is two SSE registers and there is no
+// fused multiply-add. The Swift code stays as the fallback and is tested on its own.
+
+import CKernels
+
+/// Which implementation runs the direct grouped kernel's work units.
+enum GroupedKernel: Int, Sendable, Equatable, CaseIterable {
+    /// This file's SIMD code, for baseline x86-64.
+    case swift
+    /// The C kernel built for AVX2 and FMA (16 vector registers).
+    case avx2
+    /// The same C kernel built for AVX-512VL (32 vector registers, larger tiles).
+    case avx512
+
+    /// The fastest this CPU runs.
+    static let best: GroupedKernel = CPUFeatures.avx512 ? .avx512 : CPUFeatures.avx2FMA ? .avx2 : .swift
+
+    /// Whether this CPU and OS can run it.
+    var available: Bool {
+        switch self {
+        case .swift: true
+        case .avx2: CPUFeatures.avx2FMA
+        case .avx512: CPUFeatures.avx512
+        }
+    }
+}
 
 /// One grouped convolution at one input shape.
 struct GroupedConv {
     let g: WindowGeometry
     let threads: Int
+    /// What runs the work units (see `kernel(_:for:)`).
+    let kernel: GroupedKernel
     /// Output pixels per work unit before the rows are cut into bands.
     static let bandPixels = 256
 
-    init(_ g: WindowGeometry, threads: Int) {
+    init(_ g: WindowGeometry, threads: Int, kernel: GroupedKernel = .best) {
         self.g = g
+        self.kernel = Self.kernel(kernel, for: g)
         // A few µs of wake-up per parallel region: not worth it for tiny layers.
         let work = g.N * g.OH * g.OW * g.O * g.KH * g.KW * (g.C / g.G)
         self.threads = work >= 1 << 17 ? threads : 1
+    }
+
+    /// The kernel that runs when `asked` is: itself if this CPU runs it and the C kernels take the
+    /// geometry, else the best one below it.
+    static func kernel(_ asked: GroupedKernel, for g: WindowGeometry) -> GroupedKernel {
+        guard g.KH * g.KW <= Int(CKERNELS_GROUPED_MAX_TAPS) else { return .swift }
+        var kernel = asked
+        while !kernel.available { kernel = GroupedKernel(rawValue: kernel.rawValue - 1)! }
+        return kernel
     }
 
     /// - src: (N, H, W, C);  weights: (G, KH·KW·Cg, Og);  bias: (O);  shortcut: (N, OH, OW, O) or nil;
@@ -37,6 +77,23 @@ struct GroupedConv {
         let rows = g.N * g.OH
         let bandRows = max(1, min(rows, Self.bandPixels / max(g.OW, 1)))
         let bands = (rows + bandRows - 1) / bandRows
+        if kernel != .swift {
+            // The plan resolved and checked this geometry (the preconditions in ckernels_grouped.h;
+            // the tap count in init) and sized src, weights, bias, shortcut and dst from it.
+            let entry = kernel == .avx512 ? ckernels_grouped_conv_avx512 : ckernels_grouped_conv_avx2
+            var cg = ckernels_grouped_geometry(N: g.N, C: g.C, H: g.H, W: g.W, O: g.O, G: g.G, KH: g.KH, KW: g.KW,
+                                               SH: g.SH, SW: g.SW, DH: g.DH, DW: g.DW, PT: g.PT, PL: g.PL, OH: g.OH, OW: g.OW)
+            withUnsafePointer(to: &cg) { cg in
+                parallelChunks(g.G * bands, threads: threads, grain: 1) { units in
+                    for unit in units {
+                        let band = unit / g.G, group = unit % g.G
+                        entry(cg, band * bandRows, min(rows, (band + 1) * bandRows), group,
+                              src, weights, bias, shortcut, relu ? 1 : 0, dst)
+                    }
+                }
+            }
+            return
+        }
         parallelChunks(g.G * bands, threads: threads, grain: 1) { units in
             for unit in units {
                 let band = unit / g.G, group = unit % g.G

@@ -407,7 +407,7 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 
 /// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
 /// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
-/// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `profile`); the environment is a debugging aid, not an interface.
+/// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512), `profile`); the environment is a debugging aid, not an interface.
 struct PlanTuning: Sendable, Equatable {
     /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
     var winogradTile = 4
@@ -431,6 +431,13 @@ struct PlanTuning: Sendable, Equatable {
     /// im2col against 1.05 ms direct, 32×32 0.5 against 1.2), while at 4×4 and 8×8 direct won
     /// (1.7–2.5 against 4.4–5 ms, 1.1–1.25 against 1.4–1.6 ms).
     var groupedDirectMaxWidth = 128
+    /// `groupedDirectMaxWidth` when the C kernel runs: with AVX2/FMA direct beat im2col at every width
+    /// ResNeXt-50 has (per layer at batch 1, 2 threads: 16×16 channels per group 0.32 ms against 0.79,
+    /// 32×32 0.29 against 0.49). Wider groups (ResNeXt-101 32×8d's 64×64) were not measured and keep im2col.
+    var groupedDirectMaxWidthVector = 32 * 32
+    /// Which implementation runs the direct kernel (the best this CPU runs by default); tests pin
+    /// each in turn.
+    var groupedKernel = GroupedKernel.best
     /// Print per-layer times to stderr after each run.
     var profile = false
 
@@ -446,7 +453,8 @@ struct PlanTuning: Sendable, Equatable {
             case "min-tiles": if let value, value >= 0 { t.winogradMinTiles = value }
             case "max-weights": if let value, value >= 0 { t.winogradMaxWeights = value }
             case "grouped": if let value, [0, 1].contains(value) { t.groupedDirect = value == 1 }
-            case "grouped-width": if let value, value >= 0 { t.groupedDirectMaxWidth = value }
+            case "grouped-width": if let value, value >= 0 { t.groupedDirectMaxWidth = value; t.groupedDirectMaxWidthVector = value }
+            case "grouped-kernel": if let value, let k = GroupedKernel(rawValue: value) { t.groupedKernel = k }
             case "profile": t.profile = true
             default: break
             }
@@ -772,8 +780,8 @@ struct Executor {
             if sizing { return y }
             let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
             c.weights.withUnsafeBufferPointer { w in c.bias.withUnsafeBufferPointer { bias in
-                GroupedConv(g, threads: plan.loopThreads).run(src: pointer(x), weights: w.baseAddress!, bias: bias.baseAddress!,
-                                                               shortcut: shortcut, relu: relu, dst: pointer(y))
+                GroupedConv(g, threads: plan.loopThreads, kernel: plan.tuning.groupedKernel)
+                    .run(src: pointer(x), weights: w.baseAddress!, bias: bias.baseAddress!, shortcut: shortcut, relu: relu, dst: pointer(y))
             } }
             release(x)
             return y
@@ -869,7 +877,9 @@ struct Executor {
 
     /// Whether this grouped convolution runs the direct kernel rather than im2col + one sgemm per group.
     private func directGrouped(_ g: WindowGeometry) -> Bool {
-        g.G > 1 && plan.tuning.groupedDirect && (g.C / g.G) * (g.O / g.G) <= plan.tuning.groupedDirectMaxWidth
+        guard g.G > 1 && plan.tuning.groupedDirect else { return false }
+        let vector = GroupedConv.kernel(plan.tuning.groupedKernel, for: g) != .swift
+        return (g.C / g.G) * (g.O / g.G) <= (vector ? plan.tuning.groupedDirectMaxWidthVector : plan.tuning.groupedDirectMaxWidth)
     }
 
     /// The Winograd tile to use for this convolution at this input, or nil for im2col.
