@@ -2,24 +2,48 @@ import Foundation
 import Testing
 @testable import ResNetKit
 
-/// The plan's direct kernel for grouped convolutions (FastGrouped.swift) against the reference definition.
+/// The plan's direct kernel for grouped convolutions (FastGrouped.swift, and its C versions in
+/// Sources/CKernels) against the reference definition.
 @Suite("Grouped convolution direct kernel")
 struct GroupedConvTests {
-    func tuning(direct: Bool) -> PlanTuning {
+    /// Every implementation this CPU runs, so each is checked on its own (the C ones where the CPU has them).
+    static let kernels = GroupedKernel.allCases.filter(\.available)
+
+    func tuning(direct: Bool, kernel: GroupedKernel = .best) -> PlanTuning {
         var t = PlanTuning()
         t.groupedDirect = direct
-        t.groupedDirectMaxWidth = .max          // every grouped layer, whatever the default threshold
+        t.groupedDirectMaxWidth = .max          // every grouped layer, whatever the default thresholds
+        t.groupedDirectMaxWidthVector = .max
+        t.groupedKernel = kernel
         return t
     }
 
-    func expectAgrees(_ model: ResNetModel, _ x: Tensor, threads: Int, _ comment: String) throws {
-        let plan = try ForwardPlan(model, threads: threads, parallelism: .own, tuning: tuning(direct: true))
-        try expectClose(try plan.run(x), try forward(model, input: x, engine: .reference), relative: 1e-5, Comment(rawValue: comment))
+    func expectAgrees(_ model: ResNetModel, _ x: Tensor, threads: Int, kernel: GroupedKernel, _ comment: String) throws {
+        let plan = try ForwardPlan(model, threads: threads, parallelism: .own, tuning: tuning(direct: true, kernel: kernel))
+        try expectClose(try plan.run(x), try forward(model, input: x, engine: .reference), relative: 1e-5,
+                        Comment(rawValue: "\(kernel): \(comment)"))
+    }
+
+    @Test("the kernel asked for is the one that runs when the CPU has it; otherwise the best below it")
+    func kernelChoice() {
+        var g = WindowGeometry(N: 1, C: 8, H: 5, W: 5, O: 8, G: 2, KH: 3, KW: 3)
+        (g.OH, g.OW) = (3, 3)
+        for kernel in GroupedKernel.allCases {
+            let chosen = GroupedConv(g, threads: 1, kernel: kernel).kernel
+            if kernel.available { #expect(chosen == kernel) }
+            else { #expect(chosen.rawValue < kernel.rawValue && chosen.available) }
+        }
+        #expect(GroupedKernel.best.available)
+        #expect(CPUFeatures.avx2FMA == Self.kernels.contains(.avx2))
+        // More taps than the C kernels' lists hold: the Swift kernel runs.
+        (g.KH, g.KW, g.H, g.W) = (9, 9, 9, 9)
+        (g.OH, g.OW) = (1, 1)
+        #expect(GroupedConv(g, threads: 1, kernel: .best).kernel == .swift)
     }
 
     @Test("a single grouped convolution (groups 1...64, 1...64 channels per group, strides 1 and 2, odd sizes, every padding kind) matches the reference",
-          arguments: 0..<48)
-    func singleConvolution(seed: Int) throws {
+          arguments: kernels, 0..<48)
+    func singleConvolution(kernel: GroupedKernel, seed: Int) throws {
         var rng = SeededRandom(UInt64(4100 + seed))
         let groups = rng.pick([1, 2, 3, 4, 8, 16, 32, 64])
         // Keep C and O at most 256 so the reference stays quick; Og covers the 8-, 4- and 1-lane paths.
@@ -37,35 +61,54 @@ struct GroupedConvTests {
         if rng.int(0...1) == 1 { stem.append(.relu) }
         let model = randomModel(spec(channels: groups * cg, stem: stem), seed: UInt64(4200 + seed))
         let x = SeededRandom(UInt64(4300 + seed)).tensorCopy([rng.int(1...3), groups * cg, h, w])
-        try expectAgrees(model, x, threads: 1 + seed % 2,
+        try expectAgrees(model, x, threads: 1 + seed % 2, kernel: kernel,
                          "seed \(seed): groups \(groups) \(cg)->\(og) per group, \(k)x\(k)/\(s) dilation \(d) \(h)x\(w) \(padding)")
     }
 
+    @Test("every output width per group (1...40) agrees, at image widths that leave full tiles, half tiles and single pixels",
+          arguments: kernels, [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 15, 16, 17, 24, 31, 32, 33, 40])
+    func outputWidths(kernel: GroupedKernel, og: Int) throws {
+        for (cg, w, s) in [(4, 23, 1), (og, 14, 1), (3, 11, 2)] {
+            let model = randomModel(spec(channels: 2 * cg, stem: [conv("c", 2 * cg, 2 * og, k: 3, s: s, padding: .symmetric(1), groups: 2, bias: true), .relu]),
+                                    seed: UInt64(4700 + og))
+            let x = SeededRandom(UInt64(4800 + og)).tensorCopy([1, 2 * cg, 4, w])
+            try expectAgrees(model, x, threads: 1, kernel: kernel, "\(cg)->\(og) per group, width \(w), stride \(s)")
+        }
+    }
+
+    @Test("a kernel with more taps than the C kernels take (9x9) agrees through the Swift fallback", arguments: kernels)
+    func manyTaps(kernel: GroupedKernel) throws {
+        let model = randomModel(spec(channels: 8, stem: [conv("c", 8, 8, k: 9, padding: .symmetric(4), groups: 2), .relu]), seed: 4900)
+        try expectAgrees(model, SeededRandom(4901).tensorCopy([1, 8, 10, 11]), threads: 2, kernel: kernel, "9x9")
+    }
+
     @Test("a grouped convolution ending a residual branch fuses bias, shortcut and ReLU and agrees",
-          arguments: [(1, 1), (2, 2), (3, 2)])
-    func fusedShortcut(batch: Int, threads: Int) throws {
+          arguments: kernels, [(1, 1), (2, 2), (3, 2)])
+    func fusedShortcut(kernel: GroupedKernel, shape: (batch: Int, threads: Int)) throws {
+        let (batch, threads) = shape
         // ResNeXt's bottleneck with the grouped 3×3 moved last, so the addition lands in its epilogue.
         let block = Block(name: "layer1.0",
                           residual: [conv("layer1.0.conv1", 64, 128, k: 1, padding: .valid), bn("layer1.0.bn1", 128), .relu,
                                      conv("layer1.0.conv2", 128, 64, k: 3, padding: .symmetric(1), groups: 32, bias: true), bn("layer1.0.bn2", 64)],
                           post: [.relu])
         let model = randomModel(spec(channels: 64, stem: [], stages: [Stage(blocks: [block])]), seed: 4400)
-        let plan = try ForwardPlan(model, threads: threads, parallelism: .own, tuning: tuning(direct: true))
+        let plan = try ForwardPlan(model, threads: threads, parallelism: .own, tuning: tuning(direct: true, kernel: kernel))
         #expect(plan.blocks[0].fusesAddition, "the addition should be fused into the grouped convolution")
-        try expectAgrees(model, SeededRandom(4401).tensorCopy([batch, 64, 13, 11]), threads: threads, "batch \(batch)")
+        try expectAgrees(model, SeededRandom(4401).tensorCopy([batch, 64, 13, 11]), threads: threads, kernel: kernel, "batch \(batch)")
     }
 
     @Test("the direct kernel and the im2col path agree on ResNeXt-shaped layers at the widths ResNeXt-50 uses",
-          arguments: [(4, 1), (8, 2), (16, 1), (32, 2)])
-    func resnextWidths(perGroup: Int, stride: Int) throws {
+          arguments: kernels, [(4, 1), (8, 2), (16, 1), (32, 2)])
+    func resnextWidths(kernel: GroupedKernel, shape: (perGroup: Int, stride: Int)) throws {
+        let (perGroup, stride) = shape
         let c = 32 * perGroup
         let model = randomModel(spec(channels: c, stem: [conv("c", c, c, k: 3, s: stride, padding: .symmetric(1), groups: 32), bn("b", c), .relu]),
                                 seed: UInt64(4500 + perGroup))
         let x = SeededRandom(UInt64(4600 + perGroup)).tensorCopy([2, c, 9, 10])
-        let direct = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: tuning(direct: true)).run(x)
+        let direct = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: tuning(direct: true, kernel: kernel)).run(x)
         let im2col = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: tuning(direct: false)).run(x)
-        try expectClose(direct, im2col, relative: 1e-5, "direct against im2col")
-        try expectClose(direct, try forward(model, input: x, engine: .reference), relative: 1e-5, "direct against the reference")
+        try expectClose(direct, im2col, relative: 1e-5, "\(kernel): direct against im2col")
+        try expectClose(direct, try forward(model, input: x, engine: .reference), relative: 1e-5, "\(kernel): direct against the reference")
     }
 
     /// Whether any convolution of `spec` has groups.
@@ -81,7 +124,9 @@ struct GroupedConvTests {
         guard hasGroups(mapped.model.spec) else { return }
         let goldens = try Goldens(path: url.deletingLastPathComponent().appendingPathComponent("io.npz").path,
                                   inputChannels: mapped.model.spec.inputChannels)
-        for threads in [1, 2] { try expectAgrees(mapped.model, goldens.input, threads: threads, "\(file), \(threads) threads") }
+        for kernel in Self.kernels {
+            for threads in [1, 2] { try expectAgrees(mapped.model, goldens.input, threads: threads, kernel: kernel, "\(file), \(threads) threads") }
+        }
     }
 
     @Test("the committed fixtures include a grouped model, so the fixture test above checks something")
