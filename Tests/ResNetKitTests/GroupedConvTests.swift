@@ -76,6 +76,36 @@ struct GroupedConvTests {
         }
     }
 
+    @Test("one work unit writes its group's channels of its rows and nothing else (no write past the buffer either)",
+          arguments: kernels, [1, 3, 4, 5, 8, 13, 16, 24, 32, 40])
+    func unitWritesOnlyItsGroup(kernel: GroupedKernel, og: Int) {
+        let cg = og == 4 ? 4 : og % 5 + 2
+        var g = WindowGeometry(N: 2, C: 3 * cg, H: 4, W: 11, O: 3 * og, G: 3, KH: 3, KW: 3, PT: 1, PB: 1, PL: 1, PR: 1)
+        (g.OH, g.OW) = (4, 11)
+        let conv = GroupedConv(g, threads: 1, kernel: kernel)
+        #expect(conv.kernel == kernel)
+        var rng = SeededRandom(UInt64(5000 + og))
+        let src = (0..<(g.N * g.H * g.W * g.C)).map { _ in Float(rng.int(-100...100)) / 50 }
+        let weights = (0..<(g.KH * g.KW * cg * g.O)).map { _ in Float(rng.int(-100...100)) / 50 }
+        let bias = (0..<g.O).map { _ in Float(rng.int(-100...100)) / 50 }
+        let count = g.N * g.OH * g.OW * g.O
+        let shortcut = (0..<count).map { _ in Float(rng.int(-100...100)) / 50 }
+        let sentinel: Float = -12345
+        var full = [Float](repeating: 0, count: count)
+        full.withUnsafeMutableBufferPointer { conv.run(src: src, weights: weights, bias: bias, shortcut: shortcut, relu: true, dst: $0.baseAddress!) }
+        for group in [1, 2] {
+            let rows = 3..<6                                    // crosses from image 0 into image 1
+            var dst = [Float](repeating: sentinel, count: count + 64)
+            dst.withUnsafeMutableBufferPointer {
+                conv.unit(rows: rows, group: group, src: src, weights: weights, bias: bias, shortcut: shortcut, relu: true, dst: $0.baseAddress!)
+            }
+            let mine = (0..<(count + 64)).filter { i in i < count && rows.contains(i / (g.OW * g.O)) && (i % g.O) / og == group }
+            let stray = (0..<(count + 64)).filter { dst[$0] != sentinel && !mine.contains($0) }
+            #expect(stray.isEmpty, "\(kernel) \(cg)->\(og) group \(group): writes outside its unit at \(stray.prefix(5))")
+            #expect(mine.allSatisfy { dst[$0] == full[$0] }, "\(kernel) \(cg)->\(og) group \(group): unit differs from the whole run")
+        }
+    }
+
     @Test("a kernel with more taps than the C kernels take (9x9) agrees through the Swift fallback", arguments: kernels)
     func manyTaps(kernel: GroupedKernel) throws {
         let model = randomModel(spec(channels: 8, stem: [conv("c", 8, 8, k: 9, padding: .symmetric(4), groups: 2), .relu]), seed: 4900)

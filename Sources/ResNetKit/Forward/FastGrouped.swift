@@ -77,31 +77,29 @@ struct GroupedConv {
         let rows = g.N * g.OH
         let bandRows = max(1, min(rows, Self.bandPixels / max(g.OW, 1)))
         let bands = (rows + bandRows - 1) / bandRows
-        if kernel != .swift {
-            // The plan resolved and checked this geometry (the preconditions in ckernels_grouped.h;
-            // the tap count in init) and sized src, weights, bias, shortcut and dst from it.
-            let entry = kernel == .avx512 ? ckernels_grouped_conv_avx512 : ckernels_grouped_conv_avx2
-            var cg = ckernels_grouped_geometry(N: g.N, C: g.C, H: g.H, W: g.W, O: g.O, G: g.G, KH: g.KH, KW: g.KW,
-                                               SH: g.SH, SW: g.SW, DH: g.DH, DW: g.DW, PT: g.PT, PL: g.PL, OH: g.OH, OW: g.OW)
-            withUnsafePointer(to: &cg) { cg in
-                parallelChunks(g.G * bands, threads: threads, grain: 1) { units in
-                    for unit in units {
-                        let band = unit / g.G, group = unit % g.G
-                        entry(cg, band * bandRows, min(rows, (band + 1) * bandRows), group,
-                              src, weights, bias, shortcut, relu ? 1 : 0, dst)
-                    }
-                }
-            }
-            return
-        }
         parallelChunks(g.G * bands, threads: threads, grain: 1) { units in
             for unit in units {
                 let band = unit / g.G, group = unit % g.G
-                for r in (band * bandRows)..<min(rows, (band + 1) * bandRows) {
-                    row(r, group: group, src: src, weights: weights, bias: bias, shortcut: shortcut, relu: relu, dst: dst)
-                }
+                self.unit(rows: (band * bandRows)..<min(rows, (band + 1) * bandRows), group: group,
+                          src: src, weights: weights, bias: bias, shortcut: shortcut, relu: relu, dst: dst)
             }
         }
+    }
+
+    /// One work unit: output rows `rows` (r = n·OH + oh) of one group. Writes the group's channels of
+    /// those rows and nothing else, so units run concurrently on one dst. Arguments as in `run`.
+    func unit(rows: Range<Int>, group: Int, src: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+              shortcut: UnsafePointer<Float>?, relu: Bool, dst: UnsafeMutablePointer<Float>) {
+        if kernel == .swift {
+            for r in rows { row(r, group: group, src: src, weights: weights, bias: bias, shortcut: shortcut, relu: relu, dst: dst) }
+            return
+        }
+        // The plan resolved and checked this geometry (the preconditions in ckernels_grouped.h; the
+        // tap count in `kernel(_:for:)`) and sized src, weights, bias, shortcut and dst from it.
+        var cg = ckernels_grouped_geometry(N: g.N, C: g.C, H: g.H, W: g.W, O: g.O, G: g.G, KH: g.KH, KW: g.KW,
+                                           SH: g.SH, SW: g.SW, DH: g.DH, DW: g.DW, PT: g.PT, PL: g.PL, OH: g.OH, OW: g.OW)
+        let entry = kernel == .avx512 ? ckernels_grouped_conv_avx512 : ckernels_grouped_conv_avx2
+        entry(&cg, rows.lowerBound, rows.upperBound, group, src, weights, bias, shortcut, relu ? 1 : 0, dst)
     }
 
     /// One output row of one group: blocks of four horizontally interior pixels, the rest one by one.
