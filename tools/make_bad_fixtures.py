@@ -9,6 +9,14 @@ each other file differs from it in exactly one way, so each test names one reaso
   fixtures/bad/bad-json.h5          model_config is not JSON
   fixtures/bad/external-link.h5     the first kernel is an HDF5 external link into good.h5 (the very same
                                     bytes, so a reader that followed it would succeed: it must refuse)
+  fixtures/bad/lzf-kernel.h5        the first kernel (set to zeros, so that LZF compresses it: h5py marks the
+                                    filter optional and stores chunks it cannot shrink raw) is compressed with
+                                    LZF, HDF5 filter 32000, which h5py registers in its own process but
+                                    libhdf5 does not have built in: it must be refused naming the filter, and
+                                    no filter plugin may be loaded for it
+And one that is not broken:
+  fixtures/bad/gzip-kernels.h5      every kernel chunked and compressed with shuffle + deflate (filters
+                                    built into libhdf5): it must convert to exactly good.h5's values
 
 Run with the fixtures venv (tools/requirements-fixtures.txt):  python tools/make_bad_fixtures.py
 """
@@ -90,6 +98,23 @@ def main():
         target = group[kernel].name
         del group[kernel]
         group[kernel] = h5py.ExternalLink("good.h5", target)
+
+    with h5py.File(copy("lzf-kernel.h5"), "r+") as f:
+        name = first_conv(config(f))["config"]["name"]
+        group = f["model_weights"][name][name]
+        kernel = [k for k in group.keys() if k.startswith("kernel")][0]
+        values = group[kernel][()] * 0
+        del group[kernel]
+        group.create_dataset(kernel, data=values, chunks=values.shape, compression="lzf")
+
+    with h5py.File(copy("gzip-kernels.h5"), "r+") as f:
+        for layer in f["model_weights"].values():
+            for group in layer.values():
+                for key in [k for k in group.keys() if k.startswith("kernel")]:
+                    values = group[key][()]
+                    del group[key]
+                    group.create_dataset(key, data=values, chunks=values.shape, shuffle=True,
+                                         compression="gzip", compression_opts=6)
 
     for name in sorted(os.listdir(OUT)):
         print(name, os.path.getsize(os.path.join(OUT, name)))

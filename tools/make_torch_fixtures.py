@@ -24,9 +24,7 @@ The hostile files are only ever written and disassembled with pickletools here, 
 """
 import argparse
 import copy
-import ctypes
 import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -38,7 +36,6 @@ import struct
 import sys
 import tempfile
 import time
-import types
 import zipfile
 from collections import OrderedDict
 
@@ -55,22 +52,7 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 MARKER = "/tmp/resnet-convert-pwned-"
 
 
-def import_torchvision():
-    """Imports torchvision; stubs its meta registrations when its C ops cannot load (see header)."""
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None:
-        sys.exit("torchvision is not installed; see tools/requirements-torch-fixtures.txt")
-    note = None
-    try:
-        ctypes.CDLL(os.path.join(os.path.dirname(spec.origin), "_C.so"))
-    except OSError as err:
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        note = ("torchvision C extension not loadable (%s); meta registrations stubbed, "
-                "only the pure-Python torchvision.models.resnet is used" % str(err).split(":")[0])
-    import torchvision
-    from torchvision.models import resnet
-    return torchvision, resnet, note
-
+from torchvision_shim import import_torchvision  # noqa: E402  (tools/ is the script directory)
 
 torchvision, tv_resnet, TV_NOTE = import_torchvision()
 

@@ -28,14 +28,11 @@ Cost: a few minutes of one core for the default 90 steps (batch 32 at 40x40), pl
 the 224x224 passes; run it under `nice`.
 """
 import argparse
-import ctypes
-import importlib.util
 import json
 import math
 import os
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +46,10 @@ STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
 
 
 def import_torch_resnet():
-    """Imports torch and torchvision.models.resnet; stubs torchvision's meta registrations when its C ops cannot load."""
+    """Imports torch and torchvision.models.resnet (see tools/torchvision_shim.py)."""
     import torch
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None:
-        sys.exit("torchvision is not installed; see tools/requirements-torch-fixtures.txt")
-    note = None
-    try:
-        ctypes.CDLL(os.path.join(os.path.dirname(spec.origin), "_C.so"))
-    except OSError as err:
-        # Only the pure-Python model definition is needed; the C ops (nms etc.) are not.
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        note = "torchvision C extension not loadable (%s); meta registrations stubbed" % str(err).split(":")[0]
-    import torchvision
-    from torchvision.models import resnet
+    from torchvision_shim import import_torchvision
+    torchvision, resnet, note = import_torchvision()
     return torch, torchvision, resnet, note
 
 

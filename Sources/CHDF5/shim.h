@@ -32,6 +32,34 @@ static inline void chdf5_refuse_external_links(void) {
     if (H5Lis_registered(H5L_TYPE_EXTERNAL) > 0) (void)H5Lunregister(H5L_TYPE_EXTERNAL);
 }
 
+/// Turns off libhdf5's loading of filter plugins: without it, reading a dataset whose filter
+/// pipeline names a filter libhdf5 lacks (chosen by the file) makes libhdf5 search its plugin
+/// directories (or HDF5_PLUGIN_PATH) and dlopen every shared library there until one provides
+/// the filter. A weights reader runs no code a file asks for; such datasets are refused by name
+/// instead (`chdf5_missing_filter`). Process-wide and idempotent.
+static inline void chdf5_refuse_filter_plugins(void) { (void)H5PLset_loading_state(0); }
+
+/// The first filter in the dataset's pipeline that libhdf5 cannot run (neither built in nor
+/// registered), with the name the file gives it copied into `name` (NUL-terminated, possibly
+/// empty); -1 when every filter is available or the pipeline cannot be read.
+static inline long chdf5_missing_filter(hid_t did, char *name, size_t capacity) {
+    if (name != NULL && capacity > 0) name[0] = 0;
+    hid_t dcpl = H5Dget_create_plist(did);
+    if (dcpl < 0) return -1;
+    long missing = -1;
+    int count = H5Pget_nfilters(dcpl);
+    for (int k = 0; k < count && missing < 0; k++) {
+        unsigned flags = 0, config = 0;
+        size_t values = 0;   // the client data values are not wanted
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)k, &flags, &values, NULL, capacity, name, &config);
+        if (id >= 0 && H5Zfilter_avail(id) <= 0) missing = (long)id;
+        else if (name != NULL && capacity > 0) name[0] = 0;
+    }
+    H5Pclose(dcpl);
+    if (name != NULL && capacity > 0) name[capacity - 1] = 0;
+    return missing;
+}
+
 /// The type of the link `name` in `loc` without following it: 0 hard, 1 soft, 2 external or any
 /// other (user-defined) class, -1 when the link cannot be read.
 static inline int chdf5_link_class(hid_t loc, const char *name) {

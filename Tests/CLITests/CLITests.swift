@@ -90,6 +90,7 @@ import Testing
         ("unknown-layer.h5", "GlobalMaxPooling2D"),
         ("bad-json.h5", "JSON"),
         ("external-link.h5", "external link"),
+        ("lzf-kernel.h5", "HDF5 filter 32000"),
     ]
 
     @Test("bad input exits 3 with a clear error and no output", arguments: badFiles)
@@ -104,6 +105,92 @@ import Testing
         let out = dir.appendingPathComponent("good.rnw").path
         let r = try Self.run([Self.fixtures.appendingPathComponent("bad/good.h5").path, out])
         #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
+    }
+
+    /// A filter libhdf5 lacks is refused by name on the streamed path too (there the dataset is read
+    /// through libhdf5 when its turn comes, after the output file was started).
+    @Test func aMissingFilterIsRefusedWhenStreaming() throws {
+        let bad = Self.fixtures.appendingPathComponent("bad/lzf-kernel.h5").path
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("out.rnw").path
+        let r = try Self.run([bad, out, "--no-verify"])
+        #expect(r.code == 3, "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr.contains("lzf-kernel.h5") && r.stderr.contains("HDF5 filter 32000") && r.stderr.contains("kernel:0"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "no output, no temporary file")
+    }
+
+    /// A filter plugin in HDF5_PLUGIN_PATH is never loaded: the plugin's constructor would leave a
+    /// marker file. h5dump, with the same environment, is the control showing that libhdf5 would
+    /// load it (run when h5dump is installed).
+    @Test func filterPluginsAreNeverLoaded() throws {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        func tool(_ name: String) -> String? {
+            path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        }
+        guard let clang = tool("clang") ?? tool("cc") else {
+            print("SKIPPED filterPluginsAreNeverLoaded: no C compiler on PATH to build the plugin")
+            return
+        }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plugins = dir.appendingPathComponent("plugins")
+        try FileManager.default.createDirectory(at: plugins, withIntermediateDirectories: true)
+        let source = dir.appendingPathComponent("marker.c")
+        try """
+        #include <stdio.h>
+        #include <stdlib.h>
+        __attribute__((constructor)) static void loaded(void) {
+            const char *path = getenv("MARKER_FILE");
+            FILE *f = path ? fopen(path, "w") : NULL;
+            if (f) fclose(f);
+        }
+        """.write(to: source, atomically: true, encoding: .utf8)
+        let cc = Process()
+        cc.executableURL = URL(fileURLWithPath: clang)
+        cc.arguments = ["-shared", "-fPIC", "-o", plugins.appendingPathComponent("libmarker.so").path, source.path]
+        try cc.run()
+        cc.waitUntilExit()
+        try #require(cc.terminationStatus == 0, "building the marker plugin failed")
+        let bad = Self.fixtures.appendingPathComponent("bad/lzf-kernel.h5").path
+        let marker = dir.appendingPathComponent("loaded")
+        var env = ProcessInfo.processInfo.environment
+        env["HDF5_PLUGIN_PATH"] = plugins.path
+        env["MARKER_FILE"] = marker.path
+        for extra in [[], ["--no-verify"]] {
+            let r = try Self.run([bad, dir.appendingPathComponent("out.rnw").path] + extra, environment: env)
+            #expect(r.code == 3 && r.stderr.contains("HDF5 filter 32000"), "\(r.stdout)\(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: marker.path), "a filter plugin was loaded")
+        }
+        if let h5dump = tool("h5dump") {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: h5dump)
+            p.arguments = ["-d", "/model_weights/stem_conv/stem_conv/kernel:0", bad]
+            p.environment = env
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            #expect(FileManager.default.fileExists(atPath: marker.path), "control: libhdf5 in h5dump should have loaded the plugin")
+        } else {
+            print("SKIPPED control of filterPluginsAreNeverLoaded: h5dump not installed (Debian hdf5-tools)")
+        }
+    }
+
+    /// Chunked, shuffled and deflated kernels (filters built into libhdf5) give exactly the values of
+    /// the uncompressed file, through the verified and the streamed conversion.
+    @Test(arguments: [false, true])
+    func compressedKernelsConvertToTheSameValues(streamed: Bool) throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plain = dir.appendingPathComponent("plain.rnw").path, packed = dir.appendingPathComponent("gzip.rnw").path
+        let extra = streamed ? ["--no-verify"] : []
+        let a = try Self.run([Self.fixtures.appendingPathComponent("bad/good.h5").path, plain] + extra)
+        #expect(a.code == 0, "\(a.stdout)\(a.stderr)")
+        let b = try Self.run([Self.fixtures.appendingPathComponent("bad/gzip-kernels.h5").path, packed] + extra)
+        #expect(b.code == 0, "\(b.stdout)\(b.stderr)")
+        let d = try Self.run(["diff", plain, packed, "--atol", "0"])
+        #expect(d.code == 0 && d.stdout.contains("EQUAL"), "\(d.stdout)\(d.stderr)")
     }
 
     @Test func bytesThatAreNotHDF5AreRefused() throws {

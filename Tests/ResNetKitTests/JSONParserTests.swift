@@ -171,17 +171,8 @@ import ZIPFoundation
 
     // MARK: Differential over generated documents
 
-    /// SplitMix64: a fixed seed makes every run generate the same documents.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    /// A fixed seed makes every run generate the same documents.
+    typealias Generator = SplitMix64
 
     static func space(_ g: inout Generator) -> String {
         ["", "", "", " ", "\n", "\t", "\r\n", "  "].randomElement(using: &g)!

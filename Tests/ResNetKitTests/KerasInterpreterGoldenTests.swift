@@ -5,11 +5,7 @@ import ResNetKit
 // The interpreter on real published Keras files against the outputs the real framework computed
 // for the same inputs (io.npz beside each file, see fixtures-external/EXPECTED.md).
 
-/// `../shared/fixtures-external` beside the package root; absent in a clone elsewhere.
-private let interpreterExternalDir = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("../shared/fixtures-external").standardizedFileURL
-
+private let interpreterExternalDir = Paths.external
 private let interpreterExternalPresent = FileManager.default.fileExists(atPath: interpreterExternalDir.path)
 
 @Test("the interpreter reproduces the Keras output of a real model",

@@ -3,12 +3,7 @@ import Testing
 @testable import ResNetKit
 
 /// `../shared/fixtures-external/` next to the package root, when it exists.
-private let readerExternalDir: URL? = {
-    let root = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let dir = root.deletingLastPathComponent().appendingPathComponent("shared/fixtures-external")
-    return FileManager.default.fileExists(atPath: dir.path) ? dir : nil
-}()
+private let readerExternalDir: URL? = FileManager.default.fileExists(atPath: Paths.external.path) ? Paths.external : nil
 
 private func external(_ relative: String) -> String? {
     guard let dir = readerExternalDir else {

@@ -2,10 +2,7 @@ import Foundation
 import Testing
 import ResNetKit
 
-/// `../shared/fixtures-external` next to the package root (this file is Tests/ResNetKitTests/NPYTests.swift).
-let externalFixtures: URL = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("shared/fixtures-external")
+let externalFixtures: URL = Paths.external
 
 /// Every `io.npz` golden under the external fixtures folder, sorted; empty when the folder is absent.
 func externalGoldens() -> [String] {

@@ -16,6 +16,7 @@ private func withHDF5<T>(_ body: () throws -> T) rethrows -> T {
     // stack ourselves instead (see `HDF5File.failure`).
     chdf5_silence_errors()
     chdf5_refuse_external_links()
+    chdf5_refuse_filter_plugins()
     return try body()
 }
 
@@ -306,6 +307,25 @@ final class HDF5File {
     private func failure(_ place: String, _ what: String) -> ResNetError {
         let stack = HDF5File.errorStackText()
         return .invalidInput(file: name, place: place, reason: stack.isEmpty ? what : "\(what): \(stack)")
+    }
+
+    /// Why reading the values of the open dataset `did` failed: a filter libhdf5 cannot run
+    /// (plugins are never loaded, see `chdf5_refuse_filter_plugins`), named, or libhdf5's stack.
+    private func readFailure(_ did: hid_t, _ place: String) -> ResNetError {
+        let stack = HDF5File.errorStackText()   // before another call replaces it
+        var label = [CChar](repeating: 0, count: 64)
+        let id = label.withUnsafeMutableBufferPointer { chdf5_missing_filter(did, $0.baseAddress, $0.count) }
+        guard id >= 0 else {
+            return .invalidInput(file: name, place: place,
+                                 reason: "cannot read dataset (truncated file?)" + (stack.isEmpty ? "" : ": \(stack)"))
+        }
+        // The name comes from the file: printable ASCII only.
+        let text = String(decoding: label.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }.filter { (0x20..<0x7f).contains($0) },
+                          as: UTF8.self)
+        return .unsupported(file: name, place: place,
+            reason: "dataset is compressed with HDF5 filter \(id)\(text.isEmpty ? "" : " (\"\(text)\")"), which libhdf5 does not "
+                + "have built in; resnet-convert does not load HDF5 filter plugins (shared libraries), so re-save the "
+                + "weights uncompressed or with gzip (deflate), e.g. with h5py")
     }
 
     // MARK: - Structure
@@ -608,7 +628,7 @@ final class HDF5File {
             let status = data.withUnsafeMutableBytes { raw in
                 H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), raw.baseAddress)
             }
-            guard status >= 0 else { throw failure(path, "cannot read dataset (truncated file?)") }
+            guard status >= 0 else { throw readFailure(did, path) }
         }
         bytesRead = total
         return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
@@ -666,7 +686,7 @@ final class HDF5File {
             }
             if out.isEmpty { return }
             guard H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), out.baseAddress) >= 0 else {
-                throw failure(path, "cannot read dataset (truncated file?)")
+                throw readFailure(did, path)
             }
         }
     }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// `convert --no-verify` at float32 without BN folding, one tensor at a time: the file is read for
@@ -126,17 +127,36 @@ struct StreamPlan {
     }
 }
 
+/// Which implementation ``transposeToOIHW(_:_:hw:i:o:outputs:path:)`` uses. The results are the
+/// same bytes either way (values are only moved); tests ask for each one explicitly.
+enum TransposePath: Sendable {
+    /// The 4×4-tile Swift loops, built for baseline x86-64.
+    case swift
+    /// The 8×8-tile AVX2 kernel in CKernels; the Swift loops where the CPU lacks AVX2.
+    case avx2
+
+    /// AVX2 where the CPU has it: 8×8 register tiles of 16 outputs at a time take the Keras
+    /// ResNet-50 kernels out of a mapped file in less time than the Swift tiles (README, "Conversion").
+    static let best: TransposePath = CPUFeatures.avx2FMA ? .avx2 : .swift
+}
+
 /// dst[o][i][s] = src[s][i][o] for a kernel of `hw` spatial positions, `i` inputs, `o` outputs:
 /// Keras HWIO (or a dense (in, out)) to PyTorch OIHW (or (out, in)), for the outputs in `outputs`
 /// (all by default): `dst` holds just their rows, `outputs.count × i × hw` values. It is a set of
 /// 2-D transposes: of the whole (in × out) matrix when `hw` is 1, else of one (hw × out) matrix per
 /// input channel. Each is done in 4×4 tiles (four SIMD loads, four SIMD stores), which made it
-/// about 3× faster than one element at a time on the largest ResNet-50 kernels.
+/// about 3× faster than one element at a time on the largest ResNet-50 kernels. Where the CPU has
+/// AVX2 the C kernel in CKernels (ckernels_transpose.h) runs instead (`path`, for tests).
 func transposeToOIHW(_ src: UnsafeBufferPointer<Float>, _ dst: UnsafeMutableBufferPointer<Float>, hw: Int, i: Int, o: Int,
-                     outputs: Range<Int>? = nil) {
+                     outputs: Range<Int>? = nil, path: TransposePath = .best) {
     let rows = outputs ?? 0 ..< o
     precondition(src.count == hw * i * o && rows.lowerBound >= 0 && rows.upperBound <= o && dst.count == rows.count * i * hw)
     guard let s = src.baseAddress, let d = dst.baseAddress, !rows.isEmpty else { return }
+    // The kernel fails only when it cannot allocate its row table; the Swift loops then do the work.
+    if path == .avx2, CPUFeatures.avx2FMA,
+       ckernels_transpose_oihw_avx2(s, d, hw, i, o, rows.lowerBound, rows.upperBound) == 0 {
+        return
+    }
     let dstRow = i * hw
     if hw == 1 {
         transpose2D(s + rows.lowerBound, rows: i, srcRow: o, d, cols: rows.count, dstRow: dstRow)

@@ -219,42 +219,8 @@ enum RNWStreamWriter {
 
 }
 
-/// Positioned writes with the OS error in every failure; `failAfter` injects a failure once that
-/// many bytes were written (tests of the no-output-on-failure rule).
-private struct PositionalSink {
-    let fd: Int32
-    let file: String
-    let failAfter: Int?
-    private(set) var written = 0
-
-    init(fd: Int32, file: String, failAfter: Int?) {
-        self.fd = fd; self.file = file; self.failAfter = failAfter
-    }
-
-    mutating func write(_ bytes: [UInt8], at offset: Int) throws {
-        try bytes.withUnsafeBytes { try write($0, at: offset) }
-    }
-
-    mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
-        var done = 0
-        while done < bytes.count {
-            var chunk = min(bytes.count - done, 1 << 24)
-            if let limit = failAfter {
-                if written >= limit {
-                    throw ResNetError.io(file: file, reason: "write failed: injected failure after \(limit) bytes")
-                }
-                chunk = min(chunk, limit - written)
-            }
-            let n = pwrite(fd, bytes.baseAddress! + done, chunk, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ResNetError.io(file: file, reason: "write failed at byte \(offset + done): \(errnoText())")
-            }
-            done += n
-            written += n
-        }
-    }
-
+/// The in-place moves of tensor data when the data start was guessed wrong.
+extension PositionalSink {
     /// Moves `count` bytes at `from` to `to` within the file, in chunks of `back`'s size, in the
     /// order that never overwrites bytes not yet moved.
     mutating func move(from: Int, to: Int, count: Int, back: UnsafeMutableRawBufferPointer) throws {

@@ -156,15 +156,13 @@ struct RNWStoredTensor {
     var scales: [Float]
 }
 
-/// Sequential writes to a file descriptor with the OS error in every failure.
+/// Sequential writes from the start of the file, through a ``PositionalSink``.
 private struct FileSink {
-    let fd: Int32
-    let file: String
-    let failAfter: Int?
+    private var sink: PositionalSink
     private(set) var position = 0
 
     init(fd: Int32, file: String, failAfter: Int?) {
-        self.fd = fd; self.file = file; self.failAfter = failAfter
+        sink = PositionalSink(fd: fd, file: file, failAfter: failAfter)
     }
 
     mutating func write(_ bytes: [UInt8]) throws {
@@ -176,22 +174,44 @@ private struct FileSink {
     }
 
     mutating func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try sink.write(bytes, at: position)
+        position += bytes.count
+    }
+}
+
+/// Positioned writes with the OS error in every failure; `failAfter` injects a failure once that
+/// many bytes were written (tests of the no-output-on-failure rule).
+struct PositionalSink {
+    let fd: Int32
+    let file: String
+    let failAfter: Int?
+    private(set) var written = 0
+
+    init(fd: Int32, file: String, failAfter: Int?) {
+        self.fd = fd; self.file = file; self.failAfter = failAfter
+    }
+
+    mutating func write(_ bytes: [UInt8], at offset: Int) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
         var done = 0
         while done < bytes.count {
             var chunk = min(bytes.count - done, 1 << 24)
             if let limit = failAfter {
-                if position >= limit {
+                if written >= limit {
                     throw ResNetError.io(file: file, reason: "write failed: injected failure after \(limit) bytes")
                 }
-                chunk = min(chunk, limit - position)
+                chunk = min(chunk, limit - written)
             }
-            let n = Foundation.write(fd, bytes.baseAddress! + done, chunk)
+            let n = pwrite(fd, bytes.baseAddress! + done, chunk, off_t(offset + done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ResNetError.io(file: file, reason: "write failed at byte \(position): \(errnoText())")
+                throw ResNetError.io(file: file, reason: "write failed at byte \(offset + done): \(errnoText())")
             }
             done += n
-            position += n
+            written += n
         }
     }
 }
