@@ -6,5 +6,6 @@
 // module did not notice a new header).
 #include "ckernels_cpu.h"
 #include "ckernels_transpose.h"
+#include "ckernels_grouped.h"
 
 #endif
