@@ -38,14 +38,13 @@ INLINE KT void tile(const int M, ptrdiff_t kc, const float *a, ptrdiff_t lda, co
     }
     if (ncols == NR) {
         VT b0 = V_ZERO(), b1 = V_ZERO();
-        if (finish) { b0 = V_LOAD(bias); b1 = V_LOAD(bias + VL); }
+        if (finish && bias) { b0 = V_LOAD(bias); b1 = V_LOAD(bias + VL); }
         for (int r = 0; r < M; r++) {
             float *cr = c + r * ldc;
             VT v0 = acc[r][0], v1 = acc[r][1];
             if (accumulate) { v0 = V_ADD(v0, V_LOAD(cr)); v1 = V_ADD(v1, V_LOAD(cr + VL)); }
             if (finish) {
-                v0 = V_ADD(v0, b0);
-                v1 = V_ADD(v1, b1);
+                if (bias) { v0 = V_ADD(v0, b0); v1 = V_ADD(v1, b1); }
                 if (sc) { v0 = V_ADD(v0, V_LOAD(sc + r * ldc)); v1 = V_ADD(v1, V_LOAD(sc + r * ldc + VL)); }
                 if (relu) { v0 = V_MAX0(v0); v1 = V_MAX0(v1); }
             }
@@ -57,14 +56,13 @@ INLINE KT void tile(const int M, ptrdiff_t kc, const float *a, ptrdiff_t lda, co
     // The right edge: lanes past ncols are neither read nor written (they are the next row's, or past the buffer).
     const MASK_T m0 = MASK_MAKE(ncols >= VL ? VL : ncols), m1 = MASK_MAKE(ncols >= VL ? ncols - VL : 0);
     VT b0 = V_ZERO(), b1 = V_ZERO();
-    if (finish) { b0 = V_MLOAD(bias, m0); b1 = V_MLOAD(bias + VL, m1); }
+    if (finish && bias) { b0 = V_MLOAD(bias, m0); b1 = V_MLOAD(bias + VL, m1); }
     for (int r = 0; r < M; r++) {
         float *cr = c + r * ldc;
         VT v0 = acc[r][0], v1 = acc[r][1];
         if (accumulate) { v0 = V_ADD(v0, V_MLOAD(cr, m0)); v1 = V_ADD(v1, V_MLOAD(cr + VL, m1)); }
         if (finish) {
-            v0 = V_ADD(v0, b0);
-            v1 = V_ADD(v1, b1);
+            if (bias) { v0 = V_ADD(v0, b0); v1 = V_ADD(v1, b1); }
             if (sc) { v0 = V_ADD(v0, V_MLOAD(sc + r * ldc, m0)); v1 = V_ADD(v1, V_MLOAD(sc + r * ldc + VL, m1)); }
             if (relu) { v0 = V_MAX0(v0); v1 = V_MAX0(v1); }
         }
@@ -110,7 +108,7 @@ KT void GEMM_ENTRY(const ckernels_gemm_job *j, ptrdiff_t row_begin, ptrdiff_t ro
             for (ptrdiff_t col = col_begin; col < col_end; col += NR) {
                 const float *panel = j->packed + (col / NR) * K * NR + k0 * NR;
                 const ptrdiff_t ncols = col_end - col < NR ? col_end - col : NR;
-                const float *bias = j->bias + col;
+                const float *bias = j->bias ? j->bias + col : 0;
                 for (ptrdiff_t i = i0, m = 0; i < i1; i += m) {
                     // A remainder of a few rows would run a latency-bound tile: the last full tile and
                     // it are split into two more even ones (e.g. 7 rows as 3 + 4 rather than 6 + 1).

@@ -31,7 +31,7 @@ struct GemmKernelTests {
         return c
     }
 
-    @Test("the kernel asked for is the one that packs when the CPU has it; `.blas` parallelism and grouped or Winograd layers keep OpenBLAS's layout")
+    @Test("the kernel asked for is the one that packs when the CPU has it (Winograd's points too); `.blas` parallelism and grouped layers keep OpenBLAS's layout")
     func kernelChoice() throws {
         for kernel in GemmKernel.allCases {
             #expect(kernel.resolved.available)
@@ -51,7 +51,13 @@ struct GemmKernelTests {
                     return nil
                 }
                 let expected: GemmKernel? = parallelism == .blas || kernel == .blas ? nil : kernel
-                #expect(packed == [expected, expected, nil, nil], "\(kernel), \(parallelism)")
+                #expect(packed == [expected, expected, nil, expected], "\(kernel), \(parallelism)")
+                // The Winograd layer's transform points are packed alongside (or kept as (α², C, O)).
+                if case let .conv(c) = plan.stem[3], let w = c.winograd {
+                    #expect(w.points?.first?.kernel == expected && w.points.map { $0.count == 36 } ?? !w.u.isEmpty, "\(kernel), \(parallelism)")
+                } else {
+                    Issue.record("the 3×3 stride-1 layer should have Winograd weights")
+                }
             }
         }
     }
@@ -134,13 +140,16 @@ struct GemmKernelTests {
         }
     }
 
-    /// How many of the plan's convolutions run on packed weights.
+    /// How many of the plan's convolutions run on packed weights (Winograd's transform points included).
     func packedCount(_ plan: ForwardPlan) -> Int {
         let steps = plan.stem + plan.blocks.flatMap { $0.pre + $0.residual + $0.shortcut + $0.post } + plan.head
-        return steps.filter { if case let .conv(c) = $0 { return c.packed != nil }; return false }.count
+        return steps.filter {
+            if case let .conv(c) = $0 { return c.packed != nil || c.winograd?.points != nil }
+            return false
+        }.count
     }
 
-    @Test("the small ResNet and random bottlenecks agree with the reference on every kernel, batch 1–3, one and two threads",
+    @Test("the small ResNet and random bottlenecks agree with the reference on every kernel, batch 1–3, one and two threads, with and without Winograd",
           arguments: choices, 0..<6)
     func plansAgree(kernel: GemmKernel, seed: Int) throws {
         var rng = SeededRandom(UInt64(3400 + seed))
@@ -164,14 +173,20 @@ struct GemmKernelTests {
             model = randomModel(spec(channels: c, stem: [], stages: [Stage(blocks: [block])]), seed: UInt64(3500 + seed))
             x = SeededRandom(UInt64(3600 + seed)).tensorCopy([rng.int(1...3), c, rng.int(1...15), rng.int(1...15)])
         }
-        for threads in [1, 2] {
+        let reference = try forward(model, input: x, engine: .reference)
+        for (threads, winograd) in [(1, 0), (2, 0), (1, 4), (2, 2)] {
             var t = PlanTuning()
             t.gemmKernel = kernel
-            t.winogradTile = 0                          // every 3×3 through the matrix kernel too
+            // 0: every 3×3 through the matrix kernel too; 2 or 4: every eligible 3×3 through Winograd,
+            // whose per-point products run on the same kernel, in blocks of a few tiles.
+            t.winogradTile = winograd
+            t.winogradMinTiles = 1
+            t.winogradWideLayer = .max
+            t.winogradBlockRows = winograd == 0 ? nil : 1 + seed % 3 * 3
             let plan = try ForwardPlan(model, threads: threads, parallelism: .own, tuning: t)
             #expect((packedCount(plan) > 0) == (kernel != .blas), "\(kernel): the plan should run \(kernel)")
-            try expectClose(try plan.run(x), try forward(model, input: x, engine: .reference), relative: 1e-5,
-                            "\(kernel), seed \(seed), \(threads) threads, input \(x.shape)")
+            try expectClose(try plan.run(x), reference, relative: 1e-5,
+                            "\(kernel), seed \(seed), \(threads) threads, Winograd \(winograd), input \(x.shape)")
         }
     }
 }

@@ -13,9 +13,9 @@
 /// - a: rows of K floats, row r at a + r·lda (the activation or im2col rows, read as they lie);
 /// - packed: W (K × O) cut into ⌈O / NR⌉ panels of NR columns, panel j holding its K rows of NR
 ///   floats contiguously: packed[(j·K + k)·NR + c] = W[k][j·NR + c], zero where j·NR + c >= O;
-/// - bias: O floats; shortcut: NULL, or rows of O floats at stride ldc; c: rows at stride ldc.
+/// - bias: NULL, or O floats; shortcut: NULL, or rows of O floats at stride ldc; c: rows at stride ldc.
 /// For row r and column o the kernel writes c[r·ldc + o] = max0((Σ_k a·w + bias[o]) + shortcut[r·ldc + o]),
-/// the shortcut term only when shortcut is not NULL and max0 only when relu is not 0; max0(v) is
+/// each term only when its pointer is not NULL and max0 only when relu is not 0; max0(v) is
 /// (0 > v ? 0 : v), so NaN and -0 pass through as in the plan's Swift epilogue `v < 0 ? 0 : v`.
 typedef struct {
     ptrdiff_t K, O;

@@ -75,8 +75,8 @@ struct PackedWeights {
     /// Rows `rows` and columns `columns` of c = epilogue(a · W): c[r][o] = max0((Σ_k a[r][k]·W[k][o] + bias[o])
     /// + shortcut[r][o]), as `Executor.finish` computes it (max0 only when `relu`, keeping NaN and -0).
     /// `columns.lowerBound` must be a multiple of the panel width. Writes only those rows and columns.
-    /// - a: rows of K floats at stride lda;  bias: (O);  shortcut, c: rows of O floats at stride ldc.
-    func run(a: UnsafePointer<Float>, lda: Int, bias: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?, relu: Bool,
+    /// - a: rows of K floats at stride lda;  bias: (O) or nil;  shortcut, c: rows of O floats at stride ldc.
+    func run(a: UnsafePointer<Float>, lda: Int, bias: UnsafePointer<Float>?, shortcut: UnsafePointer<Float>?, relu: Bool,
              c: UnsafeMutablePointer<Float>, ldc: Int, rows: Range<Int>, columns: Range<Int>) {
         precondition(lda >= K && ldc >= O && columns.lowerBound % kernel.panelWidth == 0 && columns.lowerBound >= 0
                      && columns.upperBound <= O && rows.lowerBound >= 0, "gemm block outside the product")

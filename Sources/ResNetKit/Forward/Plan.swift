@@ -343,12 +343,13 @@ struct PlanCompiler {
                 Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
             }
         }
-        // Ungrouped layers without Winograd weights only ever run the matrix product, so the C kernel's
-        // panels replace the plain layout (Winograd layers keep it for inputs too small for their tiles).
+        // With the C kernel, its panels replace the plain layout of ungrouped layers, and Winograd's
+        // transform points are packed the same way.
         let kernel = tuning.gemmKernel.resolved
-        if G == 1, winograd == nil, kernel != .blas {
+        if G == 1, kernel != .blas {
             let panels = packed.withUnsafeBufferPointer { PackedWeights($0, K: K, O: O, kernel: kernel) }
-            return ConvStep(op: c, place: place, weights: [], packed: panels, bias: bias.map { Float($0) }, relu: relu, winograd: nil)
+            return ConvStep(op: c, place: place, weights: [], packed: panels, bias: bias.map { Float($0) }, relu: relu,
+                            winograd: winograd?.packed(for: kernel, C: Cg, O: O))
         }
         return ConvStep(op: c, place: place, weights: packed, packed: nil, bias: bias.map { Float($0) }, relu: relu, winograd: winograd)
     }
@@ -804,15 +805,15 @@ struct Executor {
             release(x)
             return y
         }
-        if let m = winogradTile(c, g), let u = c.winograd?.u {
+        if let m = winogradTile(c, g), let weights = c.winograd {
             let wino = WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows)
             maxColumns = max(maxColumns, wino.scratchCount)
             if sizing { return y }
             let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
-            u.withUnsafeBufferPointer { u in c.bias.withUnsafeBufferPointer { bias in
-                wino.run(src: pointer(x), u: u.baseAddress!, bias: bias.baseAddress!, shortcut: shortcut, relu: relu,
+            c.bias.withUnsafeBufferPointer { bias in
+                wino.run(src: pointer(x), weights: weights, bias: bias.baseAddress!, shortcut: shortcut, relu: relu,
                          dst: pointer(y), scratch: arena!.columns)
-            } }
+            }
             release(x)
             return y
         }
