@@ -62,14 +62,25 @@ struct PackedWeights {
         let panels = (O + nr - 1) / nr
         var data = [Float](repeating: 0, count: panels * K * nr)
         data.withUnsafeMutableBufferPointer { d in
-            for j in 0..<panels {
-                let width = min(nr, O - j * nr)
-                for k in 0..<K {
-                    (d.baseAddress! + (j * K + k) * nr).update(from: weights.baseAddress! + k * O + j * nr, count: width)
+            // W is read front to back, each row scattered over the panels in runs of NR: reading a panel's
+            // column run row by row instead strode O floats per row and made plan builds ~40% slower.
+            let (src, dst) = (weights.baseAddress!, d.baseAddress!)
+            for k in 0..<K {
+                let row = src + k * O
+                for j in 0..<panels {
+                    let out = dst + (j * K + k) * nr, first = j * nr
+                    for c in 0..<min(nr, O - first) { out[c] = row[first + c] }
                 }
             }
         }
         (self.kernel, self.K, self.O, self.data) = (kernel, K, O, data)
+    }
+
+    /// Weights already in the panel layout of `data` (the plan packs convolutions as it folds them).
+    init(panels: [Float], K: Int, O: Int, kernel: GemmKernel) {
+        let nr = kernel.panelWidth
+        precondition(nr > 0 && panels.count == (O + nr - 1) / nr * K * nr, "panels must be ⌈O / NR⌉ × K × NR floats")
+        (self.kernel, self.K, self.O, self.data) = (kernel, K, O, panels)
     }
 
     /// Rows `rows` and columns `columns` of c = epilogue(a · W): c[r][o] = max0((Σ_k a[r][k]·W[k][o] + bias[o])

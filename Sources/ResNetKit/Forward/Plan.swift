@@ -323,14 +323,19 @@ struct PlanCompiler {
             }
         }
         let K = KH * KW * Cg
-        var packed = [Float](repeating: 0, count: G * K * Og)
+        // Ungrouped layers go straight into the C kernel's panels when the plan runs one (Winograd's
+        // transform points are packed the same way below); otherwise the per-group (K, Og) layout.
+        let kernel = tuning.gemmKernel.resolved
+        let nr = G == 1 && kernel != .blas ? kernel.panelWidth : 0
+        var packed = [Float](repeating: 0, count: nr > 0 ? (O + nr - 1) / nr * K * nr : G * K * Og)
         for o in 0..<O {
             let g = o / Og, og = o % Og
             for i in 0..<Cg {
                 for kh in 0..<KH {
                     for kw in 0..<KW {
                         let v = Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
-                        packed[(g * K + (kh * KW + kw) * Cg + i) * Og + og] = Float(v)
+                        let k = (kh * KW + kw) * Cg + i
+                        packed[nr > 0 ? ((o / nr) * K + k) * nr + o % nr : (g * K + k) * Og + og] = Float(v)
                     }
                 }
             }
@@ -343,11 +348,8 @@ struct PlanCompiler {
                 Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
             }
         }
-        // With the C kernel, its panels replace the plain layout of ungrouped layers, and Winograd's
-        // transform points are packed the same way.
-        let kernel = tuning.gemmKernel.resolved
-        if G == 1, kernel != .blas {
-            let panels = packed.withUnsafeBufferPointer { PackedWeights($0, K: K, O: O, kernel: kernel) }
+        if nr > 0 {
+            let panels = PackedWeights(panels: packed, K: K, O: O, kernel: kernel)
             return ConvStep(op: c, place: place, weights: [], packed: panels, bias: bias.map { Float($0) }, relu: relu,
                             winograd: winograd?.packed(for: kernel, C: Cg, O: O))
         }
