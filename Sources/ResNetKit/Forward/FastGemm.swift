@@ -1,5 +1,5 @@
-// The plan's own matrix product for ungrouped convolutions that do not run Winograd: 1×1 stride-1
-// ("pointwise") layers on the activation as it lies, the others on their im2col rows.
+// The plan's own matrix product for ungrouped convolutions: 1×1 stride-1 ("pointwise") layers on the
+// activation as it lies, the others on their im2col rows, and Winograd's per-point products.
 //
 // Legend as in Plan.swift: P rows (output pixels), K = KH·KW·C inner, O output channels, NR columns
 // per weight panel. The weights are packed once, at plan build, into ⌈O / NR⌉ panels of K × NR
@@ -10,7 +10,7 @@
 
 import CKernels
 
-/// Which implementation multiplies the plan's ungrouped non-Winograd convolutions.
+/// Which implementation multiplies the plan's ungrouped convolutions (and Winograd's transform points).
 enum GemmKernel: Int, Sendable, Equatable, CaseIterable {
     /// OpenBLAS sgemm on the plan's (K, O) weights, then the epilogue as a second pass.
     case blas
@@ -19,7 +19,8 @@ enum GemmKernel: Int, Sendable, Equatable, CaseIterable {
     /// The same C kernel built for AVX-512: 12×32 register tiles.
     case avx512
 
-    /// The default: measured per layer and on whole ResNet-50 runs (see README).
+    /// The default: AVX2 wherever the CPU has it, also with AVX-512, whose build measured no faster on
+    /// whole ResNet-50 runs (it won on the few-row 7×7 layers and lost on the large 56×56 ones; README).
     static let best: GemmKernel = CPUFeatures.avx2FMA ? .avx2 : .blas
 
     /// Whether this CPU and OS can run it.

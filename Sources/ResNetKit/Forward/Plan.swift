@@ -455,8 +455,8 @@ struct PlanTuning: Sendable, Equatable {
     /// Which implementation runs the direct kernel (the best this CPU runs by default); tests pin
     /// each in turn.
     var groupedKernel = GroupedKernel.best
-    /// What multiplies ungrouped convolutions that do not run Winograd (`.best` by default; `.blas`
-    /// whenever the plan's parallelism is `.blas`); tests pin each in turn.
+    /// What multiplies ungrouped convolutions, and Winograd's per-point products (`.best` by default;
+    /// `.blas` whenever the plan's parallelism is `.blas`); tests pin each in turn.
     var gemmKernel = GemmKernel.best
     /// Print per-layer times to stderr after each run.
     var profile = false
@@ -769,8 +769,9 @@ struct Executor {
         return b
     }
 
-    /// Convolution: unfold (unless 1×1 stride 1 unpadded), one sgemm per group, then one epilogue pass
-    /// adding the folded bias, the shortcut and the ReLU.
+    /// Convolution: unfold (unless 1×1 stride 1 unpadded), then either the plan's matrix kernel with the
+    /// folded bias, the shortcut and the ReLU applied at its store, or one sgemm per group followed by
+    /// one epilogue pass doing the same.
     private mutating func conv(_ c: ConvStep, _ x: Activation, add: Activation?, relu: Bool) throws -> Activation {
         let g = try checker.convGeometry(c.op, x.shape, place: c.place)
         let Cg = g.C / g.G, Og = g.O / g.G
