@@ -5,10 +5,20 @@ import Testing
 /// The fused plan (BN folded, ReLU and additions fused, NHWC) against the reference definition.
 @Suite("Fused forward plan")
 struct ForwardPlanTests {
-    /// Plan output vs reference output, relative to the reference output's scale.
+    /// Plan output vs reference output, relative to the reference output's scale: once per matrix kernel
+    /// this CPU runs (the C kernels, and OpenBLAS: the path forced off).
     func expectPlanMatchesReference(_ m: ResNetModel, _ x: Tensor, threads: Int = 2, _ comment: String) throws {
-        let plan = try ForwardPlan(m, threads: threads)
-        try expectClose(try plan.run(x), try forward(m, input: x, engine: .reference), relative: 1e-5, Comment(rawValue: comment))
+        let reference = try forward(m, input: x, engine: .reference)
+        for kernel in GemmKernelTests.choices {
+            var tuning = PlanTuning.environment
+            tuning.gemmKernel = kernel
+            let plan = try ForwardPlan(m, threads: threads, parallelism: .own, tuning: tuning)
+            let packed = (plan.stem + plan.blocks.flatMap { $0.pre + $0.residual + $0.shortcut + $0.post }).contains {
+                if case let .conv(c) = $0 { return c.packed != nil }; return false
+            }
+            #expect(!packed || kernel != .blas, "\(comment): OpenBLAS forced, yet a layer packed its weights")
+            try expectClose(try plan.run(x), reference, relative: 1e-5, Comment(rawValue: "\(kernel): \(comment)"))
+        }
     }
 
     @Test("every committed Keras fixture: plan agrees with the reference", arguments: KerasFixtureTests.files)

@@ -7,5 +7,6 @@
 #include "ckernels_cpu.h"
 #include "ckernels_transpose.h"
 #include "ckernels_grouped.h"
+#include "ckernels_gemm.h"
 
 #endif

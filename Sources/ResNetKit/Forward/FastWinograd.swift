@@ -19,8 +19,10 @@ import COpenBLAS
 struct WinogradWeights {
     /// Output tile side: 2 or 4.
     let m: Int
-    /// (α², C, O).
+    /// (α², C, O); empty when `points` holds them.
     let u: [Float]
+    /// Each point's (C, O) packed for the C matrix kernel, when the plan runs one (then `u` is empty).
+    let points: [PackedWeights]?
 
     var alpha: Int { m + 2 }
 
@@ -64,6 +66,20 @@ struct WinogradWeights {
             }
         }
         self.u = u
+        points = nil
+    }
+
+    private init(m: Int, u: [Float], points: [PackedWeights]?) { (self.m, self.u, self.points) = (m, u, points) }
+
+    /// The same weights with each point's (C, O) packed for `kernel` (a C kernel) instead of kept as they are.
+    func packed(for kernel: GemmKernel, C: Int, O: Int) -> WinogradWeights {
+        precondition(u.count == alpha * alpha * C * O, "Winograd weights are (α², C, O)")
+        let points = u.withUnsafeBufferPointer { u in
+            (0..<(alpha * alpha)).map { t in
+                PackedWeights(UnsafeBufferPointer(rebasing: u[(t * C * O)..<((t + 1) * C * O)]), K: C, O: O, kernel: kernel)
+            }
+        }
+        return WinogradWeights(m: m, u: [], points: points)
     }
 }
 
@@ -108,7 +124,7 @@ struct WinogradConv {
     /// - src: (N, H, W, C);  u: (α², C, O);  bias: (O);  shortcut: (N, OH, OW, O) or nil;  dst: (N, OH, OW, O)
     /// Per block, three phases each split over the threads: input transform (by tiles), the α² sgemms
     /// (by transform point, so each thread streams only its share of U) and output transform (by tiles).
-    func run(src: UnsafePointer<Float>, u: UnsafePointer<Float>, bias: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?,
+    func run(src: UnsafePointer<Float>, weights: WinogradWeights, bias: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?,
              relu: Bool, dst: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         let a2 = alpha * alpha
         let v = scratch, mm = scratch + Self.round16(a2 * blockRows * g.C)
@@ -122,8 +138,10 @@ struct WinogradConv {
                 let local = perThread + worker * tileScratch
                 for r in part { transformInput(src, tile: block.lowerBound + r, row: r, rows: rows, v: v, local: local) }
             }
-            parallelChunksIndexed(a2, threads: threads, grain: 1) { _, points in
-                for t in points { multiply(point: t, rows: rows, v: v, u: u, m: mm) }
+            weights.u.withUnsafeBufferPointer { u in
+                parallelChunksIndexed(a2, threads: threads, grain: 1) { _, points in
+                    for t in points { multiply(point: t, rows: rows, v: v, weights: weights, u: u, m: mm) }
+                }
             }
             parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
                 let local = perThread + worker * tileScratch
@@ -135,8 +153,15 @@ struct WinogradConv {
         }
     }
 
-    /// M_t (rows, O) = V_t (rows, C) · U_t (C, O).
-    private func multiply(point t: Int, rows: Int, v: UnsafeMutablePointer<Float>, u: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>) {
+    /// M_t (rows, O) = V_t (rows, C) · U_t (C, O), on the point's packed panels when it has them.
+    private func multiply(point t: Int, rows: Int, v: UnsafeMutablePointer<Float>, weights: WinogradWeights,
+                          u: UnsafeBufferPointer<Float>, m: UnsafeMutablePointer<Float>) {
+        if let points = weights.points {
+            points[t].run(a: v + t * rows * g.C, lda: g.C, bias: nil, shortcut: nil, relu: false, c: m + t * rows * g.O, ldc: g.O,
+                          rows: 0..<rows, columns: 0..<g.O)
+            return
+        }
+        let u = u.baseAddress!                      // (α², C, O) whenever there are no packed points
         copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows), blasint(g.O), blasint(g.C),
                      1, v + t * rows * g.C, blasint(g.C), u + t * g.C * g.O, blasint(g.O), 0, m + t * rows * g.O, blasint(g.O))
     }

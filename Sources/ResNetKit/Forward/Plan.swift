@@ -68,6 +68,9 @@ public final class ForwardPlan: @unchecked Sendable {
     /// Compiles `model` with explicit tuning (tests pin the Winograd choices with it).
     init(_ model: ResNetModel, threads: Int?, parallelism: Parallelism, tuning: PlanTuning) throws {
         spec = model.spec
+        var tuning = tuning
+        // With `.blas` OpenBLAS threads each product; the C kernel runs on the plan's threads only.
+        if parallelism == .blas { tuning.gemmKernel = .blas }
         self.tuning = tuning
         self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
         self.parallelism = parallelism
@@ -164,8 +167,11 @@ extension ForwardPlan {
 struct ConvStep {
     let op: ConvOp
     let place: String
-    /// Per group (KH·KW·Cg, Og), concatenated over groups.
+    /// Per group (KH·KW·Cg, Og), concatenated over groups; empty when `packed` holds them instead.
     let weights: [Float]
+    /// The (KH·KW·C, O) weights of an ungrouped convolution packed for the C matrix kernel
+    /// (FastGemm.swift), when the plan's `gemmKernel` is one; then `weights` is empty.
+    let packed: PackedWeights?
     /// (O); the conv bias and the folded batch-norm shift (zeros when neither exists).
     let bias: [Float]
     let relu: Bool
@@ -317,14 +323,19 @@ struct PlanCompiler {
             }
         }
         let K = KH * KW * Cg
-        var packed = [Float](repeating: 0, count: G * K * Og)
+        // Ungrouped layers go straight into the C kernel's panels when the plan runs one (Winograd's
+        // transform points are packed the same way below); otherwise the per-group (K, Og) layout.
+        let kernel = tuning.gemmKernel.resolved
+        let nr = G == 1 && kernel != .blas ? kernel.panelWidth : 0
+        var packed = [Float](repeating: 0, count: nr > 0 ? (O + nr - 1) / nr * K * nr : G * K * Og)
         for o in 0..<O {
             let g = o / Og, og = o % Og
             for i in 0..<Cg {
                 for kh in 0..<KH {
                     for kw in 0..<KW {
                         let v = Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
-                        packed[(g * K + (kh * KW + kw) * Cg + i) * Og + og] = Float(v)
+                        let k = (kh * KW + kw) * Cg + i
+                        packed[nr > 0 ? ((o / nr) * K + k) * nr + o % nr : (g * K + k) * Og + og] = Float(v)
                     }
                 }
             }
@@ -337,7 +348,12 @@ struct PlanCompiler {
                 Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
             }
         }
-        return ConvStep(op: c, place: place, weights: packed, bias: bias.map { Float($0) }, relu: relu, winograd: winograd)
+        if nr > 0 {
+            let panels = PackedWeights(panels: packed, K: K, O: O, kernel: kernel)
+            return ConvStep(op: c, place: place, weights: [], packed: panels, bias: bias.map { Float($0) }, relu: relu,
+                            winograd: winograd?.packed(for: kernel, C: Cg, O: O))
+        }
+        return ConvStep(op: c, place: place, weights: packed, packed: nil, bias: bias.map { Float($0) }, relu: relu, winograd: winograd)
     }
 }
 
@@ -407,7 +423,8 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 
 /// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
 /// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
-/// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512), `profile`); the environment is a debugging aid, not an interface.
+/// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512),
+/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `profile`); the environment is a debugging aid, not an interface.
 struct PlanTuning: Sendable, Equatable {
     /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
     var winogradTile = 4
@@ -438,6 +455,9 @@ struct PlanTuning: Sendable, Equatable {
     /// Which implementation runs the direct kernel (the best this CPU runs by default); tests pin
     /// each in turn.
     var groupedKernel = GroupedKernel.best
+    /// What multiplies ungrouped convolutions, and Winograd's per-point products (`.best` by default;
+    /// `.blas` whenever the plan's parallelism is `.blas`); tests pin each in turn.
+    var gemmKernel = GemmKernel.best
     /// Print per-layer times to stderr after each run.
     var profile = false
 
@@ -455,6 +475,7 @@ struct PlanTuning: Sendable, Equatable {
             case "grouped": if let value, [0, 1].contains(value) { t.groupedDirect = value == 1 }
             case "grouped-width": if let value, value >= 0 { t.groupedDirectMaxWidth = value; t.groupedDirectMaxWidthVector = value }
             case "grouped-kernel": if let value, let k = GroupedKernel(rawValue: value) { t.groupedKernel = k }
+            case "gemm-kernel": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k }
             case "profile": t.profile = true
             default: break
             }
@@ -748,8 +769,9 @@ struct Executor {
         return b
     }
 
-    /// Convolution: unfold (unless 1×1 stride 1 unpadded), one sgemm per group, then one epilogue pass
-    /// adding the folded bias, the shortcut and the ReLU.
+    /// Convolution: unfold (unless 1×1 stride 1 unpadded), then either the plan's matrix kernel with the
+    /// folded bias, the shortcut and the ReLU applied at its store, or one sgemm per group followed by
+    /// one epilogue pass doing the same.
     private mutating func conv(_ c: ConvStep, _ x: Activation, add: Activation?, relu: Bool) throws -> Activation {
         let g = try checker.convGeometry(c.op, x.shape, place: c.place)
         let Cg = g.C / g.G, Og = g.O / g.G
@@ -771,7 +793,7 @@ struct Executor {
             if plan.tuning.profile && !sizing {
                 let d = (clock.now - started).components
                 let path = g.G > 1 ? (directGrouped(g) ? " groups \(g.G) direct" : " groups \(g.G)")
-                                   : winogradTile(c, g).map { " winograd \($0)" } ?? ""
+                                   : winogradTile(c, g).map { " winograd \($0)" } ?? (c.packed.map { " gemm \($0.kernel)" } ?? "")
                 profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)\(path)",
                                 Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15))
             }
@@ -786,15 +808,15 @@ struct Executor {
             release(x)
             return y
         }
-        if let m = winogradTile(c, g), let u = c.winograd?.u {
+        if let m = winogradTile(c, g), let weights = c.winograd {
             let wino = WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows)
             maxColumns = max(maxColumns, wino.scratchCount)
             if sizing { return y }
             let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
-            u.withUnsafeBufferPointer { u in c.bias.withUnsafeBufferPointer { bias in
-                wino.run(src: pointer(x), u: u.baseAddress!, bias: bias.baseAddress!, shortcut: shortcut, relu: relu,
+            c.bias.withUnsafeBufferPointer { bias in
+                wino.run(src: pointer(x), weights: weights, bias: bias.baseAddress!, shortcut: shortcut, relu: relu,
                          dst: pointer(y), scratch: arena!.columns)
-            } }
+            }
             release(x)
             return y
         }
@@ -809,8 +831,21 @@ struct Executor {
         let O = g.O
         let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
         let threads = plan.loopThreads
+        let packed = c.packed
         c.weights.withUnsafeBufferPointer { weights in c.bias.withUnsafeBufferPointer { bias in
-            let w = weights.baseAddress!, b = bias.baseAddress!
+            let b = bias.baseAddress!
+            // Rows `rows` and columns `cols` of the output from A (row p at a + p·lda), epilogue included.
+            func multiply(_ a: UnsafePointer<Float>, rows: Range<Int>, cols: Range<Int>, group: Int = 0) {
+                if let packed {
+                    packed.run(a: a, lda: Int(lda), bias: b, shortcut: shortcut, relu: relu, c: dst, ldc: O, rows: rows, columns: cols)
+                    return
+                }
+                // The plain weights are there whenever the packed ones are not (ConvStep).
+                let w = weights.baseAddress! + group * K * Og
+                copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), blasint(cols.count), k,
+                                1, a + rows.lowerBound * Int(lda) + group * (pointwise ? Cg : K), lda, w + cols.lowerBound, n,
+                                0, dst + rows.lowerBound * O + group * Og + cols.lowerBound, ldc)
+            }
             // Few rows per thread (late layers at small batches: 7×7 = 49 rows at batch 1): splitting rows
             // would make every thread pack and stream all the weights for a handful of rows, so the
             // threads split the output channels instead and each reads only its share of the weights.
@@ -819,12 +854,12 @@ struct Executor {
                     parallelChunks(P, threads: threads, grain: 16) { rows in Executor.unfold(src, g, rows: rows, into: columns) }
                 }
                 let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
-                let units = (O + 15) / 16
+                let width = packed?.kernel.panelWidth ?? 16
+                let units = (O + width - 1) / width
                 parallelChunks(units, threads: threads, grain: 1) { part in
-                    let cols = (part.lowerBound * 16)..<min(part.upperBound * 16, O)
-                    copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(P), blasint(cols.count), k,
-                                 1, a, lda, w + cols.lowerBound, n, 0, dst + cols.lowerBound, ldc)
-                    Executor.finish(dst, rows: 0..<P, columns: cols, O: O, bias: b, shortcut: shortcut, relu: relu)
+                    let cols = (part.lowerBound * width)..<min(part.upperBound * width, O)
+                    multiply(a, rows: 0..<P, cols: cols)
+                    if packed == nil { Executor.finish(dst, rows: 0..<P, columns: cols, O: O, bias: b, shortcut: shortcut, relu: relu) }
                 }
                 return
             }
@@ -838,19 +873,10 @@ struct Executor {
                 while start < chunk.upperBound {
                     let rows = start..<min(start + tile, chunk.upperBound)
                     start = rows.upperBound
-                    let a: UnsafePointer<Float>
-                    if pointwise {
-                        a = src + rows.lowerBound * g.C
-                    } else {
-                        Executor.unfold(src, g, rows: rows, into: columns)
-                        a = UnsafePointer(columns + rows.lowerBound * g.G * K)
-                    }
-                    let out = dst + rows.lowerBound * O
-                    for group in 0..<g.G {
-                        copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), n, k,
-                                     1, a + group * (pointwise ? Cg : K), lda, w + group * K * Og, n, 0, out + group * Og, ldc)
-                    }
-                    Executor.finish(dst, rows: rows, columns: 0..<O, O: O, bias: b, shortcut: shortcut, relu: relu)
+                    if !pointwise { Executor.unfold(src, g, rows: rows, into: columns) }
+                    let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
+                    for group in 0..<g.G { multiply(a, rows: rows, cols: 0..<Og, group: group) }
+                    if packed == nil { Executor.finish(dst, rows: rows, columns: 0..<O, O: O, bias: b, shortcut: shortcut, relu: relu) }
                 }
             }
         } }

@@ -1,0 +1,103 @@
+// The plan's own matrix product for ungrouped convolutions: 1×1 stride-1 ("pointwise") layers on the
+// activation as it lies, the others on their im2col rows, and Winograd's per-point products.
+//
+// Legend as in Plan.swift: P rows (output pixels), K = KH·KW·C inner, O output channels, NR columns
+// per weight panel. The weights are packed once, at plan build, into ⌈O / NR⌉ panels of K × NR
+// (zero-padded past O), the layout the C kernel's register tiles read (Sources/CKernels/gemm_impl.h);
+// the activation rows are read where they lie, and bias, shortcut and ReLU are applied before the
+// single store. OpenBLAS packed both operands on every call (~15% of ResNet-50's forward pass in
+// perf) and the plan then made a second, baseline-x86-64 pass over the output for the epilogue.
+
+import CKernels
+
+/// Which implementation multiplies the plan's ungrouped convolutions (and Winograd's transform points).
+enum GemmKernel: Int, Sendable, Equatable, CaseIterable {
+    /// OpenBLAS sgemm on the plan's (K, O) weights, then the epilogue as a second pass.
+    case blas
+    /// The C kernel built for AVX2 and FMA: 6×16 register tiles.
+    case avx2
+    /// The same C kernel built for AVX-512: 12×32 register tiles.
+    case avx512
+
+    /// The default: AVX2 wherever the CPU has it, also with AVX-512, whose build measured no faster on
+    /// whole ResNet-50 runs (it won on the few-row 7×7 layers and lost on the large 56×56 ones; README).
+    static let best: GemmKernel = CPUFeatures.avx2FMA ? .avx2 : .blas
+
+    /// Whether this CPU and OS can run it.
+    var available: Bool {
+        switch self {
+        case .blas: true
+        case .avx2: CPUFeatures.avx2FMA
+        case .avx512: CPUFeatures.avx512
+        }
+    }
+
+    /// `self` if this CPU runs it, else the best one below it.
+    var resolved: GemmKernel {
+        var kernel = self
+        while !kernel.available { kernel = GemmKernel(rawValue: kernel.rawValue - 1)! }
+        return kernel
+    }
+
+    /// Columns per weight panel (0 for OpenBLAS, which takes the weights unpacked).
+    var panelWidth: Int {
+        switch self {
+        case .blas: 0
+        case .avx2: Int(CKERNELS_GEMM_NR_AVX2)
+        case .avx512: Int(CKERNELS_GEMM_NR_AVX512)
+        }
+    }
+}
+
+/// A convolution's (K, O) weights packed for one of the C kernels.
+struct PackedWeights {
+    let kernel: GemmKernel
+    let K: Int, O: Int
+    /// ⌈O / NR⌉ panels of K rows of NR floats: data[(j·K + k)·NR + c] = W[k][j·NR + c], 0 past O.
+    let data: [Float]
+
+    /// - weights: (K, O) row-major. `kernel` must be a C kernel (`panelWidth > 0`).
+    init(_ weights: UnsafeBufferPointer<Float>, K: Int, O: Int, kernel: GemmKernel) {
+        precondition(kernel.panelWidth > 0 && weights.count == K * O, "packing needs a C kernel and (K, O) weights")
+        let nr = kernel.panelWidth
+        let panels = (O + nr - 1) / nr
+        var data = [Float](repeating: 0, count: panels * K * nr)
+        data.withUnsafeMutableBufferPointer { d in
+            // W is read front to back, each row scattered over the panels in runs of NR: reading a panel's
+            // column run row by row instead strode O floats per row and made plan builds ~40% slower.
+            let (src, dst) = (weights.baseAddress!, d.baseAddress!)
+            for k in 0..<K {
+                let row = src + k * O
+                for j in 0..<panels {
+                    let out = dst + (j * K + k) * nr, first = j * nr
+                    for c in 0..<min(nr, O - first) { out[c] = row[first + c] }
+                }
+            }
+        }
+        (self.kernel, self.K, self.O, self.data) = (kernel, K, O, data)
+    }
+
+    /// Weights already in the panel layout of `data` (the plan packs convolutions as it folds them).
+    init(panels: [Float], K: Int, O: Int, kernel: GemmKernel) {
+        let nr = kernel.panelWidth
+        precondition(nr > 0 && panels.count == (O + nr - 1) / nr * K * nr, "panels must be ⌈O / NR⌉ × K × NR floats")
+        (self.kernel, self.K, self.O, self.data) = (kernel, K, O, panels)
+    }
+
+    /// Rows `rows` and columns `columns` of c = epilogue(a · W): c[r][o] = max0((Σ_k a[r][k]·W[k][o] + bias[o])
+    /// + shortcut[r][o]), as `Executor.finish` computes it (max0 only when `relu`, keeping NaN and -0).
+    /// `columns.lowerBound` must be a multiple of the panel width. Writes only those rows and columns.
+    /// - a: rows of K floats at stride lda;  bias: (O) or nil;  shortcut, c: rows of O floats at stride ldc.
+    func run(a: UnsafePointer<Float>, lda: Int, bias: UnsafePointer<Float>?, shortcut: UnsafePointer<Float>?, relu: Bool,
+             c: UnsafeMutablePointer<Float>, ldc: Int, rows: Range<Int>, columns: Range<Int>) {
+        precondition(lda >= K && ldc >= O && columns.lowerBound % kernel.panelWidth == 0 && columns.lowerBound >= 0
+                     && columns.upperBound <= O && rows.lowerBound >= 0, "gemm block outside the product")
+        if rows.isEmpty || columns.isEmpty { return }
+        data.withUnsafeBufferPointer { packed in
+            var job = ckernels_gemm_job(K: K, O: O, a: a, lda: lda, packed: packed.baseAddress!, bias: bias,
+                                        shortcut: shortcut, c: c, ldc: ldc, relu: relu ? 1 : 0)
+            let entry = kernel == .avx512 ? ckernels_gemm_avx512 : ckernels_gemm_avx2
+            entry(&job, rows.lowerBound, rows.upperBound, columns.lowerBound, columns.upperBound)
+        }
+    }
+}
