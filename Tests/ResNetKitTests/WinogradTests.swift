@@ -3,15 +3,26 @@ import Testing
 @testable import ResNetKit
 
 /// Winograd F(2×2, 3×3) and F(4×4, 3×3), and the plan's channel-split sgemm, against the reference definition.
+/// Every Winograd check runs with each tile-transform kernel this CPU has (Swift, and the C AVX2/FMA one).
 @Suite("Winograd and small-layer convolution paths")
 struct WinogradTests {
-    /// Winograd on every eligible layer, however few tiles, in blocks of `blockRows` tiles.
-    func forced(_ m: Int, blockRows: Int? = nil) -> PlanTuning {
+    /// The transform kernels this CPU runs; a CPU without AVX2/FMA says so, as only Swift is then tested.
+    static let kernels: [WinogradKernel] = {
+        let available = WinogradKernel.allCases.filter(\.available)
+        if available.count < WinogradKernel.allCases.count {
+            print("WinogradTests: this CPU lacks AVX2/FMA; only the Swift tile transforms are tested")
+        }
+        return available
+    }()
+
+    /// Winograd on every eligible layer, however few tiles, in blocks of `blockRows` tiles, transformed by `kernel`.
+    func forced(_ m: Int, blockRows: Int? = nil, kernel: WinogradKernel = .swift) -> PlanTuning {
         var t = PlanTuning()
         t.winogradTile = m
         t.winogradMinTiles = 1
         t.winogradWideLayer = .max
         t.winogradBlockRows = blockRows
+        t.winogradKernel = kernel
         return t
     }
 
@@ -35,12 +46,57 @@ struct WinogradTests {
         let model = randomModel(spec(channels: c, stem: stem), seed: UInt64(1000 + seed))
         let x = SeededRandom(UInt64(1100 + seed)).tensorCopy([rng.int(1...3), c, h, w])
         let m = seed % 2 == 0 ? 4 : 2
-        let tuning = forced(m, blockRows: rng.pick([nil, 1, 2, 5]))
-        let plan = try ForwardPlan(model, threads: 1 + seed % 3 / 2, parallelism: .own, tuning: tuning)
-        guard case let .conv(step)? = plan.stem.first else { Issue.record("no convolution step"); return }
-        #expect(step.winograd?.m == m, "the convolution should have Winograd weights")
-        try expectAgrees(model, x, threads: plan.threads, tuning: tuning,
-                         "seed \(seed): F(\(m)) \(c)->\(o) \(h)x\(w) \(padding) blocks \(tuning.winogradBlockRows.map(String.init) ?? "auto")")
+        let blockRows = rng.pick([nil, 1, 2, 5])
+        for kernel in Self.kernels {
+            let tuning = forced(m, blockRows: blockRows, kernel: kernel)
+            let plan = try ForwardPlan(model, threads: 1 + seed % 3 / 2, parallelism: .own, tuning: tuning)
+            guard case let .conv(step)? = plan.stem.first else { Issue.record("no convolution step"); return }
+            #expect(step.winograd?.m == m, "the convolution should have Winograd weights")
+            try expectAgrees(model, x, threads: plan.threads, tuning: tuning,
+                             "seed \(seed) \(kernel): F(\(m)) \(c)->\(o) \(h)x\(w) \(padding) blocks \(blockRows.map(String.init) ?? "auto")")
+        }
+    }
+
+    @Test("a basic block whose second 3×3 convolution takes the shortcut (identity or projection) and maybe the ReLU into its output transform",
+          arguments: 0..<16)
+    func fusedShortcut(seed: Int) throws {
+        var rng = SeededRandom(UInt64(1200 + seed))
+        // Channel counts below, at and past one 8-lane vector, with a tail; odd sizes; padding that keeps the size.
+        let c = rng.pick([3, 8, 13, 16, 21])
+        let o = seed % 4 == 3 ? rng.pick([5, 8, 19]) : c
+        let padding = rng.pick([Padding.same, .symmetric(1), .explicit(top: 0, bottom: 2, left: 2, right: 0)])
+        let (h, w) = (rng.int(2...15), rng.int(2...15))
+        let shortcut: [Op] = o == c ? [] : [conv("b.down", c, o, k: 1, padding: .valid), bn("b.down.bn", o)]
+        let block = Block(name: "b", residual: [conv("b.conv1", c, o, k: 3, padding: padding), bn("b.bn1", o), .relu,
+                                                conv("b.conv2", o, o, k: 3, padding: padding, bias: rng.int(0...1) == 1), bn("b.bn2", o)],
+                          shortcut: shortcut, post: seed % 2 == 0 ? [.relu] : [])
+        let model = randomModel(spec(channels: c, stem: [], stages: [Stage(blocks: [block])]), seed: UInt64(1300 + seed))
+        let x = SeededRandom(UInt64(1400 + seed)).tensorCopy([rng.int(1...3), c, h, w])
+        let m = seed % 3 == 0 ? 2 : 4
+        let blockRows = rng.pick([nil, 1, 3])
+        for kernel in Self.kernels {
+            try expectAgrees(model, x, threads: 1 + seed % 2, tuning: forced(m, blockRows: blockRows, kernel: kernel),
+                             "seed \(seed) \(kernel): F(\(m)) \(c)->\(o) \(h)x\(w) \(padding) relu \(seed % 2 == 0)")
+        }
+    }
+
+    @Test("a NaN bias makes its channel NaN after the ReLU (the epilogue is `v < 0 ? 0 : v`), in both transform kernels", arguments: [2, 4])
+    func nanBiasPassesReLU(m: Int) throws {
+        let (c, o) = (5, 11)                                // both channel counts leave an 8-lane tail
+        var model = randomModel(spec(channels: c, stem: [conv("c", c, o, k: 3, padding: .same, bias: true), .relu]), seed: 55)
+        model.tensors["c.bias"]!.data[9] = .nan
+        let x = SeededRandom(56).tensorCopy([1, c, 9, 7])
+        for kernel in Self.kernels {
+            let y = try ForwardPlan(model, threads: 1, parallelism: .own, tuning: forced(m, kernel: kernel)).run(x)
+            for ch in 0..<o {
+                for h in 0..<9 {
+                    for w in 0..<7 {
+                        let v = at(y, 0, ch, h, w)
+                        #expect(ch == 9 ? v.isNaN : (v.isFinite && v >= 0), "\(kernel) F(\(m)) channel \(ch) at (\(h), \(w)): \(v)")
+                    }
+                }
+            }
+        }
     }
 
     @Test("a constant image through an all-ones 3×3 kernel counts the taps inside the image", arguments: [2, 4])
@@ -48,12 +104,14 @@ struct WinogradTests {
         // Output at (h, w) = number of kernel taps over real pixels: 9 inside, 6 on an edge, 4 in a corner.
         let model = ResNetModel(spec: spec(channels: 1, stem: [conv("c", 1, 1, k: 3, padding: .symmetric(1))]),
                                 tensors: ["c.weight": Tensor(shape: [1, 1, 3, 3], data: [Float](repeating: 1, count: 9))])
-        let plan = try ForwardPlan(model, threads: 1, parallelism: .own, tuning: forced(m))
-        let y = try plan.run(Tensor(shape: [1, 1, 5, 7], data: [Float](repeating: 1, count: 35)))
-        for h in 0..<5 {
-            for w in 0..<7 {
-                let rows = (h == 0 || h == 4) ? 2 : 3, cols = (w == 0 || w == 6) ? 2 : 3
-                #expect(abs(at(y, 0, 0, h, w) - Float(rows * cols)) < 1e-5, "(\(h), \(w))")
+        for kernel in Self.kernels {
+            let plan = try ForwardPlan(model, threads: 1, parallelism: .own, tuning: forced(m, kernel: kernel))
+            let y = try plan.run(Tensor(shape: [1, 1, 5, 7], data: [Float](repeating: 1, count: 35)))
+            for h in 0..<5 {
+                for w in 0..<7 {
+                    let rows = (h == 0 || h == 4) ? 2 : 3, cols = (w == 0 || w == 6) ? 2 : 3
+                    #expect(abs(at(y, 0, 0, h, w) - Float(rows * cols)) < 1e-5, "\(kernel) (\(h), \(w))")
+                }
             }
         }
     }
@@ -61,8 +119,12 @@ struct WinogradTests {
     @Test("the small ResNet and random ResNets agree with Winograd forced on every eligible layer",
           arguments: [(2, 1), (4, 1), (2, 2), (4, 2)])
     func wholeModels(m: Int, threads: Int) throws {
+        for kernel in Self.kernels { try wholeModels(m: m, threads: threads, kernel: kernel) }
+    }
+
+    func wholeModels(m: Int, threads: Int, kernel: WinogradKernel) throws {
         try expectAgrees(randomModel(smallResNet(), seed: 31), SeededRandom(32).tensorCopy([2, 3, 12, 12]), threads: threads,
-                         tuning: forced(m, blockRows: 3), "small ResNet")
+                         tuning: forced(m, blockRows: 3, kernel: kernel), "small ResNet \(kernel)")
         for seed in 0..<8 {
             var (s, size) = ForwardPlanTests().randomResNet(seed: seed)
             let probe = try forward(randomModel(s, seed: 1), input: Tensor(zeros: [1, 3, size, size]), engine: .reference)
@@ -70,7 +132,8 @@ struct WinogradTests {
             s.classes = 5
             let model = randomModel(s, seed: UInt64(600 + seed))
             let x = SeededRandom(UInt64(700 + seed)).tensorCopy([1 + seed % 3, 3, size, size])
-            try expectAgrees(model, x, threads: threads, tuning: forced(m, blockRows: seed % 2 == 0 ? nil : 2), "random ResNet seed \(seed)")
+            try expectAgrees(model, x, threads: threads, tuning: forced(m, blockRows: seed % 2 == 0 ? nil : 2, kernel: kernel),
+                             "random ResNet seed \(seed) \(kernel)")
         }
     }
 
@@ -84,14 +147,18 @@ struct WinogradTests {
         let loaded = try loadModel(path: path, arch: needsArch ? KerasFixtureTests.presets[model] : nil)
         let io = Paths.fixtures.appendingPathComponent("keras/\(model)/io.npz").path
         let goldens = try Goldens(path: io, inputChannels: loaded.model.spec.inputChannels)
-        try expectAgrees(loaded.model, goldens.input, threads: 2, tuning: forced(4), relative)
+        for kernel in Self.kernels { try expectAgrees(loaded.model, goldens.input, threads: 2, tuning: forced(4, kernel: kernel), "\(relative) \(kernel)") }
     }
 
     /// A PyTorch file through the plan with Winograd forced (F(4×4) and F(2×2)) against the reference, on its golden input.
     func expectTorchFileAgrees(_ path: String, golden: String) throws {
         let mapped = try mapTorchCheckpoint(try readTorchCheckpoint(path: path), arch: nil, mapFile: nil)
         let goldens = try Goldens(path: golden, inputChannels: mapped.model.spec.inputChannels)
-        for m in [4, 2] { try expectAgrees(mapped.model, goldens.input, threads: 2, tuning: forced(m), "\(path) F(\(m))") }
+        for m in [4, 2] {
+            for kernel in Self.kernels {
+                try expectAgrees(mapped.model, goldens.input, threads: 2, tuning: forced(m, kernel: kernel), "\(path) F(\(m)) \(kernel)")
+            }
+        }
     }
 
     @Test("every committed PyTorch fixture agrees with Winograd forced", arguments: TorchParityTests.committed)
@@ -118,7 +185,9 @@ struct WinogradTests {
             return false
         }
         #expect(transformed == [false, false, false, true])
-        try expectAgrees(model, SeededRandom(78).tensorCopy([2, 8, 11, 9]), threads: 2, tuning: forced(4), "mixed 3x3 layers")
+        for kernel in Self.kernels {
+            try expectAgrees(model, SeededRandom(78).tensorCopy([2, 8, 11, 9]), threads: 2, tuning: forced(4, kernel: kernel), "mixed 3x3 layers \(kernel)")
+        }
     }
 
     @Test("late-layer shapes (few rows, many channels) and a wide classifier split the output channels over threads and agree", arguments: [1, 2])

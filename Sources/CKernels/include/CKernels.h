@@ -8,5 +8,6 @@
 #include "ckernels_transpose.h"
 #include "ckernels_grouped.h"
 #include "ckernels_gemm.h"
+#include "ckernels_winograd.h"
 
 #endif

@@ -13,7 +13,28 @@
 // for Convolutional Neural Networks", 2015). F(4×4) rounds more: tests bound its error against the
 // reference on random layers and whole models.
 
+import CKernels
 import COpenBLAS
+
+/// Which implementation runs Winograd's input and output tile transforms (the products are `GemmKernel`'s).
+enum WinogradKernel: Int, Sendable, Equatable, CaseIterable {
+    /// This file's Swift loops, compiled for baseline x86-64.
+    case swift
+    /// The C transforms built for AVX2 and FMA (Sources/CKernels/winograd_avx2.c): 8 channels per vector,
+    /// each tile slice transformed in registers without the Swift path's patch copy and second pass.
+    case avx2
+
+    /// The fastest this CPU runs.
+    static let best: WinogradKernel = CPUFeatures.avx2FMA ? .avx2 : .swift
+
+    /// Whether this CPU and OS can run it.
+    var available: Bool {
+        switch self {
+        case .swift: true
+        case .avx2: CPUFeatures.avx2FMA
+        }
+    }
+}
 
 /// Transformed 3×3 weights for one convolution: U[t][c][o], t = i·α + j, with the batch norm already folded.
 struct WinogradWeights {
@@ -92,10 +113,13 @@ struct WinogradConv {
     /// Tiles per block: each block is transformed, multiplied and transformed back before the next.
     let blockRows: Int
     let threads: Int
+    /// What runs the tile transforms: the one asked for if this CPU runs it, else Swift.
+    let kernel: WinogradKernel
 
-    init(_ g: WindowGeometry, m: Int, threads: Int, blockRows: Int? = nil) {
+    init(_ g: WindowGeometry, m: Int, threads: Int, blockRows: Int? = nil, kernel: WinogradKernel = .best) {
         self.g = g
         self.m = m
+        self.kernel = kernel.available ? kernel : .swift
         alpha = m + 2
         TH = (g.OH + m - 1) / m
         TW = (g.OW + m - 1) / m
@@ -134,7 +158,13 @@ struct WinogradConv {
             let block = start..<min(start + blockRows, T)
             start = block.upperBound
             let rows = block.count
+            let job = ckernels_winograd_job(m: m, H: g.H, W: g.W, C: g.C, OH: g.OH, OW: g.OW, O: g.O, PT: g.PT, PL: g.PL,
+                                            TH: TH, TW: TW, rows: rows, first_tile: block.lowerBound)
             parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
+                if kernel == .avx2 {
+                    withUnsafePointer(to: job) { ckernels_winograd_input_avx2($0, src, v, part.lowerBound, part.upperBound) }
+                    return
+                }
                 let local = perThread + worker * tileScratch
                 for r in part { transformInput(src, tile: block.lowerBound + r, row: r, rows: rows, v: v, local: local) }
             }
@@ -144,6 +174,12 @@ struct WinogradConv {
                 }
             }
             parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
+                if kernel == .avx2 {
+                    withUnsafePointer(to: job) {
+                        ckernels_winograd_output_avx2($0, mm, bias, shortcut, relu ? 1 : 0, dst, part.lowerBound, part.upperBound)
+                    }
+                    return
+                }
                 let local = perThread + worker * tileScratch
                 for r in part {
                     transformOutput(tile: block.lowerBound + r, row: r, rows: rows, m: mm, bias: bias, shortcut: shortcut,

@@ -424,7 +424,7 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 /// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
 /// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
 /// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512),
-/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `profile`); the environment is a debugging aid, not an interface.
+/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `winograd-kernel=0|1` (Swift, AVX2), `profile`); the environment is a debugging aid, not an interface.
 struct PlanTuning: Sendable, Equatable {
     /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
     var winogradTile = 4
@@ -458,6 +458,9 @@ struct PlanTuning: Sendable, Equatable {
     /// What multiplies ungrouped convolutions, and Winograd's per-point products (`.best` by default;
     /// `.blas` whenever the plan's parallelism is `.blas`); tests pin each in turn.
     var gemmKernel = GemmKernel.best
+    /// What runs Winograd's input and output tile transforms (the best this CPU runs by default); tests
+    /// pin each in turn.
+    var winogradKernel = WinogradKernel.best
     /// Print per-layer times to stderr after each run.
     var profile = false
 
@@ -476,6 +479,7 @@ struct PlanTuning: Sendable, Equatable {
             case "grouped-width": if let value, value >= 0 { t.groupedDirectMaxWidth = value; t.groupedDirectMaxWidthVector = value }
             case "grouped-kernel": if let value, let k = GroupedKernel(rawValue: value) { t.groupedKernel = k }
             case "gemm-kernel": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k }
+            case "winograd-kernel": if let value, let k = WinogradKernel(rawValue: value) { t.winogradKernel = k }
             case "profile": t.profile = true
             default: break
             }
@@ -793,7 +797,7 @@ struct Executor {
             if plan.tuning.profile && !sizing {
                 let d = (clock.now - started).components
                 let path = g.G > 1 ? (directGrouped(g) ? " groups \(g.G) direct" : " groups \(g.G)")
-                                   : winogradTile(c, g).map { " winograd \($0)" } ?? (c.packed.map { " gemm \($0.kernel)" } ?? "")
+                                   : winogradTile(c, g).map { " winograd \($0) \(plan.tuning.winogradKernel.available ? plan.tuning.winogradKernel : .swift)" } ?? (c.packed.map { " gemm \($0.kernel)" } ?? "")
                 profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)\(path)",
                                 Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15))
             }
@@ -809,7 +813,8 @@ struct Executor {
             return y
         }
         if let m = winogradTile(c, g), let weights = c.winograd {
-            let wino = WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows)
+            let wino = WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows,
+                                    kernel: plan.tuning.winogradKernel)
             maxColumns = max(maxColumns, wino.scratchCount)
             if sizing { return y }
             let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
