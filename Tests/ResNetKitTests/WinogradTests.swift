@@ -209,6 +209,25 @@ struct WinogradTests {
         try expectAgrees(model, SeededRandom(90).tensorCopy([2, 24, 13, 13]), threads: threads, tuning: off, "batch 2")
     }
 
+    @Test("weights transformed straight into a C kernel's panels equal the (α², C, O) ones packed afterwards",
+          arguments: [2, 4])
+    func directPacking(m: Int) {
+        var rng = SeededRandom(UInt64(1500 + m))
+        for kernel in GemmKernel.allCases where kernel.panelWidth > 0 {
+            // O below, at and past a panel width (16 or 32), with a remainder; C odd and even.
+            for (C, O) in [(1, 1), (3, 17), (8, 32), (13, 45)] {
+                let w = (0..<(O * C * 9)).map { _ in Double(rng.float()) }
+                let weight: (Int, Int, Int, Int) -> Double = { o, c, kh, kw in w[((o * C + c) * 3 + kh) * 3 + kw] }
+                let plain = WinogradWeights(m: m, C: C, O: O, weight: weight)
+                let direct = WinogradWeights(m: m, C: C, O: O, packing: kernel, weight: weight)
+                let later = plain.packed(for: kernel, C: C, O: O)
+                #expect(direct.u.isEmpty && plain.points == nil)
+                #expect(direct.points?.map(\.data) == later.points?.map(\.data), "\(kernel) F(\(m)) \(C)->\(O)")
+                #expect(direct.points?.allSatisfy { $0.kernel == kernel && $0.K == C && $0.O == O } == true)
+            }
+        }
+    }
+
     @Test("transformed weights reproduce the kernel: U = G g Gᵀ with g a single tap is the outer product of G's columns", arguments: [2, 4])
     func weightTransform(m: Int) {
         let a = m + 2

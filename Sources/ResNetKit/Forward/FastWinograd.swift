@@ -64,12 +64,17 @@ struct WinogradWeights {
     }
 
     /// - weight: (O, C, 3, 3) folded, in double, as `weight(o, c, kh, kw)`.
-    init(m: Int, C: Int, O: Int, weight: (Int, Int, Int, Int) -> Double) {
+    /// - packing: a C kernel writes each point straight into its panels (`points`, the layout `packed(for:C:O:)`
+    ///   gives, without the (α², C, O) pass in between); `.blas` keeps `u`.
+    init(m: Int, C: Int, O: Int, packing kernel: GemmKernel = .blas, weight: (Int, Int, Int, Int) -> Double) {
         precondition(m == 2 || m == 4, "Winograd tile must be 2 or 4")
         self.m = m
         let a = m + 2
         let G = WinogradWeights.kernelTransform(m: m)
-        var u = [Float](repeating: 0, count: a * a * C * O)
+        // Point t's (c, o) goes to u[t·size + index(c, o)]: (C, O) row-major, or the panels of NR columns.
+        let nr = kernel.panelWidth
+        let size = nr > 0 ? (O + nr - 1) / nr * C * nr : C * O
+        var u = [Float](repeating: 0, count: a * a * size)
         var g = [Double](repeating: 0, count: 9)
         var gg = [Double](repeating: 0, count: a * 3)          // G·g, (α, 3)
         for o in 0..<O {
@@ -81,13 +86,18 @@ struct WinogradWeights {
                 for i in 0..<a {
                     for j in 0..<a {
                         let v = gg[i * 3] * G[j * 3] + gg[i * 3 + 1] * G[j * 3 + 1] + gg[i * 3 + 2] * G[j * 3 + 2]
-                        u[((i * a + j) * C + c) * O + o] = Float(v)
+                        u[(i * a + j) * size + (nr > 0 ? ((o / nr) * C + c) * nr + o % nr : c * O + o)] = Float(v)
                     }
                 }
             }
         }
-        self.u = u
-        points = nil
+        if nr > 0 {
+            self.u = []
+            points = (0..<(a * a)).map { t in PackedWeights(panels: Array(u[(t * size)..<((t + 1) * size)]), K: C, O: O, kernel: kernel) }
+        } else {
+            self.u = u
+            points = nil
+        }
     }
 
     private init(m: Int, u: [Float], points: [PackedWeights]?) { (self.m, self.u, self.points) = (m, u, points) }

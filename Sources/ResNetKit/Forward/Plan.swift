@@ -324,7 +324,7 @@ struct PlanCompiler {
         }
         let K = KH * KW * Cg
         // Ungrouped layers go straight into the C kernel's panels when the plan runs one (Winograd's
-        // transform points are packed the same way below); otherwise the per-group (K, Og) layout.
+        // transform points too, as they are computed, below); otherwise the per-group (K, Og) layout.
         let kernel = tuning.gemmKernel.resolved
         let nr = G == 1 && kernel != .blas ? kernel.panelWidth : 0
         var packed = [Float](repeating: 0, count: nr > 0 ? (O + nr - 1) / nr * K * nr : G * K * Og)
@@ -344,14 +344,14 @@ struct PlanCompiler {
         if tuning.winogradTile != 0, G == 1, KH == 3, KW == 3, c.stride == [1, 1], c.dilation == [1, 1],
            Cg * O <= tuning.winogradMaxWeights {
             let m = Cg * O >= tuning.winogradWideLayer ? min(tuning.winogradTile, 2) : tuning.winogradTile
-            winograd = WinogradWeights(m: m, C: Cg, O: O) { o, i, kh, kw in
+            winograd = WinogradWeights(m: m, C: Cg, O: O, packing: nr > 0 ? kernel : .blas) { o, i, kh, kw in
                 Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
             }
         }
         if nr > 0 {
             let panels = PackedWeights(panels: packed, K: K, O: O, kernel: kernel)
             return ConvStep(op: c, place: place, weights: [], packed: panels, bias: bias.map { Float($0) }, relu: relu,
-                            winograd: winograd?.packed(for: kernel, C: Cg, O: O))
+                            winograd: winograd)
         }
         return ConvStep(op: c, place: place, weights: packed, packed: nil, bias: bias.map { Float($0) }, relu: relu, winograd: winograd)
     }
