@@ -11,7 +11,7 @@
 import CKernels
 
 /// Which implementation multiplies the plan's ungrouped convolutions (and Winograd's transform points).
-enum GemmKernel: Int, Sendable, Equatable, CaseIterable {
+enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
     /// OpenBLAS sgemm on the plan's (K, O) weights, then the epilogue as a second pass.
     case blas
     /// The C kernel built for AVX2 and FMA: 6×16 register tiles.
@@ -30,13 +30,6 @@ enum GemmKernel: Int, Sendable, Equatable, CaseIterable {
         case .avx2: CPUFeatures.avx2FMA
         case .avx512: CPUFeatures.avx512
         }
-    }
-
-    /// `self` if this CPU runs it, else the best one below it.
-    var resolved: GemmKernel {
-        var kernel = self
-        while !kernel.available { kernel = GemmKernel(rawValue: kernel.rawValue - 1)! }
-        return kernel
     }
 
     /// Columns per weight panel (0 for OpenBLAS, which takes the weights unpacked).

@@ -23,7 +23,7 @@
 import CKernels
 
 /// Which implementation runs the direct grouped kernel's work units.
-enum GroupedKernel: Int, Sendable, Equatable, CaseIterable {
+enum GroupedKernel: Int, Sendable, Equatable, KernelChoice {
     /// This file's SIMD code, for baseline x86-64.
     case swift
     /// The C kernel built for AVX2 and FMA (16 vector registers).
@@ -65,9 +65,7 @@ struct GroupedConv {
     /// geometry, else the best one below it.
     static func kernel(_ asked: GroupedKernel, for g: WindowGeometry) -> GroupedKernel {
         guard g.KH * g.KW <= Int(CKERNELS_GROUPED_MAX_TAPS) else { return .swift }
-        var kernel = asked
-        while !kernel.available { kernel = GroupedKernel(rawValue: kernel.rawValue - 1)! }
-        return kernel
+        return asked.resolved
     }
 
     /// - src: (N, H, W, C);  weights: (G, KH·KW·Cg, Og);  bias: (O);  shortcut: (N, OH, OW, O) or nil;

@@ -17,7 +17,7 @@ import CKernels
 import COpenBLAS
 
 /// Which implementation runs Winograd's input and output tile transforms (the products are `GemmKernel`'s).
-enum WinogradKernel: Int, Sendable, Equatable, CaseIterable {
+enum WinogradKernel: Int, Sendable, Equatable, KernelChoice {
     /// This file's Swift loops, compiled for baseline x86-64.
     case swift
     /// The C transforms built for AVX2 and FMA (Sources/CKernels/winograd_avx2.c): 8 channels per vector,
@@ -129,7 +129,7 @@ struct WinogradConv {
     init(_ g: WindowGeometry, m: Int, threads: Int, blockRows: Int? = nil, kernel: WinogradKernel = .best) {
         self.g = g
         self.m = m
-        self.kernel = kernel.available ? kernel : .swift
+        self.kernel = kernel.resolved
         alpha = m + 2
         TH = (g.OH + m - 1) / m
         TW = (g.OW + m - 1) / m

@@ -797,7 +797,7 @@ struct Executor {
             if plan.tuning.profile && !sizing {
                 let d = (clock.now - started).components
                 let path = g.G > 1 ? (directGrouped(g) ? " groups \(g.G) direct" : " groups \(g.G)")
-                                   : winogradTile(c, g).map { " winograd \($0) \(plan.tuning.winogradKernel.available ? plan.tuning.winogradKernel : .swift)" } ?? (c.packed.map { " gemm \($0.kernel)" } ?? "")
+                                   : winogradTile(c, g).map { " winograd \($0) \(plan.tuning.winogradKernel.resolved)" } ?? (c.packed.map { " gemm \($0.kernel)" } ?? "")
                 profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)\(path)",
                                 Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15))
             }

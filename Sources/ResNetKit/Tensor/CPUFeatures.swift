@@ -8,3 +8,19 @@ enum CPUFeatures {
     /// AVX-512 F/DQ/BW/VL, with the ZMM and mask state saved by the OS.
     static let avx512 = ckernels_has_avx512() != 0
 }
+
+/// A choice among one kernel's builds, ordered from the portable Swift or library fallback (raw value
+/// 0, which always runs) up to the widest vectors.
+protocol KernelChoice: RawRepresentable, CaseIterable where RawValue == Int {
+    /// Whether this CPU and OS can run it.
+    var available: Bool { get }
+}
+
+extension KernelChoice {
+    /// `self` if this CPU runs it, else the best one below it.
+    var resolved: Self {
+        var kernel = self
+        while !kernel.available { kernel = Self(rawValue: kernel.rawValue - 1)! }
+        return kernel
+    }
+}
