@@ -3,14 +3,16 @@
 // Same dimension legend as Reference.swift. What differs from the unfused path:
 // - Activations are NHWC: x[n, h, w, c] = data[((n * H + h) * W + w) * C + c]; flat ones stay (N, F).
 //   NHWC makes batch and pixels one GEMM dimension P = N·OH·OW, so a 1×1 stride-1 convolution is one
-//   sgemm on the activation as it lies, batch 8 is one larger sgemm rather than 8 small ones, and
-//   im2col copies whole runs of channels instead of single floats.
-// - Conv weights are stored per group as (KH·KW·Cg, Og): row (kh·KW + kw)·Cg + i, column og.
+//   matrix product on the activation as it lies, batch 8 is one larger product rather than 8 small
+//   ones, and im2col copies whole runs of channels instead of single floats.
+// - Conv weights are stored per group as (KH·KW·Cg, Og): row (kh·KW + kw)·Cg + i, column og; an
+//   ungrouped convolution's are packed instead into the C matrix kernel's panels when the CPU runs it
+//   (FastGemm.swift), with OpenBLAS sgemm as the fallback.
 //   The im2col matrix is (P, G·KH·KW·Cg) with column ((g·KH + kh)·KW + kw)·Cg + i, so group g's
 //   patch is the contiguous run starting at g·KH·KW·Cg and all groups come from one unfolding pass.
 // - A batch norm right after a convolution is folded into its weights and bias (in double precision),
-//   and a following ReLU, plus the residual addition and the block's final ReLU, run in the sgemm
-//   epilogue: one pass over the output instead of four.
+//   and a following ReLU, plus the residual addition and the block's final ReLU, run in the product's
+//   epilogue (at the C kernel's store, or one pass after sgemm) instead of four passes.
 // - 3×3 stride-1 ungrouped convolutions run as Winograd F(4×4, 3×3) or F(2×2, 3×3) (FastWinograd.swift).
 // - All buffers come from an arena sized for the input shape and reused across calls; the hot loop
 //   allocates nothing. Plans are immutable, so concurrent calls only contend for the arena pool.
@@ -22,7 +24,7 @@ import COpenBLAS
 import Foundation
 
 /// A model prepared once for repeated fast inference: batch norms folded into convolutions, ReLUs and
-/// residual additions fused, weights laid out for `sgemm`, activation buffers reused across calls.
+/// residual additions fused, weights laid out for the matrix products, activation buffers reused across calls.
 ///
 /// `forward(_:input:engine:capture:)` builds and caches one for `.fast` when no capture is asked for;
 /// build one yourself to control threads or to keep several models prepared. Safe to share between
@@ -40,11 +42,12 @@ public final class ForwardPlan: @unchecked Sendable {
     public enum Parallelism: String, Sendable, Codable, CaseIterable {
         /// The plan splits every convolution's output rows (or, for layers with few rows, its output
         /// channels; for Winograd, its tiles and transform points) over `threads` workers of a
-        /// persistent pool, each running single-threaded sgemm; OpenBLAS runs one thread.
+        /// persistent pool, each running the C kernels or single-threaded sgemm; OpenBLAS runs one thread.
         /// The default: OpenBLAS's idle workers spin for a while after each call, and next to our own
         /// workers on two cores that spinning cost more than the threading gained.
         case own
-        /// OpenBLAS threads each sgemm over `threads`; everything else runs on the calling thread.
+        /// OpenBLAS threads each sgemm over `threads` (the C matrix kernel is not used); everything
+        /// else runs on the calling thread.
         case blas
     }
 
