@@ -54,6 +54,10 @@ public struct LoadedModel: Sendable {
     /// The narrowest dtype the weights went through: float32 for source files, the conv/dense
     /// weight dtype for a `.rnw`. Parity of the model is judged by this dtype's ``TolerancePolicy``.
     public var storageDType: DType = .float32
+    /// Structures the file's weights allow when they cannot tell them apart, the first being
+    /// `model`'s. Empty when the file determines the structure. ``convert(input:output:options:progress:)``
+    /// and ``verify`` choose among them by parity with goldens, else by BatchNorm plausibility.
+    public var candidates: [StructureCandidate] = []
 }
 
 /// Reads any supported weight file and maps it onto the canonical ResNet.
