@@ -29,8 +29,10 @@ struct Verify: ParsableCommand {
 
     private func runWithLimits() throws {
         Terminal.progress("reading \(model)")
-        let loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
+        var loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
+        loaded = try settleStructure(loaded, goldens: goldens, progress: Terminal.progress)
+        for note in loaded.notes where note.hasPrefix("structure chosen") || note.hasPrefix("no candidate structure") { Terminal.progress(note) }
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens,
                                               policy: .forStorage(loaded.storageDType, spec: loaded.model.spec))

@@ -19,3 +19,161 @@ public struct StructureCandidate: Sendable {
     /// The choices as one line, or `as read` when the file left nothing open.
     public var summary: String { choices.isEmpty ? "as read" : choices.joined(separator: ", ") }
 }
+
+/// One thing the weights cannot show, with the readings it allows; the first option is the spec as read.
+struct StructureAxis {
+    var name: String
+    var options: [(label: String, apply: (inout ResNetSpec) -> Void)]
+}
+
+private func isConv(_ op: Op) -> Bool { if case .conv = op { return true } else { return false } }
+private func isBN(_ op: Op) -> Bool { if case .batchNorm = op { return true } else { return false } }
+
+private func mapBlocks(_ spec: inout ResNetSpec, _ f: (inout Block) -> Void) {
+    for s in spec.stages.indices { for b in spec.stages[s].blocks.indices { f(&spec.stages[s].blocks[b]) } }
+}
+
+/// The axes along which `spec` could be read otherwise without changing any tensor: where the stem
+/// strides and whether it pools, where a bottleneck strides, how a parameter-free shortcut pools and
+/// splits its zero channels, whether a ReLU follows each addition, where a pre-activation projection
+/// reads its input, and whether a ReLU precedes the head's pooling.
+func structureAxes(of spec: ResNetSpec) -> [StructureAxis] {
+    var axes: [StructureAxis] = []
+
+    // Stem: stride of the first conv and a 3x3/2 max pool.
+    if let first = spec.stem.firstIndex(where: isConv), case let .conv(c) = spec.stem[first], c.stride == [c.stride[0], c.stride[0]] {
+        let hasPool = spec.stem.contains { if case .maxPool = $0 { return true } else { return false } }
+        let stride = c.stride[0]
+        var options: [(String, (inout ResNetSpec) -> Void)] = []
+        for (s, pool) in [(stride, hasPool), (stride == 1 ? 2 : 1, hasPool), (stride, !hasPool), (stride == 1 ? 2 : 1, !hasPool)] {
+            let label = "stem stride \(s), \(pool ? "max pool" : "no max pool")"
+            options.append((label, { spec in
+                guard case var conv = spec.stem[first], case .conv(var cc) = conv else { return }
+                cc.stride = [s, s]; conv = .conv(cc); spec.stem[first] = conv
+                if pool == hasPool { return }
+                if pool {
+                    let at = (spec.stem.lastIndex { if case .relu = $0 { return true } else { return false } } ?? (spec.stem.count - 1)) + 1
+                    spec.stem.insert(.maxPool(PoolOp(kernel: [3, 3], stride: [2, 2], padding: .symmetric(1))), at: at)
+                } else {
+                    spec.stem.removeAll { if case .maxPool = $0 { return true } else { return false } }
+                }
+            }))
+        }
+        axes.append(StructureAxis(name: "stem", options: options))
+    }
+
+    // Bottlenecks that stride: on the first conv with a larger kernel (v1.5) or on the first 1x1 (v1).
+    let strided = spec.stages.flatMap(\.blocks).filter { b in
+        b.residual.filter(isConv).count == 3 && b.residual.contains { if case let .conv(c) = $0 { return c.stride != [1, 1] } else { return false } }
+    }
+    if let b = strided.first, let at = b.residual.firstIndex(where: { if case let .conv(c) = $0 { return c.stride != [1, 1] } else { return false } }) {
+        let onFirst = b.residual.firstIndex(where: isConv) == at
+        func move(toFirst: Bool) -> (inout ResNetSpec) -> Void {
+            { spec in mapBlocks(&spec) { block in
+                let convs = block.residual.indices.filter { isConv(block.residual[$0]) }
+                guard convs.count == 3 else { return }
+                var stride = [1, 1]
+                for i in convs { if case let .conv(c) = block.residual[i], c.stride != [1, 1] { stride = c.stride } }
+                guard stride != [1, 1] else { return }
+                let target = toFirst ? convs[0] : (convs.first { i in if case let .conv(c) = block.residual[i] { return c.kernel != [1, 1] } else { return false } } ?? convs[1])
+                for i in convs { if case var .conv(c) = block.residual[i] { c.stride = i == target ? stride : [1, 1]; block.residual[i] = .conv(c) } }
+            } }
+        }
+        axes.append(StructureAxis(name: "bottleneck stride", options: [
+            (onFirst ? "bottleneck stride on the first 1x1 conv" : "bottleneck stride on the 3x3 conv", { _ in }),
+            (onFirst ? "bottleneck stride on the 3x3 conv" : "bottleneck stride on the first 1x1 conv", move(toFirst: !onFirst)),
+        ]))
+    }
+
+    // Parameter-free shortcuts that add zero channels: subsample or average pool; the zeros' split.
+    let padded = spec.stages.flatMap(\.blocks).first { $0.shortcut.contains { if case .channelPad = $0 { return true } else { return false } } }
+    if let padded {
+        let pooled = padded.shortcut.contains { if case .avgPool = $0 { return true } else { return false } }
+        var split = "evenly"
+        for case let .channelPad(before, after) in padded.shortcut { split = before == 0 ? "after" : after == 0 ? "before" : "evenly" }
+        var options: [(String, (inout ResNetSpec) -> Void)] = []
+        for pool in [pooled, !pooled] {
+            for where_ in [split] + ["evenly", "before", "after"].filter({ $0 != split }) {
+                options.append(("zero-channel shortcut: \(pool ? "2x2 average pool" : "subsample"), zeros \(where_ == "evenly" ? "split evenly" : where_)", { spec in
+                    mapBlocks(&spec) { block in
+                        guard let p = block.shortcut.firstIndex(where: { if case .channelPad = $0 { return true } else { return false } }),
+                              case let .channelPad(b, a) = block.shortcut[p] else { return }
+                        let total = a + b
+                        let (nb, na) = where_ == "before" ? (total, 0) : where_ == "after" ? (0, total) : (total / 2, total - total / 2)
+                        var stride = 1
+                        for op in block.shortcut {
+                            if case let .subsample(s) = op { stride = s }
+                            if case let .avgPool(q) = op { stride = q.stride[0] }
+                        }
+                        var ops: [Op] = []
+                        if stride > 1 { ops.append(pool ? .avgPool(PoolOp(kernel: [stride, stride], stride: [stride, stride])) : .subsample(stride: stride)) }
+                        ops.append(.channelPad(before: nb, after: na))
+                        block.shortcut = ops
+                    }
+                }))
+            }
+        }
+        axes.append(StructureAxis(name: "zero-channel shortcut", options: options))
+    }
+
+    // ReLU after the addition.
+    let blocks = spec.stages.flatMap(\.blocks)
+    if !blocks.isEmpty {
+        let withReLU = blocks[0].post == [.relu]
+        if blocks.allSatisfy({ $0.post == blocks[0].post }) && (withReLU || blocks[0].post.isEmpty) {
+            axes.append(StructureAxis(name: "post-add ReLU", options: [
+                (withReLU ? "ReLU after each addition" : "no ReLU after the additions", { _ in }),
+                (withReLU ? "no ReLU after the additions" : "ReLU after each addition", { spec in mapBlocks(&spec) { $0.post = withReLU ? [] : [.relu] } }),
+            ]))
+        }
+    }
+
+    // Pre-activation projections: read the pre-activated input (shared BN-ReLU) or the raw input.
+    let shared = blocks.contains { !$0.pre.isEmpty && ($0.shortcut.first.map(isConv) ?? false) }
+    let separate = blocks.contains { $0.pre.isEmpty && ($0.shortcut.first.map(isConv) ?? false) && $0.residual.count >= 2 && isBN($0.residual[0]) }
+    if shared != separate {
+        axes.append(StructureAxis(name: "pre-activation projection", options: [
+            (shared ? "projection reads the pre-activated input" : "projection reads the block input", { _ in }),
+            (shared ? "projection reads the block input" : "projection reads the pre-activated input", { spec in mapBlocks(&spec) { block in
+                guard block.shortcut.first.map(isConv) ?? false else { return }
+                if shared, !block.pre.isEmpty { block.residual = block.pre + block.residual; block.pre = [] }
+                else if !shared, block.pre.isEmpty, block.residual.count >= 2, isBN(block.residual[0]), block.residual[1] == .relu {
+                    block.pre = Array(block.residual[0...1]); block.residual.removeFirst(2)
+                }
+            } }),
+        ]))
+    }
+
+    // Pre-activation networks without a final batch norm: a ReLU before the head's pooling or not.
+    if !blocks.isEmpty, blocks.allSatisfy({ $0.post.isEmpty }), !spec.head.contains(where: isBN), spec.head.first == .globalAvgPool || spec.head.first == .relu {
+        let hasReLU = spec.head.first == .relu
+        axes.append(StructureAxis(name: "head ReLU", options: [
+            (hasReLU ? "ReLU before the head's pooling" : "no ReLU before the head's pooling", { _ in }),
+            (hasReLU ? "no ReLU before the head's pooling" : "ReLU before the head's pooling", { spec in
+                if hasReLU { spec.head.removeFirst() } else { spec.head.insert(.relu, at: 0) }
+            }),
+        ]))
+    }
+    return axes
+}
+
+/// Candidates for `model`: every combination of the axes' options, the reading as given first and
+/// the others by how many choices differ from it, at most `limit`.
+func structureCandidates(of model: ResNetModel, mapping: [TensorOrigin], limit: Int = 64) -> [StructureCandidate] {
+    let axes = structureAxes(of: model.spec)
+    guard !axes.isEmpty else { return [] }
+    var combos: [[Int]] = [[]]
+    for a in axes { combos = combos.flatMap { c in a.options.indices.map { c + [$0] } } }
+    combos.sort { $0.filter { $0 != 0 }.count < $1.filter { $0 != 0 }.count }
+    var out: [StructureCandidate] = []
+    var seen = Set<ResNetSpec>()
+    for combo in combos {
+        var spec = model.spec
+        var choices: [String] = []
+        for (a, i) in zip(axes, combo) { a.options[i].apply(&spec); choices.append(a.options[i].label) }
+        guard seen.insert(spec).inserted else { continue }
+        out.append(StructureCandidate(model: ResNetModel(spec: spec, tensors: model.tensors), mapping: mapping, choices: choices))
+        if out.count == limit { break }
+    }
+    return out
+}

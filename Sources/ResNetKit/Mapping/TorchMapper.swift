@@ -41,10 +41,48 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
         scheme = try CompiledScheme(try readTorchMap(path: mapFile), file: mapFile)
         notes.append("naming scheme '\(scheme.scheme.name)' from \(URL(fileURLWithPath: mapFile).lastPathComponent): \(coverage(scheme, ckpt))")
     } else {
-        let (best, note) = try detectScheme(ckpt)
-        scheme = best
-        notes.append(note)
+        // Naming tables are the fast path; a layout none of them maps completely is recovered from
+        // the names, order and shapes themselves.
+        var tableFailure: ResNetError?
+        do {
+            let (best, note, complete) = try detectScheme(ckpt)
+            if complete {
+                do { return try mapWithScheme(ckpt, scheme: best, preset: nil, notes: [note]) } catch let e as ResNetError { tableFailure = e }
+            } else {
+                tableFailure = .mapping(file: file, reason: note)
+            }
+        } catch let e as ResNetError { tableFailure = e }
+        do {
+            let recovered = try recoverTorchStructure(ckpt.tensors.filter { !$0.name.hasSuffix("num_batches_tracked") }, file: file)
+            var notes = recovered.notes
+            if let tableFailure {
+                // The table's advice (--map, --arch) does not apply once the structure is recovered.
+                let reason = reasonOf(tableFailure, file: file).components(separatedBy: "; pass --").first!
+                notes.insert("no naming table fits: \(reason)", at: 0)
+            }
+            return (recovered.model, recovered.origins, notes)
+        } catch let recovery as ResNetError {
+            throw ResNetError.mapping(file: file, reason: [tableFailure.map { "naming tables: " + reasonOf($0, file: file) },
+                                                           "structure recovery: " + reasonOf(recovery, file: file).replacingOccurrences(of: "structure recovery: ", with: "")]
+                .compactMap { $0 }.joined(separator: "; ") + "; pass --arch PRESET or --map FILE.json (see the Mapping article)")
+        }
     }
+    return try mapWithScheme(ckpt, scheme: scheme, preset: preset, notes: notes)
+}
+
+/// The reason of a mapping error without the file prefix, for combining messages.
+private func reasonOf(_ e: ResNetError, file: String) -> String {
+    switch e {
+    case let .mapping(_, reason): return reason
+    case let .unsupported(_, place, reason), let .invalidInput(_, place, reason): return place.isEmpty ? reason : "\(place): \(reason)"
+    default: return e.description
+    }
+}
+
+private func mapWithScheme(_ ckpt: TorchCheckpoint, scheme: CompiledScheme, preset: TorchSchemes.Preset?, notes: [String]) throws
+    -> (model: ResNetModel, origins: [TensorOrigin], notes: [String]) {
+    let file = ckpt.path
+    var notes = notes
 
     // Every key is mapped or ignored, or the mapping fails here, listing all of them.
     var modules: [String: TorchModuleRecord] = [:]
@@ -126,7 +164,7 @@ private func placeOf(_ path: [CodingKey]) -> String {
 }
 
 /// Picks the built-in scheme that maps the most keys; a tie at the top is an error.
-func detectScheme(_ ckpt: TorchCheckpoint) throws -> (CompiledScheme, String) {
+func detectScheme(_ ckpt: TorchCheckpoint) throws -> (CompiledScheme, String, complete: Bool) {
     let file = ckpt.path
     let schemes = try TorchSchemes.builtIn.map { try CompiledScheme($0, file: file) }
     var scored: [(scheme: CompiledScheme, mapped: Int)] = []
@@ -150,14 +188,23 @@ func detectScheme(_ ckpt: TorchCheckpoint) throws -> (CompiledScheme, String) {
         let sample = ckpt.tensors.prefix(8).map(\.name).joined(separator: ", ")
         throw ResNetError.mapping(file: file, reason: "no built-in naming scheme maps any key (keys start: \(sample)); pass --map FILE.json with a naming table, see the Mapping article")
     }
+    // Keys no scheme maps at all: a tie below full coverage is really these keys fitting nowhere.
+    let unmappedByAll = ckpt.tensors.filter { t in schemes.allSatisfy { if case .unmapped = $0.fate(of: t.name) { return true } else { return false } } }.map(\.name)
     let tied = ranked.filter { $0.mapped == best.mapped }
     if tied.count > 1 {
-        throw ResNetError.mapping(file: file, reason: "naming schemes \(tied.map { $0.scheme.scheme.name }.joined(separator: ", ")) each map \(best.mapped) of \(total) keys; pass --arch PRESET or --map FILE.json to choose")
+        if !unmappedByAll.isEmpty {
+            throw ResNetError.mapping(file: file, reason: "\(unmappedByAll.count) of \(total) keys fit no naming scheme (\(listed(unmappedByAll))); the closest, \(tied.map { $0.scheme.scheme.name }.joined(separator: ", ")), map \(best.mapped)")
+        }
+        throw ResNetError.mapping(file: file, reason: "naming schemes \(tied.map { $0.scheme.scheme.name }.joined(separator: ", ")) each map all \(best.mapped) keys; pass --arch PRESET or --map FILE.json to choose")
     }
     let others = ranked.dropFirst().filter { $0.mapped > 0 }.map(describe)
     let note = "naming scheme '\(best.scheme.scheme.name)' detected: \(best.mapped) of \(total) keys mapped"
         + (others.isEmpty ? "" : " (others: \(others.joined(separator: ", ")))")
-    return (best.scheme, note)
+    if best.mapped < total {
+        let missed = ckpt.tensors.filter { if case .unmapped = best.scheme.fate(of: $0.name) { return true } else { return false } }.map(\.name)
+        return (best.scheme, "the closest naming scheme, '\(best.scheme.scheme.name)', maps \(best.mapped) of \(total) keys; it does not map \(listed(missed))", false)
+    }
+    return (best.scheme, note, true)
 }
 
 /// Checks a built spec against the structure a preset fixes.

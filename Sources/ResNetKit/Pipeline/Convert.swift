@@ -66,15 +66,19 @@ public func convert(input: String, output: String, options: ConversionOptions = 
         return streamed
     }
     progress?("reading \(input)")
-    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
-    let source = loaded.model
+    var loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
     var checks: [ParityCheck] = []
     var goldens: Goldens?
     if let expect = options.expect, !options.skipVerification {
-        progress?("verifying against \(expect)")
-        let g = try Goldens(path: expect, inputChannels: source.spec.inputChannels, override: options.layout)
+        goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: options.layout)
+    }
+    if !options.skipVerification {
+        loaded = try settleStructure(loaded, goldens: goldens, progress: progress)
+    }
+    let source = loaded.model
+    if let g = goldens {
+        progress?("verifying against \(g.path)")
         checks.append(try Verifier.checkGoldens(source, goldens: g))
-        goldens = g
     }
     if let graph = loaded.kerasGraph, !options.skipVerification {
         progress?("interpreting the Keras graph for the self-check")

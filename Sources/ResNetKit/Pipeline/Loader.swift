@@ -128,8 +128,13 @@ func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws 
         notes.append("ignored \(other.count) other entr\(other.count == 1 ? "y" : "ies"): \(shown)\(other.count > 8 ? ", …" : "")")
     }
     let dtypes = Set(ckpt.tensors.map(\.sourceDType)).map(\.rawValue).sorted()
-    return LoadedModel(path: ckpt.path, format: "\(ckpt.container), \(dtypes.joined(separator: "/"))", model: mapped.model,
-                       kerasGraph: nil, mapping: mapped.origins, notes: notes, storedParity: [])
+    var loaded = LoadedModel(path: ckpt.path, format: "\(ckpt.container), \(dtypes.joined(separator: "/"))", model: mapped.model,
+                             kerasGraph: nil, mapping: mapped.origins, notes: notes, storedParity: [])
+    // A preset or a map fixes the structure; otherwise what the weights cannot show is left open.
+    if arch == nil && mapFile == nil {
+        loaded.candidates = structureCandidates(of: mapped.model, mapping: mapped.origins)
+    }
+    return loaded
 }
 
 func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
