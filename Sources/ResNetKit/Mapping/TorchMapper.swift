@@ -44,14 +44,19 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
         // Naming tables are the fast path; a layout none of them maps completely is recovered from
         // the names, order and shapes themselves.
         var tableFailure: ResNetError?
-        do {
-            let (best, note, complete) = try detectScheme(ckpt)
+        var detected: (CompiledScheme, String, complete: Bool)?
+        do { detected = try detectScheme(ckpt) } catch let e as ResNetError { tableFailure = e }
+        if let (best, note, complete) = detected {
             if complete {
-                do { return try mapWithScheme(ckpt, scheme: best, preset: nil, notes: [note]) } catch let e as ResNetError { tableFailure = e }
+                do { return try mapWithScheme(ckpt, scheme: best, preset: nil, notes: [note]) } catch let e as ResNetError {
+                    // Every key named as the table expects, yet some are absent: a damaged file, not another structure.
+                    if reasonOf(e, file: file).contains("missing keys:") { throw e }
+                    tableFailure = e
+                }
             } else {
                 tableFailure = .mapping(file: file, reason: note)
             }
-        } catch let e as ResNetError { tableFailure = e }
+        }
         do {
             let recovered = try recoverTorchStructure(ckpt.tensors.filter { !$0.name.hasSuffix("num_batches_tracked") }, file: file)
             var notes = recovered.notes
