@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes fixtures/recognition/: small PyTorch ResNets in layouts no naming table lists, with goldens.
 
-Each fixture is a tiny model (widths 4–64, one to three blocks per stage) in one of the layouts the
+Each fixture is a tiny model (widths 2–64, one to three blocks per stage) in one of the layouts the
 structure recovery has to cover: pre-activation blocks, option-A shortcuts split either way, avg-pool
 shortcuts, projections with bias or with a 3×3 kernel, ResNet-D/-T stems of the real timm, deep stems,
 bottlenecks with the stride on either conv, uneven stages, heads with flatten/dropout, the real HF
@@ -832,9 +832,9 @@ def make_timm(fx):
             # A slightly different EMA copy: one SGD step (eval mode, so BN statistics stay) on a copy, then
             # ema = 0.9·weights + 0.1·stepped, as an EMA a step behind would be.
             stepped = copy.deepcopy(model)
-            opt = torch.optim.SGD(stepped.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=2e-5)
+            opt = torch.optim.SGD(stepped.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=2e-5)
             stepped.eval()
-            stepped(torch.from_numpy(natural_images(np.random.default_rng(seed + 2), 8, 64))).logsumexp(1).sum().backward()
+            stepped(torch.from_numpy(natural_images(np.random.default_rng(seed + 2), 8, 64))).logsumexp(1).mean().backward()
             opt.step()
             sd = model.state_dict()
             ema_sd = OrderedDict()
@@ -845,7 +845,7 @@ def make_timm(fx):
             y_ema = run(ema_model, x)
             ema_diff = float(np.abs(y_ema - y).max())
             arch = "resnet10d"
-            args = ap.Namespace(model=arch, batch_size=128, lr=0.1, opt="sgd", momentum=0.9, weight_decay=2e-5,
+            args = ap.Namespace(model=arch, batch_size=128, lr=0.01, opt="sgd", momentum=0.9, weight_decay=2e-5,
                                 model_ema=True, model_ema_decay=0.9998, epochs=100, num_classes=5, img_size=64)
             obj = {"epoch": 41, "arch": arch, "state_dict": sd, "optimizer": opt.state_dict(), "version": 2,
                    "args": args, "state_dict_ema": ema_sd, "metric": 71.2}
