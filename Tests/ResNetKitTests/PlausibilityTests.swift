@@ -211,3 +211,17 @@ extension PlausibilityTests {
         }
     }
 }
+
+extension PlausibilityTests {
+    @Test("the check of a bottleneck ResNet-50 layout stays bounded")
+    func bottleneckCheckIsBounded() throws {
+        let path = Paths.fixtures.appendingPathComponent("torch/tv-resnet50-mini/tv-resnet50-mini.pth").path
+        let model = try loadModel(path: path).model
+        let start = Date()
+        let result = try Plausibility.check(model)
+        let seconds = Date().timeIntervalSince(start)
+        print("plausibility check of tv-resnet50-mini at \(result.imageShape): \(String(format: "%.2f", seconds)) s")
+        #expect(result.imageShape == [8, 3, 128, 128])
+        #expect(result.batchNorms.count == model.spec.allOps.filter { if case .batchNorm = $0 { return true }; return false }.count)
+    }
+}
