@@ -310,7 +310,7 @@ struct ForwardTests {
         }
     }
 
-    @Test("capture sees stem modules, every block and the head in order")
+    @Test("capture sees stem modules, weightless stem and head points, every block and the head in order")
     func captureNames() throws {
         var names: [String] = []
         let m = randomModel(smallResNet(), seed: 9)
@@ -318,7 +318,8 @@ struct ForwardTests {
             names.append(name)
             if name == "fc" { #expect(t.shape == [1, 10]) }
         }
-        #expect(names == ["conv1", "bn1", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer2.2", "layer2.3", "fc"])
+        #expect(names == ["conv1", "bn1", "stem.relu", "stem.maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer2.2", "layer2.3",
+                          "head.avgpool", "fc"])
         #expect(y.shape == [1, 10])
     }
 

@@ -37,7 +37,10 @@ public enum ForwardEngine: String, Sendable, Codable, CaseIterable {
 ///     model seen; with `capture` it runs the unfused im2col path, because a folded conv has no
 ///     separate batch-norm output to report.
 ///   - capture: called with module outputs as they are produced: named stem ops (`conv1`, `bn1`),
-///     whole blocks (`layer1.0`, …, as in `Block.name`) and named head ops (`fc`).
+///     whole blocks (`layer1.0`, …, as in `Block.name`) and named head ops (`fc`); weightless stem and
+///     head ops by position: `stem.relu`, `stem.maxpool`, `stem.avgpool`, `head.relu`, `head.avgpool`
+///     (global or windowed pooling), `head.flatten`, `head.softmax`. A name may be reported more than
+///     once (a deep stem's ReLUs); the last report is the output of the last op of that kind.
 /// - Throws: `ResNetError.invalidInput` when the input does not fit the model, and
 ///   `ResNetError.mapping` when the spec or its tensors are inconsistent (missing tensor, wrong shape,
 ///   channel mismatch, a spatial size that would become zero or negative).
@@ -318,6 +321,9 @@ struct ForwardRunner {
     let tensors: [String: Tensor]
     let engine: ForwardEngine
     let capture: ((String, Tensor) -> Void)?
+    /// Called with every batch-norm op and the activation it receives, before normalising it. The
+    /// plausibility check compares these batch statistics with the running ones; throwing stops the run.
+    var observeBatchNorm: ((BatchNormOp, Tensor) throws -> Void)? = nil
 
     /// Bounds on spec numbers. They keep all index arithmetic far from overflow and stop a hostile
     /// spec from asking for an absurd allocation.
@@ -327,7 +333,7 @@ struct ForwardRunner {
 
     func run(_ spec: ResNetSpec, input: Tensor) throws -> Tensor {
         var x = try checkedInput(input, spec: spec)
-        x = try runOps(spec.stem, x, place: "stem", captureNamed: true)
+        x = try runOps(spec.stem, x, place: "stem", captureNamed: true, positional: "stem")
         for (s, stage) in spec.stages.enumerated() {
             for (b, block) in stage.blocks.enumerated() {
                 let name = block.name.isEmpty ? "stage \(s) block \(b)" : block.name
@@ -335,7 +341,7 @@ struct ForwardRunner {
                 capture?(name, x)
             }
         }
-        return try runOps(spec.head, x, place: "head", captureNamed: true)
+        return try runOps(spec.head, x, place: "head", captureNamed: true, positional: "head")
     }
 
     func checkedInput(_ input: Tensor, spec: ResNetSpec) throws -> Tensor {
@@ -361,14 +367,32 @@ struct ForwardRunner {
         return try runOps(block.post, sum, place: "\(place) post", captureNamed: false)
     }
 
-    private func runOps(_ ops: [Op], _ x: Tensor, place: String, captureNamed: Bool) throws -> Tensor {
+    private func runOps(_ ops: [Op], _ x: Tensor, place: String, captureNamed: Bool, positional: String? = nil) throws -> Tensor {
         var x = x
         for (i, op) in ops.enumerated() {
             let at = op.moduleName.map { "\(place) op \(i) (\($0))" } ?? "\(place) op \(i)"
+            if case let .batchNorm(b) = op, let observeBatchNorm { try observeBatchNorm(b, x) }
             x = try apply(op, x, place: at)
             if captureNamed, let name = op.moduleName { capture?(name, x) }
+            if let positional, let capture, let kind = Self.positionalName(op) { capture("\(positional).\(kind)", x) }
         }
         return x
+    }
+
+    /// Weightless stem and head ops are reported as `stem.relu`, `stem.maxpool`, `head.avgpool`, …,
+    /// because other frameworks name these points (torchvision's `relu`, `maxpool`, `avgpool`) and
+    /// per-layer goldens may carry them. A repeated kind (a deep stem's ReLUs) is reported each time;
+    /// the last report is the output of the last such op.
+    static func positionalName(_ op: Op) -> String? {
+        switch op {
+        case .relu: return "relu"
+        case .maxPool: return "maxpool"
+        case .avgPool: return "avgpool"
+        case .globalAvgPool: return "avgpool"
+        case .flatten: return "flatten"
+        case .softmax: return "softmax"
+        default: return nil
+        }
     }
 
     // MARK: one op

@@ -19,6 +19,8 @@ public struct VerificationSummary: Sendable, Encodable {
     public var tolerance: Double?
     public var toleranceNote: String?
     public var layers: [LayerComparison]
+    /// Per-layer golden names with no equivalent point in the model.
+    public var notCompared: [String]
 
     public init(model: String, check: ParityCheck) {
         let r = check.report
@@ -42,17 +44,20 @@ public struct VerificationSummary: Sendable, Encodable {
         tolerance = r?.tolerance
         toleranceNote = r?.toleranceNote
         layers = check.layers
+        notCompared = check.notCompared
     }
 
     private enum Keys: String, CodingKey {
         case model, reference, passed, maxAbsError = "max_abs_error", maxRelError = "max_rel_error",
              meanAbsError = "mean_abs_error", cosine, top1Agreement = "top1_agreement", top5Agreement = "top5_agreement",
              top1PerItem = "top1_per_item", worstIndex = "worst_index", nonFinite = "non_finite",
-             firstDivergentLayer = "first_divergent_layer", tolerance, toleranceNote = "tolerance_note", layers
+             firstDivergentLayer = "first_divergent_layer", tolerance, toleranceNote = "tolerance_note", layers,
+             notCompared = "not_compared"
     }
 
     private enum LayerKeys: String, CodingKey {
-        case name, maxAbsError = "max_abs_error", maxRelError = "max_rel_error", tolerance, passed, problem
+        case name, maxAbsError = "max_abs_error", maxRelError = "max_rel_error", tolerance, passed, problem,
+             comparedWith = "compared_with"
     }
 
     /// Every key is always present; absent values are `null` so consumers need no special cases.
@@ -85,7 +90,9 @@ public struct VerificationSummary: Sendable, Encodable {
             try row.encode(l.tolerance, forKey: .tolerance)
             try row.encode(l.passed, forKey: .passed)
             if let p = l.problem { try row.encode(p, forKey: .problem) } else { try row.encodeNil(forKey: .problem) }
+            if let w = l.comparedWith { try row.encode(w, forKey: .comparedWith) } else { try row.encodeNil(forKey: .comparedWith) }
         }
+        try c.encode(notCompared, forKey: .notCompared)
     }
 
     /// The verdict first, then a short table for people.
@@ -100,14 +107,16 @@ public struct VerificationSummary: Sendable, Encodable {
                      + (top5Agreement.map { String(format: "  top-5 %.0f%%", $0 * 100) } ?? ""))
         if let toleranceNote { lines.append("  tolerance: \(toleranceNote)") }
         if !layers.isEmpty {
-            let w = max(layers.map(\.name.count).max() ?? 5, 5)
+            let w = max(layers.map { $0.name.count + ($0.comparedWith.map { $0.count + 5 } ?? 0) }.max() ?? 5, 5)
             lines.append("  " + "layer".padding(toLength: w, withPad: " ", startingAt: 0) + "  rel. error  verdict")
             for l in layers {
-                lines.append("  " + l.name.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
+                let name = l.comparedWith.map { "\(l.name) (= \($0))" } ?? l.name
+                lines.append("  " + name.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
                              + e(l.maxRelError).padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
                              + (l.passed ? "ok" : "DIVERGES" + (l.problem.map { " (\($0))" } ?? "")))
             }
         }
+        if !notCompared.isEmpty { lines.append("  not compared (no equivalent point in the model): \(notCompared.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
     }
 }

@@ -17,6 +17,9 @@ public struct LayerComparison: Sendable, Codable {
     public var passed: Bool
     /// Why it failed when it is not a numeric disagreement (a missing module, a shape mismatch, NaN).
     public var problem: String?
+    /// The canonical point it was compared with when the golden used another framework's name
+    /// (`maxpool` → `stem.maxpool`, `layer1` → `layer1.2`); nil when the names agree.
+    public var comparedWith: String? = nil
 }
 
 /// One parity check: what the model was compared with, and the result.
@@ -32,18 +35,24 @@ public struct ParityCheck: Sendable, Codable {
     public var layers: [LayerComparison] = []
     /// The first canonical module whose output leaves tolerance; nil when none does.
     public var firstDivergentLayer: String?
+    /// Per-layer golden names with no equivalent point in the canonical model; listed, never a failure.
+    public var notCompared: [String] = []
 
     public init(reference: String, passed: Bool, report: ParityReport?, detail: String) {
         self.reference = reference; self.passed = passed; self.report = report; self.detail = detail
     }
 
-    init(reference: String, report: ParityReport, layers: [LayerComparison] = []) {
+    init(reference: String, report: ParityReport, layers: [LayerComparison] = [], notCompared: [String] = []) {
         self.init(reference: reference, passed: report.passed, report: report, detail: report.text)
         self.layers = layers
+        self.notCompared = notCompared
         self.firstDivergentLayer = layers.first { !$0.passed }?.name
         if let first = firstDivergentLayer {
             passed = false
             detail += "\n  first divergent layer: \(first)"
+        }
+        if !notCompared.isEmpty {
+            detail += "\n  not compared (no equivalent point in the model): \(notCompared.joined(separator: ", "))"
         }
     }
 }
@@ -112,17 +121,39 @@ public enum Verifier {
     /// Runs the canonical model on the goldens' input and compares with their output under
     /// `policy` (float32 unless the model's weights went through a narrower storage dtype), and each
     /// `layer:` activation the goldens carry under the float32 layer tolerance.
-    public static func checkGoldens(_ model: ResNetModel, goldens: Goldens, policy: TolerancePolicy = .float32) throws -> ParityCheck {
-        var captured: [(String, Tensor)] = []
-        let wanted = policy == .float32 ? Set(goldens.layers.map(\.name)) : []
+    ///
+    /// A per-layer golden may be named by the source framework's own modules: each name is resolved
+    /// to an equivalent point of the canonical model by ``layerPoint(for:spec:aliases:)``. A name
+    /// with no equivalent is listed in ``ParityCheck/notCompared``, never a failure.
+    ///
+    /// - Parameter aliases: source-module name → canonical point, for the file the model came from
+    ///   (``layerAliases(_:)``); empty resolves canonical, torchvision and keras.applications names only.
+    public static func checkGoldens(_ model: ResNetModel, goldens: Goldens, policy: TolerancePolicy = .float32,
+                                    aliases: [String: String] = [:]) throws -> ParityCheck {
+        var points: [(golden: String, point: String)] = []
+        var notCompared: [String] = []
+        if policy == .float32 {
+            for (name, _) in goldens.layers {
+                if let point = layerPoint(for: name, spec: model.spec, aliases: aliases) { points.append((name, point)) } else { notCompared.append(name) }
+            }
+        }
+        let wanted = Set(points.map(\.point))
+        // A point may be reported more than once (a deep stem's ReLUs); the last report is its output.
+        var captured: [String: Tensor] = [:]
+        var order: [String] = []
         let out = try forward(model, input: goldens.input, capture: wanted.isEmpty ? nil : { name, t in
-            if wanted.contains(name) { captured.append((name, t)) }
+            guard wanted.contains(name) else { return }
+            if captured[name] == nil { order.append(name) }
+            captured[name] = t
         })
         let references = Dictionary(goldens.layers.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
-        var layers = captured.map { compareLayer($0.0, ours: $0.1, reference: references[$0.0]!) }
-        for name in wanted.sorted() where !captured.contains(where: { $0.0 == name }) {
-            layers.append(LayerComparison(name: name, maxAbsError: .nan, maxRelError: .nan, tolerance: float32Tolerance, passed: false,
-                                          problem: "the goldens have layer:\(name) but the model has no module of that name"))
+        var layers: [LayerComparison] = []
+        let rank = Dictionary(order.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        for (golden, point) in points.sorted(by: { rank[$0.point, default: .max] < rank[$1.point, default: .max] }) {
+            guard let ours = captured[point] else { notCompared.append(golden); continue }
+            var c = compareLayer(golden, ours: ours, reference: references[golden]!)
+            if point != golden { c.comparedWith = point }
+            layers.append(c)
         }
         // (2, 10) and (2, 1, 1, 10) are the same numbers; a different count is a real mismatch.
         let ref = goldens.output.count == out.count ? goldens.output.reshaped(out.shape) : goldens.output
@@ -131,7 +162,86 @@ public enum Verifier {
                                toleranceNote: "float32 weights vs float32 goldens from the source framework")
             : try policy.compare(output: out, reference: ref)
         let at = policy == .float32 ? "" : " at \(policy.dtype.rawValue)"
-        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))\(at)", report: report, layers: layers)
+        return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))\(at)",
+                           report: report, layers: layers, notCompared: notCompared)
+    }
+
+    /// The canonical point (a name ``forward(_:input:engine:capture:)`` reports) equivalent to a
+    /// per-layer golden named `name`, or nil when the model has none.
+    ///
+    /// In order: a canonical module or block name (`conv1`, `bn1`, `layer2.1`, `fc`); `aliases`; then
+    /// the names torchvision and keras.applications give points without weights: `relu` /
+    /// `conv1_relu` (the stem after its last ReLU), `maxpool` / `pool1_pool` (after the stem's max
+    /// pool), `layerN` (stage N's output, its last block), `avgpool` / `avg_pool` (after global
+    /// pooling; (N, C, 1, 1) and (N, C) hold the same numbers), `flatten`, `post_relu` (the head's ReLU).
+    public static func layerPoint(for name: String, spec: ResNetSpec, aliases: [String: String] = [:]) -> String? {
+        var modules = Set<String>()
+        for op in spec.stem + spec.head { if let m = op.moduleName { modules.insert(m) } }
+        let blocks = spec.stages.flatMap { $0.blocks.map(\.name) }
+        if modules.contains(name) || blocks.contains(name) { return name }
+        if let a = aliases[name] { return a }
+        func has(_ ops: [Op], _ kind: String) -> Bool { ops.contains { ForwardRunner.positionalName($0) == kind } }
+        switch name {
+        case "relu", "conv1_relu", "act1": return has(spec.stem, "relu") ? "stem.relu" : nil
+        case "maxpool", "pool1_pool": return has(spec.stem, "maxpool") ? "stem.maxpool" : nil
+        case "avgpool", "avg_pool", "global_pool": return has(spec.head, "avgpool") ? "head.avgpool" : nil
+        case "flatten": return has(spec.head, "flatten") ? "head.flatten" : nil
+        case "post_relu": return has(spec.head, "relu") ? "head.relu" : nil
+        default: break
+        }
+        // torchvision `layerN`: the stage's output is its last block's.
+        if name.hasPrefix("layer"), let n = Int(name.dropFirst("layer".count)), n >= 1, n <= spec.stages.count,
+           let last = spec.stages[n - 1].blocks.last {
+            return last.name
+        }
+        return nil
+    }
+
+    /// Source-framework names of the points of `loaded`'s model, for per-layer goldens hooked on the
+    /// source modules: a PyTorch module whose tensors became a stem or head module (`linear` → `fc`,
+    /// `conv` → `conv1`); the module holding all of a block's tensors (`features.0.1` → `layer1.1`);
+    /// the module holding all of a stage's (`conv2` → `layer1.2`); a Keras layer ending a block
+    /// (`conv2_block3_out` → `layer1.2`).
+    public static func layerAliases(_ loaded: LoadedModel) -> [String: String] {
+        var aliases: [String: String] = [:]
+        let spec = loaded.model.spec
+        var sourceOf: [String: String] = [:]
+        for o in loaded.mapping where !o.source.contains("/") { sourceOf[o.canonical] = o.source }
+        func parentModule(_ tensor: String) -> String? {
+            guard let dot = tensor.lastIndex(of: ".") else { return nil }
+            return String(tensor[..<dot])
+        }
+        func commonPrefix(_ names: [String]) -> String? {
+            let split = names.map { $0.split(separator: ".").dropLast().map(String.init) }
+            guard var prefix = split.first else { return nil }
+            for s in split.dropFirst() {
+                var k = 0
+                while k < min(prefix.count, s.count) && prefix[k] == s[k] { k += 1 }
+                prefix = Array(prefix.prefix(k))
+            }
+            return prefix.isEmpty ? nil : prefix.joined(separator: ".")
+        }
+        for op in spec.stem + spec.head {
+            guard let module = op.moduleName else { continue }
+            let sources = op.parameters.compactMap { sourceOf[$0.name] }.compactMap(parentModule)
+            if let first = sources.first, sources.allSatisfy({ $0 == first }), first != module { aliases[first] = module }
+        }
+        for stage in spec.stages {
+            var stageSources: [String] = []
+            for block in stage.blocks {
+                let sources = (block.pre + block.residual + block.shortcut + block.post).flatMap(\.parameters).compactMap { sourceOf[$0.name] }
+                stageSources += sources
+                if let prefix = commonPrefix(sources), prefix != block.name { aliases[prefix] = block.name }
+            }
+            if stage.blocks.count > 1, let last = stage.blocks.last, let prefix = commonPrefix(stageSources), aliases[prefix] == nil {
+                aliases[prefix] = last.name
+            }
+        }
+        for (canonical, path) in loaded.kerasBlockOutputs {
+            aliases[path] = canonical
+            if let leaf = path.split(separator: "/").last { aliases[String(leaf)] = canonical }
+        }
+        return aliases
     }
 
     /// Interprets the source Keras graph on the source weights (NHWC, HWIO; independent code)
