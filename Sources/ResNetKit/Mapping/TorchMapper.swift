@@ -50,7 +50,12 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
             if complete {
                 do { return try mapWithScheme(ckpt, scheme: best, preset: nil, notes: [note]) } catch let e as ResNetError {
                     // Every key named as the table expects, yet some are absent: a damaged file, not another structure.
-                    if reasonOf(e, file: file).contains("missing keys:") { throw e }
+                    // A block without shortcut weights is a structure of its own (parameter-free shortcut).
+                    let reason = reasonOf(e, file: file)
+                    if let r = reason.range(of: "missing keys: ") {
+                        let missing = reason[r.upperBound...].components(separatedBy: ", ")
+                        if !missing.allSatisfy({ $0.contains(".downsample.") || $0.contains("shortcut") }) { throw e }
+                    }
                     tableFailure = e
                 }
             } else {
@@ -58,7 +63,8 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
             }
         }
         do {
-            let recovered = try recoverTorchStructure(ckpt.tensors.filter { !$0.name.hasSuffix("num_batches_tracked") }, file: file)
+            let recovered = try recoverTorchStructure(ckpt.tensors.filter { !$0.name.hasSuffix("num_batches_tracked") }, file: file,
+                                                      ordered: !ckpt.container.hasPrefix("safetensors"))
             var notes = recovered.notes
             if let tableFailure {
                 // The table's advice (--map, --arch) does not apply once the structure is recovered.

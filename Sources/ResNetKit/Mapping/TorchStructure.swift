@@ -78,9 +78,48 @@ struct RecoveredStructure {
 }
 
 /// Recovers a canonical ResNet from a state dict's names, order and shapes (see the file header).
-func recoverTorchStructure(_ tensors: [SourceTensor], file: String, family: String = "torch-recovered") throws -> RecoveredStructure {
-    var r = TorchRecovery(modules: try stateDictModules(tensors, file: file), file: file)
-    return try r.build(family: family)
+///
+/// - Parameter ordered: whether the file keeps registration order (pickled state dicts do; safetensors
+///   files list tensors by name, so their order is rebuilt from the names: numbered siblings by
+///   number, a conv before the batch norm of the same number).
+func recoverTorchStructure(_ tensors: [SourceTensor], file: String, family: String = "torch-recovered", ordered: Bool = true) throws -> RecoveredStructure {
+    var modules = try stateDictModules(tensors, file: file)
+    if !ordered {
+        modules.sort { a, b in
+            let (x, y) = (naturalKey(a), naturalKey(b))
+            for (p, q) in zip(x, y) where p != q { return p < q }
+            return x.count < y.count
+        }
+        for i in modules.indices { modules[i].order = i }
+    }
+    // Blocks are numbered subtrees (`layer1.0`, `blocks.3`); failing that, subtrees whose names end
+    // in a number (`stack1`).
+    var r = TorchRecovery(modules: modules, file: file, suffixedNames: false)
+    do { return try r.build(family: family) } catch let first {
+        var s = TorchRecovery(modules: modules, file: file, suffixedNames: true)
+        guard let alternative = try? s.build(family: family) else { throw first }
+        return alternative
+    }
+}
+
+/// Sort key rebuilding registration order from names: per dotted component, its trailing number,
+/// then conv before batch norm before linear, then the text.
+private func naturalKey(_ m: StateDictModule) -> [NaturalPart] {
+    m.components.map { c in
+        let digits = c.reversed().prefix { $0.isNumber }
+        let number = Int(String(digits.reversed())) ?? -1
+        let rank: Int
+        switch m.kind { case .conv: rank = 0; case .batchNorm: rank = 1; case .linear: rank = 2 }
+        let word = String(c.dropLast(digits.count))
+        // Words that name a kind rank by kind so `conv1` < `bn1` < `conv2`; other words by text.
+        let kindWord = ["conv", "bn", "norm", "convolution", "normalization", "batchnorm"].contains(word.lowercased())
+        return NaturalPart(number: number, rank: kindWord ? rank : 3, word: kindWord ? "" : word)
+    }
+}
+
+private struct NaturalPart: Comparable {
+    var number: Int, rank: Int, word: String
+    static func < (a: Self, b: Self) -> Bool { (a.word, a.number, a.rank) < (b.word, b.number, b.rank) }
 }
 
 private struct TorchRecovery {
@@ -92,7 +131,14 @@ private struct TorchRecovery {
     /// Parameter-free shortcuts used, for the notes.
     var shortcutKinds: [String] = []
 
-    init(modules: [StateDictModule], file: String) { self.modules = modules; self.file = file }
+    /// Whether names ending in a number (`stack1`) count as numbered for finding blocks.
+    let suffixedNames: Bool
+
+    init(modules: [StateDictModule], file: String, suffixedNames: Bool) {
+        self.modules = modules; self.file = file; self.suffixedNames = suffixedNames
+    }
+
+    func numbered(_ c: String) -> Bool { suffixedNames ? (c.last?.isNumber ?? false) : isIndex(c) }
 
     func fail(_ why: String) -> ResNetError { .mapping(file: file, reason: "structure recovery: \(why)") }
 
@@ -102,7 +148,7 @@ private struct TorchRecovery {
     func blockPrefixes() -> [String] {
         var convs: [String: Int] = [:]
         for m in modules where m.kind == .conv {
-            for k in 1..<max(1, m.components.count) where isIndex(m.components[k - 1]) {
+            for k in 1..<max(1, m.components.count) where numbered(m.components[k - 1]) {
                 convs[m.components[0..<k].joined(separator: "."), default: 0] += 1
             }
         }
@@ -220,8 +266,9 @@ private struct TorchRecovery {
         var blocks: [Block] = []
         var kinds = Set<Int>()
         for b in blockModules.indices {
-            let (residualModules, shortcutModules) = splits[b]
+            var (residualModules, shortcutModules) = splits[b]
             let inC = channels
+            if shortcutModules.isEmpty { (residualModules, shortcutModules) = separateDirectShortcut(residualModules, inChannels: inC) }
             let residualOut = residualModules.last { $0.kind == .conv }?.channels ?? inC
             let newStage: Bool
             if distinctParents.count > 1 { newStage = b == 0 || parents[b] != parents[b - 1] }
@@ -315,6 +362,24 @@ private struct TorchRecovery {
         default:
             throw fail("block '\(prefix)' has \(containers.count) containers (\(containers.map(\.0).joined(separator: ", "))); a residual block has a branch and at most one shortcut")
         }
+    }
+
+    /// A projection registered as a direct child beside the branch (`conv1, bn1, conv2, bn2, shortcut`):
+    /// after the branch's convolutions, a conv that reads the block's input channels rather than the
+    /// channels the branch has reached is the shortcut, with the batch norm that follows it.
+    func separateDirectShortcut(_ ms: [StateDictModule], inChannels inC: Int) -> ([StateDictModule], [StateDictModule]) {
+        var channels = inC, convs = 0
+        for (i, m) in ms.enumerated() where m.kind == .conv {
+            let w = m.weightShape
+            if convs >= 2, w[1] == inC, channels != inC || w[1] != channels, channels % w[1] != 0 || w[1] == inC && channels != inC {
+                var shortcut = [m]
+                if i + 1 < ms.count, ms[i + 1].kind == .batchNorm, ms[i + 1].channels == w[0] { shortcut.append(ms[i + 1]) }
+                let rest = ms.enumerated().filter { j, _ in j < i || j >= i + shortcut.count }.map(\.1)
+                return (rest, shortcut)
+            }
+            convs += 1; channels = w[0]
+        }
+        return (ms, [])
     }
 
     /// The index of a module inside its container, when the container is a Sequential.
