@@ -35,7 +35,8 @@ struct Verify: ParsableCommand {
         for note in loaded.notes where note.hasPrefix("structure chosen") || note.hasPrefix("no candidate structure") { Terminal.progress(note) }
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens,
-                                              policy: .forStorage(loaded.storageDType, spec: loaded.model.spec))
+                                              policy: .forStorage(loaded.storageDType, spec: loaded.model.spec),
+                                              aliases: Verifier.layerAliases(loaded))
         let summary = VerificationSummary(model: model, check: check)
         if let report { try writeFileAtomically(Data(summary.html.utf8), to: report) }
         if json { try Terminal.json(summary) } else { print(summary.text) }

@@ -154,12 +154,18 @@ func structureAxes(of spec: ResNetSpec) -> [StructureAxis] {
             }),
         ]))
     }
+    // The head's activation: logits or softmax, which no tensor shows.
+    if case .dense? = spec.head.last {
+        axes.append(StructureAxis(name: "head activation", options: [("head: logits", { _ in }), ("head: softmax", { $0.head.append(.softmax) })]))
+    } else if spec.head.last == .softmax, spec.head.count >= 2, case .dense = spec.head[spec.head.count - 2] {
+        axes.append(StructureAxis(name: "head activation", options: [("head: softmax", { _ in }), ("head: logits", { $0.head.removeLast() })]))
+    }
     return axes
 }
 
 /// Candidates for `model`: every combination of the axes' options, the reading as given first and
 /// the others by how many choices differ from it, at most `limit`.
-func structureCandidates(of model: ResNetModel, mapping: [TensorOrigin], limit: Int = 64) -> [StructureCandidate] {
+func structureCandidates(of model: ResNetModel, mapping: [TensorOrigin], limit: Int = 96) -> [StructureCandidate] {
     let axes = structureAxes(of: model.spec)
     guard !axes.isEmpty else { return [] }
     var combos: [[Int]] = [[]]

@@ -94,9 +94,9 @@ func recoverTorchStructure(_ tensors: [SourceTensor], file: String, family: Stri
     }
     // Blocks are numbered subtrees (`layer1.0`, `blocks.3`); failing that, subtrees whose names end
     // in a number (`stack1`).
-    var r = TorchRecovery(modules: modules, file: file, suffixedNames: false)
+    var r = TorchRecovery(modules: modules, file: file, suffixedNames: false, ordered: ordered)
     do { return try r.build(family: family) } catch let first {
-        var s = TorchRecovery(modules: modules, file: file, suffixedNames: true)
+        var s = TorchRecovery(modules: modules, file: file, suffixedNames: true, ordered: ordered)
         guard let alternative = try? s.build(family: family) else { throw first }
         return alternative
     }
@@ -105,7 +105,7 @@ func recoverTorchStructure(_ tensors: [SourceTensor], file: String, family: Stri
 /// Sort key rebuilding registration order from names: per dotted component, its trailing number,
 /// then conv before batch norm before linear, then the text.
 private func naturalKey(_ m: StateDictModule) -> [NaturalPart] {
-    m.components.map { c in
+    m.components.enumerated().map { k, c in
         let digits = c.reversed().prefix { $0.isNumber }
         let number = Int(String(digits.reversed())) ?? -1
         let rank: Int
@@ -113,7 +113,9 @@ private func naturalKey(_ m: StateDictModule) -> [NaturalPart] {
         let word = String(c.dropLast(digits.count))
         // Words that name a kind rank by kind so `conv1` < `bn1` < `conv2`; other words by text.
         let kindWord = ["conv", "bn", "norm", "convolution", "normalization", "batchnorm"].contains(word.lowercased())
-        return NaturalPart(number: number, rank: kindWord ? rank : 3, word: kindWord ? "" : word)
+        // The kind decides only between siblings (`conv1` < `bn1`), not for the subtrees above them.
+        let last = k == m.components.count - 1
+        return NaturalPart(number: number, rank: kindWord ? (last ? rank : 0) : 3, word: kindWord ? "" : word)
     }
 }
 
@@ -123,7 +125,7 @@ private struct NaturalPart: Comparable {
 }
 
 private struct TorchRecovery {
-    let modules: [StateDictModule]
+    var modules: [StateDictModule]
     let file: String
     var tensors: [String: Tensor] = [:]
     var origins: [TensorOrigin] = []
@@ -134,8 +136,16 @@ private struct TorchRecovery {
     /// Whether names ending in a number (`stack1`) count as numbered for finding blocks.
     let suffixedNames: Bool
 
-    init(modules: [StateDictModule], file: String, suffixedNames: Bool) {
+    init(modules: [StateDictModule], file: String, suffixedNames: Bool, ordered: Bool) {
         self.modules = modules; self.file = file; self.suffixedNames = suffixedNames
+        if !ordered {
+            // Names alone do not say that the stem comes first and the classifier last: modules
+            // outside every block go before the blocks, linear layers after them.
+            let prefixes = blockPrefixes()
+            let inBlock = { (m: StateDictModule) in prefixes.contains { m.path.hasPrefix($0 + ".") } }
+            let reordered = modules.filter { !inBlock($0) && $0.kind != .linear } + modules.filter(inBlock) + modules.filter { !inBlock($0) && $0.kind == .linear }
+            self.modules = reordered.enumerated().map { var m = $1; m.order = $0; return m }
+        }
     }
 
     func numbered(_ c: String) -> Bool { suffixedNames ? (c.last?.isNumber ?? false) : isIndex(c) }

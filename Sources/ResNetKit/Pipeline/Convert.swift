@@ -78,7 +78,7 @@ public func convert(input: String, output: String, options: ConversionOptions = 
     let source = loaded.model
     if let g = goldens {
         progress?("verifying against \(g.path)")
-        checks.append(try Verifier.checkGoldens(source, goldens: g))
+        checks.append(try Verifier.checkGoldens(source, goldens: g, aliases: Verifier.layerAliases(loaded)))
     }
     if let graph = loaded.kerasGraph, !options.skipVerification {
         progress?("interpreting the Keras graph for the self-check")

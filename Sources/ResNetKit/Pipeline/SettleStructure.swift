@@ -23,7 +23,10 @@ public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, progress: 
         var failures: [String] = []
         for (i, c) in loaded.candidates.enumerated() {
             let check: ParityCheck
-            do { check = try Verifier.checkGoldens(c.model, goldens: goldens) } catch {
+            do {
+                var l = loaded; l.model = c.model; l.mapping = c.mapping
+                check = try Verifier.checkGoldens(c.model, goldens: goldens, aliases: Verifier.layerAliases(l))
+            } catch {
                 failures.append("\(c.summary): \(error)")
                 continue
             }
@@ -43,7 +46,59 @@ public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, progress: 
     return try settleByPlausibility(result, progress: progress)
 }
 
-/// Without goldens: rank the candidates by BatchNorm plausibility (filled in when the check lands).
+/// Without goldens: the reading as given stands unless the BatchNorm statistics contradict it. Each
+/// step compares the current reading with the candidates that differ from it in one choice; a
+/// candidate replaces it only when it fits decisively better (``Plausibility/decisiveMargin``) and
+/// decisively better than the other options of that choice, else the file is refused with the
+/// candidates and how to decide. Choices the statistics cannot see (the head's softmax, where a
+/// bottleneck strides) stay as read.
 func settleByPlausibility(_ loaded: LoadedModel, progress: ((String) -> Void)?) throws -> LoadedModel {
-    loaded
+    let candidates = loaded.candidates
+    guard candidates.count > 1 else { return loaded }
+    progress?("checking the structure against the BatchNorm statistics (\(candidates.count) candidates)")
+    var cache: [Int: PlausibilityResult] = [:]
+    func result(_ i: Int) -> PlausibilityResult {
+        if let r = cache[i] { return r }
+        let r = Plausibility.rank(candidates: [candidates[i].model]).results[0]
+        cache[i] = r
+        return r
+    }
+    func differing(_ a: Int, _ b: Int) -> [Int] {
+        zip(candidates[a].choices, candidates[b].choices).enumerated().filter { $1.0 != $1.1 }.map(\.offset)
+    }
+    var current = 0
+    let base = result(0)
+    var out = loaded
+    guard base.evidence else {
+        out.notes.append("plausibility: no evidence (\(base.reason ?? "no trained BatchNorm statistics")); the structure stays as read (\(candidates[0].summary)); pass --expect io.npz to check it")
+        return out
+    }
+    var changes: [String] = []
+    for _ in 0..<3 {
+        let neighbours = candidates.indices.filter { differing($0, current).count == 1 }
+        let scored = neighbours.filter { result($0).evidence }.sorted { result($0).score < result($1).score }
+        guard let best = scored.first, result(best).score < result(current).score else { break }
+        let ratio = Plausibility.pairedRatio(result(best), result(current))
+        guard ratio >= Plausibility.decisiveMargin else { break }
+        // The other options of the same choice must lose decisively too.
+        let axis = differing(best, current)[0]
+        let rivals = scored.filter { $0 != best && differing($0, current) == [axis] }
+        if let rival = rivals.first, Plausibility.pairedRatio(result(best), result(rival)) < Plausibility.decisiveMargin {
+            let listed = ([current, best] + rivals).map { "  \(candidates[$0].summary): score \(String(format: "%.3f", result($0).score))" }
+            throw ResNetError.mapping(file: loaded.path, reason: "the BatchNorm statistics contradict the structure as read but do not single out another (margin \(String(format: "%.2f", Plausibility.pairedRatio(result(best), result(rival)))), decisive from \(Plausibility.decisiveMargin)):\n" + listed.joined(separator: "\n")
+                                      + "\ndecide with --expect io.npz (goldens from the source framework), --arch PRESET or --map FILE.json")
+        }
+        changes.append("\(candidates[best].choices[axis]) instead of \(candidates[current].choices[axis]) (statistics fit \(String(format: "%.2f", ratio))x better)")
+        current = best
+    }
+    let r = result(current)
+    let worst = r.worst.map { "; worst fit \($0.name) \(String(format: "%.2f", $0.score))" } ?? ""
+    if current == 0 {
+        out.notes.append("plausibility: the structure as read fits the BatchNorm statistics (score \(String(format: "%.3f", r.score)), input \(r.inputScale?.rawValue ?? "-")\(worst)); no candidate fits decisively better")
+    } else {
+        out.model = candidates[current].model
+        out.mapping = candidates[current].mapping
+        out.notes.append("structure chosen by BatchNorm plausibility among \(candidates.count) candidates: \(changes.joined(separator: "; ")); now \(candidates[current].summary)")
+    }
+    return out
 }
