@@ -25,7 +25,7 @@ runs in train mode under no_grad over CALIB_BATCHES batches of synthetic natural
 (`natural_images`), and is put back in eval mode. The running statistics are then those of the model's
 own activations on image-like inputs, as in a trained model.
 
-Synthetic images (`natural_images`): per image a luminance field of 1/f^a noise (a ∈ [1.6, 2.4], random
+Synthetic images (`natural_images`): per image a luminance field of 1/f^a noise (a ∈ [0.9, 1.3], the amplitude spectrum of photographs, random
 phases, the DC term dropped) plus two to four low-frequency sinusoids, plus one to three random straight
 edges (a half-plane step of random height, softened over one pixel); each colour channel is that
 luminance times a per-image gain near 1 plus a weaker, smoother chroma field of its own, so the channels
@@ -93,7 +93,7 @@ def natural_images(rng, n, size):
 
     out = np.empty((n, 3, size, size), np.float64)
     for i in range(n):
-        lum = pink(rng.uniform(1.6, 2.4))
+        lum = pink(rng.uniform(0.9, 1.3))
         for _ in range(rng.integers(2, 5)):
             kx, ky = rng.uniform(-3, 3, 2)
             lum += rng.uniform(0.2, 0.8) * np.sin(2 * np.pi * (kx * xx + ky * yy) + rng.uniform(0, 2 * np.pi))
@@ -104,7 +104,7 @@ def natural_images(rng, n, size):
         lum = (lum - lum.mean()) / (lum.std() + 1e-12)
         brightness, contrast = rng.uniform(-0.5, 0.5), rng.uniform(0.6, 1.4)
         for c in range(3):
-            out[i, c] = brightness + contrast * rng.uniform(0.8, 1.2) * lum + 0.3 * pink(2.6)
+            out[i, c] = brightness + contrast * rng.uniform(0.8, 1.2) * lum + 0.3 * pink(1.6)
     mean = out.mean(axis=(0, 2, 3), keepdims=True)
     std = out.std(axis=(0, 2, 3), keepdims=True)
     return ((out - mean) / std).astype(np.float32)

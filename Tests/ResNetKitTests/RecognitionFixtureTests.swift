@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+@testable import ResNetKit
+
+/// The layouts real libraries write that no naming table lists (fixtures/recognition, made by
+/// tools/make_recognition_fixtures.py with torch, timm, transformers and Lightning, BatchNorm
+/// statistics calibrated on synthetic natural-looking images): each converts with its goldens and
+/// no --arch or --map, and without goldens the BatchNorm plausibility check keeps or finds the
+/// structure that reproduces them.
+@Suite struct RecognitionFixtureTests {
+    struct Case: CustomStringConvertible, Sendable {
+        var file: String
+        var golden: String
+        var description: String { file }
+    }
+
+    static let cases: [Case] = {
+        let root = Paths.fixtures.appendingPathComponent("recognition")
+        guard let data = FileManager.default.contents(atPath: root.appendingPathComponent("MANIFEST.json").path),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let fixtures = json["fixtures"] as? [[String: Any]] else { return [] }
+        var out: [Case] = []
+        for f in fixtures {
+            guard let golden = f["golden"] as? String, let files = f["files"] as? [[String: Any]] else { continue }
+            for file in files {
+                guard let path = file["path"] as? String, !path.hasSuffix(".json") else { continue }
+                out.append(Case(file: root.appendingPathComponent(path).path, golden: root.appendingPathComponent(golden).path))
+            }
+        }
+        return out
+    }()
+
+    @Test func theManifestListsEveryLayout() {
+        #expect(Self.cases.count >= 22, "\(Self.cases.map(\.file))")
+    }
+
+    @Test("converts with its goldens, no --arch or --map", arguments: cases)
+    func convertsWithGoldens(_ c: Case) throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let report = try convert(input: c.file, output: dir.appendingPathComponent("out.rnw").path, options: .init(expect: c.golden))
+        #expect(report.passed, "\(c.file): \(report.checks.map(\.detail).joined(separator: "\n"))")
+    }
+
+    /// Layouts where the check does not find the structure yet, and why (measured; see the
+    /// "Recognising architectures" article): choices the statistics cannot see (average pool or
+    /// subsample before zero channels, where a bottleneck strides, a softmax head), and 64×64
+    /// ImageNet-style fixtures whose stem stride is confounded with the synthetic images' scale.
+    static let notYetSettledWithoutGoldens: Set<String> = [
+        "avgpool-zeropad", "bottleneck-v1", "whole-module-resnet8",
+        "deep-stem-bottleneck", "resnet-t", "head-avgpool4-flatten",
+        "hf-resnet-bottleneck", "hf-resnet-bottleneck-bin", "option-a-split-after",
+    ]
+
+    @Test("without goldens, BatchNorm plausibility settles on the structure the goldens confirm", arguments: cases)
+    func plausibilityFindsTheStructure(_ c: Case) throws {
+        let name = URL(fileURLWithPath: c.file).deletingLastPathComponent().lastPathComponent
+        let body = {
+            let loaded = try settleStructure(try loadModel(path: c.file), goldens: nil)
+            let goldens = try Goldens(path: c.golden, inputChannels: loaded.model.spec.inputChannels)
+            let check = try Verifier.checkGoldens(loaded.model, goldens: goldens, aliases: Verifier.layerAliases(loaded))
+            #expect(check.passed, "\(c.file): \(loaded.notes.filter { $0.contains("plausib") }.joined(separator: "\n"))")
+        }
+        if Self.notYetSettledWithoutGoldens.contains(name) {
+            withKnownIssue("plausibility does not settle \(name) yet") { try body() }
+        } else {
+            try body()
+        }
+    }
+}
