@@ -278,9 +278,10 @@ def shared_dag(a, depth=40):
     """Each level registers the next one twice: 2**depth paths, `depth` distinct modules."""
     leaf = module("Linear", [("weight", a.tensor(1, 1, parameter=True)), ("bias", None)], in_features=1, out_features=1)
     node = leaf
-    for _ in range(depth):
+    for _ in range(depth - 1):
         node = module("Sequential", children=[("0", node), ("1", node)])
-    return node
+    # A parameter on the root keeps the keys from sharing a prefix.
+    return module("Sequential", [("scale", a.tensor(1, parameter=True))], children=[("0", node), ("1", node)])
 
 
 # ---------------------------------------------------------------- layouts

@@ -277,6 +277,10 @@ struct TorchUnwrapper {
         var value = root
         var prefix: [Step] = []
         var described: [String] = []
+        var end = root
+        for step in steps { if let next = Self.child(arena, end, step) { end = next } }
+        var chosenObject = -1
+        if case let .object(o) = end { chosenObject = o }
         let candidatePaths = Set(candidates.map(\.steps))
         for step in steps {
             let members: [(PickleValue, PickleValue)]
@@ -298,7 +302,8 @@ struct TorchUnwrapper {
                 var key: String?
                 if case let .key(name) = s { key = name }
                 let isCandidate = candidatePaths.contains(prefix + [s])
-                let description = isCandidate && Self.isEMA(prefix + [s]) ? "EMA copy" : kind(v, key: key)
+                var description = isCandidate && Self.isEMA(prefix + [s]) ? "EMA copy" : kind(v, key: key)
+                if case let .object(o) = v, o == chosenObject { description = "the same object as the weights" }
                 described.append("\(path) (\(description))")
             }
             guard let next = Self.child(arena, value, step) else { break }
@@ -420,14 +425,22 @@ struct TorchUnwrapper {
         var names = chosen.tensors.map(\.0)
         var inner = chosen.innerIgnored
         var removed = ""
+        var components: [String] = []
         while let first = names.first, let dot = first.firstIndex(of: ".") {
             let prefix = String(first[...dot])
             guard names.allSatisfy({ $0.hasPrefix(prefix) && $0.dropFirst(prefix.count).contains(".") }) else { break }
             names = names.map { String($0.dropFirst(prefix.count)) }
             inner = inner.map { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0 }
-            let origin = Self.knownPrefixes[prefix].map { " (\($0))" } ?? ""
-            notes.append("prefix '\(prefix)' removed from all \(names.count) keys\(origin)")
+            components.append(prefix)
             removed += prefix
+        }
+        if components.count <= 4 {
+            for prefix in components {
+                let origin = Self.knownPrefixes[prefix].map { " (\($0))" } ?? ""
+                notes.append("prefix '\(prefix)' removed from all \(names.count) keys\(origin)")
+            }
+        } else {
+            notes.append("prefix '\(removed)' (\(components.count) components) removed from all \(names.count) keys")
         }
         if chosen.module != nil {
             var kept: [TorchModuleInfo] = []
