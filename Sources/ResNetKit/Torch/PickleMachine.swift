@@ -26,6 +26,8 @@ struct PickleMachine {
     private(set) var arena = PickleArena()
     /// Module classes instantiated as inert records, by qualified name.
     private(set) var recordClasses: [String] = []
+    /// Data classes (``PickleGlobal/recordClass(_:)``, enum members, numpy arrays) made into inert records.
+    private(set) var dataRecordClasses: [String] = []
     /// Every stored storage the persistent ids named, by key, in first-seen order.
     private(set) var storages: [String: TorchStorageRef] = [:]
     private(set) var storageOrder: [String] = []
@@ -50,7 +52,10 @@ struct PickleMachine {
     }
 
     private func refuse(_ module: String, _ name: String) -> ResNetError {
-        fail("refused global '\(module).\(name)': it is not on the allow-list of data-only checkpoint globals; nothing was executed")
+        if let why = Self.deniedReason(module, name) {
+            return fail("refused global '\(module).\(name)': it exists to run code (\(why)); nothing was executed")
+        }
+        return fail("refused global '\(module).\(name)': it is not on the allow-list of data-only checkpoint globals; nothing was executed")
     }
 
     // MARK: reading bytes
@@ -220,6 +225,9 @@ struct PickleMachine {
             case 0x61, 0x65: // APPEND, APPENDS
                 let items = op == 0x61 ? [try pop()] : try popMark()
                 try mutateTop(opName) { o in
+                    if case var .record(r) = o, !r.isModuleClass { // a deque or list subclass: items kept as data
+                        o = .list([]); r.items.append(contentsOf: items); o = .record(r); return true
+                    }
                     guard case var .list(l) = o else { return false }
                     o = .list([]); l.append(contentsOf: items); o = .list(l); return true
                 }
@@ -234,6 +242,11 @@ struct PickleMachine {
                 if op == 0x73 { let v = try pop(); items = [try pop(), v] } else { items = try popMark() }
                 guard items.count % 2 == 0 else { throw fail("odd number of items for SETITEMS") }
                 try mutateTop(opName) { o in
+                    if case var .record(r) = o, !r.isModuleClass { // a dict subclass (AttributeDict, defaultdict …)
+                        o = .list([])
+                        for i in stride(from: 0, to: items.count, by: 2) { r.entries.set(items[i], items[i + 1]) }
+                        o = .record(r); return true
+                    }
                     guard case var .dict(d) = o else { return false }
                     o = .list([])
                     for i in stride(from: 0, to: items.count, by: 2) { d.set(items[i], items[i + 1]) }
@@ -464,7 +477,7 @@ struct PickleMachine {
 
     /// Returns the allow-listed meaning of `module.name`, or refuses it.
     private func resolve(_ module: String, _ name: String) throws -> PickleGlobal {
-        if let g = Self.allowListed(module, name, policy: policy) { return g }
+        if Self.deniedReason(module, name) == nil, let g = Self.allowListed(module, name, policy: policy) { return g }
         throw refuse(module, name)
     }
 
@@ -482,17 +495,111 @@ struct PickleMachine {
         case ("numpy", "dtype"): return .numpyDType
         case ("torch", _):
             if let dtype = storageDTypes[name] { return .storageType(dtype, name) }
-        default: break
-        }
-        guard policy == .moduleRecords else { return nil }
-        switch (module, name) {
         case ("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"): return .reconstructor
         case ("builtins", "object"), ("__builtin__", "object"): return .builtinObject
         case ("builtins", "set"), ("__builtin__", "set"): return .builtinSet
         case ("builtins", "frozenset"), ("__builtin__", "frozenset"): return .builtinFrozenset
+        case ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"):
+            return .numpyReconstruct("\(module).\(name)")
         default: break
         }
-        return isInertModuleClass(module, name) ? .moduleClass("\(module).\(name)") : nil
+        let qualified = "\(module).\(name)"
+        if recordClasses.contains(qualified) { return .recordClass(qualified) }
+        if typeTokens.contains(qualified) { return .typeToken(qualified) }
+        guard policy == .moduleRecords else { return nil }
+        return isInertModuleClass(module, name) ? .moduleClass(qualified) : nil
+    }
+
+    /// Classes of plain data that training checkpoints carry beside the weights. Their instances
+    /// become inert records: the arguments and state the pickle gives are kept as data and only
+    /// ever listed as ignored. None of them holds weights.
+    static let recordClasses: Set<String> = {
+        var s: Set<String> = [
+            "argparse.Namespace",
+            "collections.Counter", "collections.defaultdict", "collections.deque",
+            "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
+            "numpy.ndarray", "numpy.ma.core.MaskedArray",
+            "torch.torch_version.TorchVersion",
+            "lightning.fabric.utilities.data.AttributeDict", "lightning_fabric.utilities.data.AttributeDict",
+            "lightning.pytorch.utilities.parsing.AttributeDict", "pytorch_lightning.utilities.parsing.AttributeDict",
+            "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
+            "omegaconf.base.Metadata", "omegaconf.base.ContainerMetadata",
+        ]
+        for m in ["pathlib", "pathlib._local"] {
+            for c in ["PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath"] { s.insert("\(m).\(c)") }
+        }
+        for c in ["AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode", "EnumNode", "ValueNode"] {
+            s.insert("omegaconf.nodes.\(c)")
+        }
+        return s
+    }()
+
+    /// Builtin types named as data (a `defaultdict` factory, a `_reconstructor` base, an
+    /// omegaconf element type). They are tokens: calling one is refused.
+    static let typeTokens: Set<String> = {
+        var s: Set<String> = ["typing.Any"]
+        for m in ["builtins", "__builtin__"] {
+            for t in ["dict", "list", "tuple", "str", "unicode", "int", "long", "float", "bool", "bytes", "complex", "type"] { s.insert("\(m).\(t)") }
+        }
+        return s
+    }()
+
+    /// Globals that exist only to run code, and why: refused by name (with the reason) before the
+    /// allow-list is consulted. Anything else not allow-listed is refused as unknown.
+    static func deniedReason(_ module: String, _ name: String) -> String? {
+        let top = module.split(separator: ".", maxSplits: 1).first.map(String.init) ?? module
+        switch top {
+        case "dill":
+            return "dill's loader helpers rebuild classes, functions and code objects from the file when called; "
+                + "a model pickled with dill is only usable by running that code, and its forward code is not in the file, "
+                + "so its structure cannot be known from it"
+        case "copyreg", "copy_reg":
+            // `_reconstructor(cls, base, state)` only allocates (see `call`); the rest of copyreg registers and calls reducers.
+            return name == "_reconstructor" ? nil : "a pickle loader helper: it registers or calls object constructors"
+        case "cloudpickle", "pickle", "_pickle", "cPickle", "joblib", "marshal", "shelve", "_compat_pickle":
+            return "a pickle or marshal loader helper: it rebuilds objects, classes or code when called"
+        case "os", "posix", "nt", "subprocess", "_posixsubprocess", "pty", "commands", "popen2", "spawn":
+            return "it runs programs or changes files"
+        case "sys", "importlib", "imp", "runpy", "pkgutil", "zipimport", "site":
+            return "it imports or runs modules"
+        case "shutil", "tempfile", "io", "_io", "fileinput", "glob":
+            return "it opens, moves or deletes files"
+        case "socket", "_socket", "ssl", "http", "urllib", "urllib2", "urllib3", "requests", "ftplib", "smtplib",
+             "telnetlib", "webbrowser", "xmlrpc", "socketserver":
+            return "it opens network connections or a browser"
+        case "ctypes", "_ctypes", "cffi":
+            return "it calls native code"
+        case "types", "code", "codeop", "compileall", "py_compile", "ast":
+            return "it builds or compiles code objects and functions"
+        case "functools", "operator", "_operator":
+            return "it exists to call other objects"
+        case "pdb", "bdb", "trace", "timeit", "profile", "cProfile", "multiprocessing", "threading", "_thread",
+             "signal", "asyncio", "concurrent":
+            return "it runs code"
+        case "builtins", "__builtin__":
+            let code: Set<String> = ["eval", "exec", "execfile", "compile", "getattr", "setattr", "delattr", "__import__",
+                                     "open", "file", "input", "raw_input", "breakpoint", "globals", "locals", "vars",
+                                     "apply", "reload", "exit", "quit", "help", "memoryview", "classmethod", "staticmethod",
+                                     "property", "super", "map", "filter"]
+            return code.contains(name) ? "it evaluates code, opens files or reaches arbitrary attributes" : nil
+        case "torch":
+            if module == "torch" && ["load", "save"].contains(name) { return "it loads or writes further pickles" }
+            for m in ["torch.serialization", "torch.storage", "torch.hub", "torch.jit", "torch.package", "torch._C",
+                      "torch.ops", "torch._ops", "torch.utils.cpp_extension", "torch.multiprocessing"]
+            where module == m || module.hasPrefix(m + ".") {
+                return "it loads further pickles, native code or scripted code"
+            }
+            return nil
+        case "numpy":
+            if module.hasPrefix("numpy.testing") { return "numpy's test helpers evaluate code strings" }
+            if name == "load" || name == "loads" || module.hasPrefix("numpy.f2py") || module.hasPrefix("numpy.distutils")
+                || module.hasPrefix("numpy.lib.npyio") || module.hasPrefix("numpy.lib.format") {
+                return "it loads further pickles or builds native code"
+            }
+            return nil
+        default:
+            return nil
+        }
     }
 
     /// Storage class names in persistent ids, and the element type each stands for.
@@ -621,12 +728,29 @@ struct PickleMachine {
             return try newObject(.set([]))
         case .reconstructor:
             // copyreg._reconstructor(cls, object, None) is object.__new__(cls): no constructor runs.
-            guard args.count == 3, case let .global(.moduleClass(name)) = args[0],
-                  case .global(.builtinObject) = args[1], case .none = args[2] else {
-                throw fail("copyreg._reconstructor is accepted only as (module class, object, None)")
+            // With a builtin base (dict, list …) the third item is the base's value: kept as data.
+            guard args.count == 3 else { throw fail("copyreg._reconstructor expects (class, base, state)") }
+            switch (args[0], args[1], args[2]) {
+            case let (.global(.moduleClass(name)), .global(.builtinObject), .none):
+                return try newRecord(name, module: true)
+            case let (.global(.recordClass(name)), .global(.builtinObject), .none):
+                return try newRecord(name, module: false)
+            case let (.global(.recordClass(name)), .global(.typeToken), state):
+                return try newRecord(name, module: false, arguments: [state])
+            default:
+                throw fail("copyreg._reconstructor is accepted only as (module class, object, None) or (data class, builtin type, value)")
             }
-            return try newRecord(name)
-        case .storageType, .moduleClass, .builtinObject:
+        case let .recordClass(name):
+            // Recorded, not called: the arguments stay data.
+            return try newRecord(name, module: false, arguments: args)
+        case let .numpyReconstruct(name):
+            // numpy.ndarray.__reduce__: `_reconstruct(cls, shape, dtype)` then BUILD with the array's state.
+            guard args.count == 3, case let .global(cls) = args[0] else { throw fail("\(name) expects (class, shape, dtype)") }
+            return try newRecord(cls.qualifiedName, module: false, arguments: Array(args.dropFirst()))
+        case let .moduleClass(name) where how == "REDUCE" && Self.isEnumMemberReduce(name, args):
+            // Enum.__reduce_ex__ is `(cls, (value,))`: a member named by its value. Recorded, not looked up.
+            return try newRecord(name, module: false, arguments: args)
+        case .storageType, .moduleClass, .builtinObject, .typeToken:
             throw fail("\(how) would call '\(g.qualifiedName)' and construct it by running its code; refused (nothing was executed)")
         }
     }
@@ -637,7 +761,9 @@ struct PickleMachine {
         switch g {
         case let .moduleClass(name):
             guard args.isEmpty else { throw fail("\(opName) of module class '\(name)' with arguments is not supported") }
-            return try newRecord(name)
+            return try newRecord(name, module: true)
+        case let .recordClass(name):
+            return try newRecord(name, module: false, arguments: args)
         case .orderedDict:
             return try newObject(.dict(PickleDict()))
         case .builtinSet, .builtinFrozenset:
@@ -647,9 +773,23 @@ struct PickleMachine {
         }
     }
 
-    private mutating func newRecord(_ name: String) throws -> PickleValue {
-        if !recordClasses.contains(name) { recordClasses.append(name) }
-        return try newObject(.record(ModuleRecord(className: name, state: nil)))
+    private mutating func newRecord(_ name: String, module: Bool, arguments: [PickleValue] = []) throws -> PickleValue {
+        if module {
+            if !recordClasses.contains(name) { recordClasses.append(name) }
+        } else if !dataRecordClasses.contains(name) {
+            dataRecordClasses.append(name)
+        }
+        return try newObject(.record(ModuleRecord(className: name, state: nil, arguments: arguments, isModuleClass: module)))
+    }
+
+    /// REDUCE of a user's class with one scalar argument is how an enum member pickles. Classes
+    /// under the framework module paths are modules, never enums.
+    static func isEnumMemberReduce(_ name: String, _ args: [PickleValue]) -> Bool {
+        guard args.count == 1, !moduleClassPrefixes.contains(where: { name.hasPrefix($0) }) else { return false }
+        switch args[0] {
+        case .int, .string, .float, .bool, .none: return true
+        default: return false
+        }
     }
 
     /// BUILD: sets state on an object without calling `__setstate__`.

@@ -55,6 +55,14 @@ enum PickleGlobal: Sendable, Equatable {
     case builtinFrozenset
     /// A module class seen in a whole pickled `nn.Module`; instances become inert ``ModuleRecord``s.
     case moduleClass(String)
+    /// A class of plain data (`argparse.Namespace`, `collections.Counter`, `datetime.date` …):
+    /// REDUCE / NEWOBJ / INST / OBJ of it make an inert record holding the arguments as data.
+    case recordClass(String)
+    /// `numpy.core.multiarray._reconstruct(cls, shape, dtype)`: makes an inert array record.
+    case numpyReconstruct(String)
+    /// A builtin type (`builtins.dict`, `typing.Any` …) named as data, e.g. a `defaultdict`
+    /// factory or the base in `copyreg._reconstructor`; calling it is refused.
+    case typeToken(String)
 
     var qualifiedName: String {
         switch self {
@@ -73,7 +81,7 @@ enum PickleGlobal: Sendable, Equatable {
         case .builtinObject: return "builtins.object"
         case .builtinSet: return "builtins.set"
         case .builtinFrozenset: return "builtins.frozenset"
-        case let .moduleClass(name): return name
+        case let .moduleClass(name), let .recordClass(name), let .numpyReconstruct(name), let .typeToken(name): return name
         }
     }
 }
@@ -109,11 +117,19 @@ struct TorchTensorRef: Sendable {
     var strides: [Int]
 }
 
-/// An instance of a module class in a whole pickled `nn.Module`: data only, never called.
+/// An instance of a class the machine never calls: a module class in a whole pickled
+/// `nn.Module`, or a data class (``PickleGlobal/recordClass(_:)``). Data only.
 struct ModuleRecord: Sendable {
     var className: String
     /// What BUILD set: for `nn.Module` the instance `__dict__` (`_parameters`, `_buffers`, `_modules` …).
     var state: PickleValue?
+    /// The arguments the pickle would have passed to the class (REDUCE, NEWOBJ, INST, OBJ), kept as data.
+    var arguments: [PickleValue] = []
+    /// Items APPEND(S) added (a `deque`) and pairs SETITEM(S) set (a dict subclass such as `AttributeDict`).
+    var items: [PickleValue] = []
+    var entries = PickleDict()
+    /// Whether the class was taken as an `nn.Module` class (a module path or a user's own class).
+    var isModuleClass: Bool
 }
 
 /// A dict in insertion order (Python dicts and `OrderedDict` keep it; state dict order matters).
@@ -174,7 +190,7 @@ enum PickleObject: Sendable {
         case .set: return "set"
         case .storage: return "storage"
         case .tensor: return "tensor"
-        case let .record(r): return "object of class \(r.className)"
+        case let .record(r): return r.isModuleClass ? "object of class \(r.className)" : r.className
         case .numpyDType: return "numpy dtype"
         }
     }
@@ -202,6 +218,13 @@ struct PickleArena: Sendable {
     func record(_ v: PickleValue) -> ModuleRecord? {
         if case let .record(r)? = object(v) { return r }
         return nil
+    }
+
+    /// A record whose attribute dict has `_parameters` and `_modules`: an `nn.Module`.
+    func module(_ v: PickleValue) -> ModuleRecord? {
+        guard let r = record(v), let state = r.state, let d = dict(state),
+              d.value(forString: "_parameters") != nil, d.value(forString: "_modules") != nil else { return nil }
+        return r
     }
 
     /// Items of a tuple or list.

@@ -6,6 +6,8 @@ struct TorchDecoded {
     var root: PickleValue
     var arena: PickleArena
     var recordClasses: [String]
+    /// Data classes decoded as inert records (`argparse.Namespace`, `collections.Counter` …).
+    var dataRecordClasses: [String]
     /// Describes the container for ``TorchCheckpoint/container``.
     var container: String
     var notes: [String]
@@ -272,7 +274,7 @@ final class TorchZip: TorchStorageSource {
             if machine.position != raw.count {
                 notes.append("\(raw.count - machine.position) bytes after the pickle's STOP in data.pkl ignored")
             }
-            return TorchDecoded(root: value, arena: machine.arena, recordClasses: machine.recordClasses,
+            return TorchDecoded(root: value, arena: machine.arena, recordClasses: machine.recordClasses, dataRecordClasses: machine.dataRecordClasses,
                                 container: "torch-zip (\(details.joined(separator: ", ")))", notes: notes, bigEndian: bigEndian)
         }
         guard let decoded else { throw ResNetError.invalidInput(file: file, place: root + "data.pkl", reason: "missing") }
@@ -367,7 +369,7 @@ final class TorchLegacy: TorchStorageSource {
         }
         var notes: [String] = []
         if position < bytes.count { notes.append("\(bytes.count - position) bytes after the last storage ignored") }
-        return TorchDecoded(root: object, arena: machine.arena, recordClasses: machine.recordClasses,
+        return TorchDecoded(root: object, arena: machine.arena, recordClasses: machine.recordClasses, dataRecordClasses: machine.dataRecordClasses,
                             container: "torch-legacy (protocol \(Self.protocolVersion), \(endian))", notes: notes, bigEndian: false)
     }
 }

@@ -18,6 +18,7 @@ enum TorchLimits {
     static let maxMemberBytes: UInt64 = 1 << 33
     /// Members of one zip archive.
     static let maxZipMembers = 1 << 20
-    /// Nested wrapper dicts followed while unwrapping (`{'model': {'state_dict': …}}`).
-    static let maxWrapperDepth = 4
+    /// Levels of nested dicts, lists and records searched for the weights (`{'model': {'state_dict': …}}`
+    /// is two). Each object is visited once, so the search is linear in the pickle's size.
+    static let maxSearchDepth = 12
 }

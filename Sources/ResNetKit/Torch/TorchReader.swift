@@ -4,31 +4,38 @@ import Foundation
 ///
 /// Accepts zip archives (torch ≥ 1.6, any root folder, with or without `byteorder`) and the
 /// legacy pre-1.6 stream. The pickle is decoded by a data-only machine with an allow-list of
-/// globals; any other global (e.g. `posix.system`) is refused with ``ResNetError/invalidInput(file:place:reason:)``
-/// naming it. Checkpoint wrappers are unwrapped (see ``TorchCheckpoint/notes``): plain state dicts,
-/// `{'state_dict' | 'model_state_dict' | 'model' | 'net': …}`, EMA copies (the non-EMA weights are
-/// chosen when both exist), `module.` / `_orig_mod.` prefixes, and whole pickled `nn.Module`s.
+/// globals; objects that hold no weights (`argparse.Namespace`, `collections.Counter`, numpy arrays …)
+/// become inert records, and any other global (e.g. `posix.system`) is refused with
+/// ``ResNetError/invalidInput(file:place:reason:)`` naming it. Nothing from the file is ever called.
+///
+/// The weights are found wherever the checkpoint keeps them (see ``TorchCheckpoint/notes``): the
+/// decoded object is searched for dicts of tensors and whole pickled `nn.Module`s, leaving out
+/// optimizer and scheduler state; the non-EMA copy is preferred, then the largest. Every prefix
+/// shared by all weight keys (`module.`, `model.`, `_orig_mod.` …) is removed.
 ///
 /// - Parameters:
 ///   - path: the checkpoint file.
 ///   - allowModuleRecords: decode instances of module classes in a whole pickled `nn.Module`
 ///     (`torch.save(model)`) as inert records, so their `_parameters` / `_buffers` can be read.
 ///     Such classes are only named, never looked up or called; with `false` only state-dict
-///     globals are accepted.
-public func readTorchCheckpoint(path: String, allowModuleRecords: Bool = true) throws -> TorchCheckpoint {
+///     globals and data records are accepted.
+///   - weights: a dotted path into the checkpoint naming the weights to take (`state_dict_ema`,
+///     `model`, `optimizer_states.0` for list items), instead of the automatic choice; an empty
+///     string is the checkpoint itself. A path that does not exist is refused with the candidates.
+public func readTorchCheckpoint(path: String, allowModuleRecords: Bool = true, weights: String? = nil) throws -> TorchCheckpoint {
     let image = try MappedFile(path: path)
     guard image.bytes.count > 0 else { throw ResNetError.invalidInput(file: path, place: "", reason: "empty file") }
-    return try readTorchCheckpoint(image: image, name: path, allowModuleRecords: allowModuleRecords)
+    return try readTorchCheckpoint(image: image, name: path, allowModuleRecords: allowModuleRecords, weights: weights)
 }
 
 /// Reads a PyTorch checkpoint held in memory; `name` stands for the file in messages.
-/// Behaves exactly like ``readTorchCheckpoint(path:allowModuleRecords:)``.
-public func readTorchCheckpoint(data: Data, name: String, allowModuleRecords: Bool = true) throws -> TorchCheckpoint {
+/// Behaves exactly like ``readTorchCheckpoint(path:allowModuleRecords:weights:)``.
+public func readTorchCheckpoint(data: Data, name: String, allowModuleRecords: Bool = true, weights: String? = nil) throws -> TorchCheckpoint {
     guard !data.isEmpty else { throw ResNetError.invalidInput(file: name, place: "", reason: "empty file") }
-    return try readTorchCheckpoint(image: MappedFile(copying: data), name: name, allowModuleRecords: allowModuleRecords)
+    return try readTorchCheckpoint(image: MappedFile(copying: data), name: name, allowModuleRecords: allowModuleRecords, weights: weights)
 }
 
-func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bool) throws -> TorchCheckpoint {
+func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bool, weights: String? = nil) throws -> TorchCheckpoint {
     let policy: PicklePolicy = allowModuleRecords ? .moduleRecords : .stateDict
     let b = image.bytes
     let decoded: TorchDecoded
@@ -45,11 +52,14 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
         throw ResNetError.invalidInput(file: name, place: "first bytes",
             reason: "neither a PyTorch zip archive (PK\\x03\\x04) nor a legacy torch stream (pickled magic number)")
     }
-    var unwrapper = TorchUnwrapper(arena: decoded.arena, file: name)
+    var unwrapper = TorchUnwrapper(arena: decoded.arena, file: name, weights: weights)
     try unwrapper.unwrap(decoded.root)
     var notes = decoded.notes + unwrapper.notes
     if !decoded.recordClasses.isEmpty {
         notes.append("module classes decoded as inert records (never called): \(decoded.recordClasses.joined(separator: ", "))")
+    }
+    if !decoded.dataRecordClasses.isEmpty {
+        notes.append("data objects decoded as inert records (never called, not weights): \(decoded.dataRecordClasses.joined(separator: ", "))")
     }
     // Storages are read once each, grouped by key; tensors keep their file order.
     var tensors = [SourceTensor?](repeating: nil, count: unwrapper.tensors.count)
@@ -105,167 +115,6 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
         }
     }
     return TorchCheckpoint(path: name, container: decoded.container, tensors: tensors.map { $0! },
-                           notes: notes, ignored: unwrapper.ignored)
+                           notes: notes, ignored: unwrapper.ignored, modules: unwrapper.modules, weightsPath: unwrapper.chosenPath)
 }
 
-/// Finds the state dict inside whatever object a checkpoint holds, and names what it left out.
-struct TorchUnwrapper {
-    let arena: PickleArena
-    let file: String
-    private(set) var tensors: [(name: String, tensor: TorchTensorRef)] = []
-    private(set) var notes: [String] = []
-    private(set) var ignored: [String] = []
-    /// Ignored names inside the chosen state dict or module tree; wrapper prefixes are removed from them too.
-    private var innerIgnored: [String] = []
-
-    /// Keys of checkpoint dicts that hold the model weights, most specific first.
-    static let weightKeys = ["state_dict", "model_state_dict", "model", "net"]
-    /// Keys of exponential-moving-average copies; used only when no `weightKeys` entry exists.
-    static let emaKeys = ["state_dict_ema", "model_ema", "ema_state_dict", "ema"]
-    /// Wrapper prefixes: `nn.DataParallel` / `DistributedDataParallel`, and `torch.compile`.
-    static let prefixes = [("module.", "DataParallel"), ("_orig_mod.", "torch.compile")]
-
-    init(arena: PickleArena, file: String) {
-        self.arena = arena
-        self.file = file
-    }
-
-    private func bad(_ place: String, _ reason: String) -> ResNetError {
-        .invalidInput(file: file, place: place, reason: reason)
-    }
-
-    mutating func unwrap(_ root: PickleValue) throws {
-        var found: [(String, TorchTensorRef)] = []
-        try collect(root, path: "", depth: 0, into: &found)
-        guard !found.isEmpty else { throw bad("checkpoint", "no tensors found") }
-        // Prefixes are removed only when every key has them, so a partial match stays visible to the mapping.
-        var names = found.map(\.0)
-        var stripped = true
-        while stripped {
-            stripped = false
-            for (prefix, origin) in Self.prefixes where names.allSatisfy({ $0.hasPrefix(prefix) }) {
-                names = names.map { String($0.dropFirst(prefix.count)) }
-                innerIgnored = innerIgnored.map { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0 }
-                notes.append("prefix '\(prefix)' (\(origin)) removed from all \(names.count) keys")
-                stripped = true
-            }
-        }
-        ignored += innerIgnored
-        var skipped = 0
-        for (name, (_, t)) in zip(names, found) {
-            if name == "num_batches_tracked" || name.hasSuffix(".num_batches_tracked") {
-                ignored.append(name)
-                skipped += 1
-            } else {
-                tensors.append((name, t))
-            }
-        }
-        if skipped > 0 { notes.append("\(skipped) num_batches_tracked counters ignored") }
-    }
-
-    /// Collects the tensors of the state dict `value` stands for.
-    private mutating func collect(_ value: PickleValue, path: String, depth: Int, into found: inout [(String, TorchTensorRef)]) throws {
-        let place = path.isEmpty ? "checkpoint" : "checkpoint['\(path)']"
-        guard depth <= TorchLimits.maxWrapperDepth else { throw bad(place, "wrapped more than \(TorchLimits.maxWrapperDepth) levels deep") }
-        if let record = arena.record(value) {
-            notes.append("whole pickled nn.Module \(record.className)\(path.isEmpty ? "" : " at '\(path)'"): tensors taken from its _parameters and _buffers")
-            try moduleTensors(record, prefix: "", depth: 0, into: &found)
-            return
-        }
-        guard let d = arena.dict(value) else {
-            throw bad(place, "holds a \(arena.kindName(value)), not a state dict or an nn.Module")
-        }
-        if d.values.contains(where: { self.arena.tensor($0) != nil }) {
-            try stateDictTensors(d, path: path, into: &found)
-            return
-        }
-        let keys = d.keys.compactMap { k -> String? in if case let .string(s) = k { return s }; return nil }
-        let objects = self.arena
-        let usable = { (k: String) -> Bool in
-            guard let v = d.value(forString: k) else { return false }
-            return objects.dict(v) != nil || objects.record(v) != nil
-        }
-        let chosen = Self.weightKeys.first(where: usable) ?? Self.emaKeys.first(where: usable)
-        guard let chosen else {
-            throw bad(place, "no tensors and none of the keys \((Self.weightKeys + Self.emaKeys).joined(separator: ", ")); keys are: \(keys.prefix(20).joined(separator: ", "))")
-        }
-        let full = path.isEmpty ? chosen : "\(path).\(chosen)"
-        if Self.emaKeys.contains(chosen) {
-            notes.append("weights taken from the EMA copy '\(full)' (the checkpoint has no non-EMA weights)")
-        } else {
-            notes.append("weights taken from '\(full)'")
-            for k in keys where Self.emaKeys.contains(k) && usable(k) {
-                notes.append("EMA copy '\(path.isEmpty ? k : "\(path).\(k)")' not used: the non-EMA weights were chosen")
-            }
-        }
-        for k in d.keys {
-            guard case let .string(s) = k else { ignored.append("\(path.isEmpty ? "" : "\(path).")<\(arena.kindName(k)) key>"); continue }
-            if s != chosen { ignored.append(path.isEmpty ? s : "\(path).\(s)") }
-        }
-        try collect(d.value(forString: chosen)!, path: full, depth: depth + 1, into: &found)
-    }
-
-    /// A state dict maps names to tensors; the only other values torch puts there are
-    /// `*._extra_state` entries (`nn.Module.get_extra_state`), which are not weights.
-    private mutating func stateDictTensors(_ d: PickleDict, path: String, into found: inout [(String, TorchTensorRef)]) throws {
-        var extra = 0
-        for (k, v) in zip(d.keys, d.values) {
-            guard case let .string(name) = k else {
-                throw bad(path.isEmpty ? "state dict" : "state dict '\(path)'", "has a key of type \(arena.kindName(k)), not a string")
-            }
-            if let t = arena.tensor(v) {
-                found.append((name, t))
-            } else if name == "_extra_state" || name.hasSuffix("._extra_state") {
-                innerIgnored.append(name)
-                extra += 1
-            } else {
-                throw bad("state dict entry '\(name)'", "is a \(arena.kindName(v)), not a tensor")
-            }
-        }
-        if extra > 0 { notes.append("\(extra) _extra_state entries ignored") }
-        if d.attributes != nil { notes.append("state dict attribute _metadata (per-module versions) ignored") }
-    }
-
-    /// `nn.Module.state_dict()` order: a module's parameters, then its persistent buffers, then
-    /// each submodule's, recursively with dotted names.
-    private mutating func moduleTensors(_ record: ModuleRecord, prefix: String, depth: Int, into found: inout [(String, TorchTensorRef)]) throws {
-        let place = prefix.isEmpty ? "module \(record.className)" : "module '\(prefix.dropLast())' (\(record.className))"
-        let maxDepth = ReadLimits.current.maxPickleDepth
-        guard depth < maxDepth else { throw bad(place, ReadLimits.current.reason(.pickleDepth, found: "modules nested deeper than \(maxDepth)")) }
-        guard let state = record.state, let attributes = arena.dict(state) else {
-            throw bad(place, "object has no attribute dict: not an nn.Module")
-        }
-        guard let params = attributes.value(forString: "_parameters").flatMap(arena.dict),
-              let modules = attributes.value(forString: "_modules").flatMap(arena.dict) else {
-            throw bad(place, "object has no _parameters / _modules: not an nn.Module")
-        }
-        var nonPersistent = Set<String>()
-        if let v = attributes.value(forString: "_non_persistent_buffers_set"), case let .set(items)? = arena.object(v) {
-            for case let .string(s) in items { nonPersistent.insert(s) }
-        }
-        func entries(_ d: PickleDict, _ what: String) throws -> [(String, PickleValue)] {
-            try zip(d.keys, d.values).map { k, v in
-                guard case let .string(s) = k else { throw bad(place, "\(what) key is a \(arena.kindName(k))") }
-                return (s, v)
-            }
-        }
-        for (name, v) in try entries(params, "_parameters") {
-            if case .none = v { continue }
-            guard let t = arena.tensor(v) else { throw bad(place, "parameter '\(name)' is a \(arena.kindName(v)), not a tensor") }
-            found.append((prefix + name, t))
-        }
-        if let buffers = attributes.value(forString: "_buffers").flatMap(arena.dict) {
-            for (name, v) in try entries(buffers, "_buffers") {
-                if case .none = v { continue }
-                guard let t = arena.tensor(v) else { throw bad(place, "buffer '\(name)' is a \(arena.kindName(v)), not a tensor") }
-                if nonPersistent.contains(name) { innerIgnored.append(prefix + name); continue }
-                found.append((prefix + name, t))
-            }
-        }
-        for (name, v) in try entries(modules, "_modules") {
-            if case .none = v { continue }
-            guard let child = arena.record(v) else { throw bad(place, "submodule '\(name)' is a \(arena.kindName(v)), not a module") }
-            try moduleTensors(child, prefix: prefix + name + ".", depth: depth + 1, into: &found)
-        }
-    }
-}
