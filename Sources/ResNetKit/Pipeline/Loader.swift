@@ -134,7 +134,8 @@ func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws 
 
 func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
     var notes: [String] = []
-    let graph: KerasGraph
+    // Readings of the file, default first: (graph, what it assumes beyond the weights).
+    var graphs: [(graph: KerasGraph, choices: [String])] = []
     var family = "keras-graph"
     if let arch {
         guard Presets.all.contains(where: { $0.name == arch && $0.framework == "keras" }) else {
@@ -142,12 +143,12 @@ func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
             throw ResNetError.usage("--arch \(arch) is not a Keras preset; \(k.path) is a Keras file (Keras presets: \(known))")
         }
         if k.graph != nil { notes.append("--arch \(arch) given: the file's own layer graph was not used") }
-        graph = try Presets.kerasGraph(preset: arch, layerWeights: k.layerWeights,
-                                       namesAreSaveOrder: k.kind == .v3Weights, file: k.path)
+        graphs = [(try Presets.kerasGraph(preset: arch, layerWeights: k.layerWeights,
+                                          namesAreSaveOrder: k.kind == .v3Weights, file: k.path), [])]
         family = arch
         notes.append("architecture from preset \(arch); weights matched \(k.kind == .v3Weights ? "by class in Keras' layer order" : "by layer name or creation order")")
     } else if let g = k.graph {
-        graph = g
+        graphs = [(g, [])]
         notes.append("architecture from the file's Keras layer graph (\(g.nodes.count) layers)")
     } else {
         // No config: try every Keras family whose structure is read from the weights; use it only
@@ -164,18 +165,53 @@ func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
                 reasons.append("\(preset): \(error.description.replacingOccurrences(of: "\(k.path): ", with: ""))")
             }
         }
-        guard fits.count == 1 else {
+        if fits.count == 1 {
+            graphs = [(fits[0].1, [])]
+            family = fits[0].0
+            notes.append("no model config: architecture inferred as \(family) from the order and shapes of the variables (the only Keras family that fits; pass --arch to fix it)")
+        } else if fits.isEmpty, k.layerOrder != nil {
+            // No preset fits: read the structure from the layer order, the variables' shapes and
+            // the weightless layers' names.
+            do {
+                graphs = try KerasWeightsRecovery(file: k).candidates()
+            } catch let error as ResNetError {
+                throw ResNetError.usage("\(k.path): the file holds weights but no model config, no Keras preset family fits its variables, and its structure could not be read from its layers (\(error.description.replacingOccurrences(of: "\(k.path): ", with: ""))); pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
+            }
+            family = "keras-layer-order"
+            notes.append("no model config and no preset fits: structure read from the file's layer order, variable shapes and weightless layer names (BatchNorm epsilon 1e-3, Keras' default; TF 'same' padding; the average pool before the Dense covers the whole final map)")
+        } else {
             let why = fits.isEmpty ? "no Keras preset family fits its variables" : "several preset families fit (\(fits.map(\.0).joined(separator: ", ")))"
             throw ResNetError.usage("\(k.path): the file holds weights but no model config, and \(why); pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
         }
-        graph = fits[0].1
-        family = fits[0].0
-        notes.append("no model config: architecture inferred as \(family) from the order and shapes of the variables (the only Keras family that fits; pass --arch to fix it)")
     }
-    let result = try KerasGraphWalker(graph: graph, file: k.path).walk(family: family)
+    // Without a config nothing records whether the classifier ends in softmax: offer both, the
+    // reading's own default first.
+    if k.graph == nil || arch != nil {
+        graphs = graphs.flatMap { g -> [(graph: KerasGraph, choices: [String])] in
+            if g.choices.contains(where: { $0.hasPrefix("head: ") }) { return [g] }
+            guard let current = g.graph.headActivation, current == "softmax" || current == "linear",
+                  let other = g.graph.withHeadActivation(current == "softmax" ? "linear" : "softmax") else { return [g] }
+            let label = { (a: String) in a == "softmax" ? "head: softmax" : "head: logits" }
+            return [(g.graph, g.choices + [label(current)]), (other, g.choices + [label(current == "softmax" ? "linear" : "softmax")])]
+        }
+    }
     let version = k.kerasVersion.map { " (Keras \($0))" } ?? ""
-    var loaded = LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graph,
+    var candidates: [StructureCandidate] = []
+    var first: KerasGraphWalker.Result?
+    for g in graphs {
+        let result = try KerasGraphWalker(graph: g.graph, file: k.path).walk(family: family)
+        if first == nil { first = result }
+        candidates.append(StructureCandidate(model: result.model, mapping: result.sources, choices: g.choices))
+    }
+    guard let result = first else {
+        throw ResNetError.mapping(file: k.path, reason: "no structure to read")   // every branch above yields one
+    }
+    if candidates.count > 1 {
+        notes.append("\(candidates.count) structures fit the weights (\(candidates[0].summary) first); the choice is settled by parity or BatchNorm plausibility")
+    }
+    var loaded = LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graphs[0].graph,
                              mapping: result.sources, notes: notes, storedParity: [])
     loaded.kerasBlockOutputs = result.blockOutputs
+    loaded.candidates = candidates.count > 1 ? candidates : []
     return loaded
 }
