@@ -127,6 +127,29 @@ import Testing
         #expect(report.passed)
     }
 
+    @Test func keras1LayerNamesReadTheSame() throws {
+        // Keras 1 wrote `convolution2d_N`, `batchnormalization_N`, `merge_N`, `averagepooling2d_N` and
+        // variable names without the layer's group (`convolution2d_1_W`). Same weights, Keras 1 names.
+        let v1 = try readKerasFile(path: Self.fixture("kerasio-v1-d14.h5"))
+        func rename(_ s: String) -> String {
+            s.replacingOccurrences(of: "conv2d", with: "convolution2d")
+                .replacingOccurrences(of: "batch_normalization", with: "batchnormalization")
+                .replacingOccurrences(of: "average_pooling2d", with: "averagepooling2d")
+                .replacingOccurrences(of: "add", with: "merge")
+        }
+        var k = v1
+        k.layerOrder = v1.layerOrder!.map(rename)
+        k.layerWeights = v1.layerWeights.map { g in
+            (rename(g.layer) + "/", g.variables.map { v in
+                var t = v
+                t.name = rename(v.name).replacingOccurrences(of: "/", with: "_")
+                return t
+            })
+        }
+        let loaded = try loadKeras(k, arch: nil)
+        #expect(try Self.passing(loaded, goldens: Self.fixture("kerasio-v1-d14.io.npz")) == ["head: softmax"])
+    }
+
     @Test func unknownWeightlessLayersAreNamedInTheRefusal() throws {
         // A weights-only file whose layer order holds a layer the names do not explain.
         let v1 = try readKerasFile(path: Self.fixture("kerasio-v1-d14.h5"))

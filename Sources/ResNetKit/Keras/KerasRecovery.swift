@@ -67,10 +67,12 @@ struct KerasWeightsRecovery {
         self.order = order
         var w: [String: [SourceTensor]] = [:]
         for g in file.layerWeights {
-            guard !g.layer.contains("/") else {
-                throw ResNetError.mapping(file: file.path, reason: "layer \(g.layer.split(separator: "/")[0]) is a nested model; structures are read only from flat models")
+            // Keras 1 names variables `conv_1_W` without a layer prefix; the reader then files them under `conv_1/`.
+            let layer = g.layer.hasSuffix("/") ? String(g.layer.dropLast()) : g.layer
+            guard !layer.contains("/") else {
+                throw ResNetError.mapping(file: file.path, reason: "layer \(layer.split(separator: "/")[0]) is a nested model; structures are read only from flat models")
             }
-            w[g.layer] = g.variables
+            w[layer] = g.variables
         }
         self.weights = w
     }
@@ -118,8 +120,8 @@ struct KerasWeightsRecovery {
         }
         if shapes.allSatisfy({ $0.count == 1 && $0 == shapes[0] }), (2...4).contains(shapes.count) {
             let names = vars.map(base)
-            let scale = shapes.count == 4 || names.contains("gamma")
-            let center = shapes.count == 4 || names.contains("beta")
+            let scale = shapes.count == 4 || names.contains { $0.hasSuffix("gamma") }
+            let center = shapes.count == 4 || names.contains { $0.hasSuffix("beta") }
             guard 2 + (scale ? 1 : 0) + (center ? 1 : 0) == shapes.count else {
                 throw fail("layer \(name): \(shapes.count) BatchNormalization variables named \(names); cannot tell which are gamma and beta")
             }
@@ -324,7 +326,8 @@ struct KerasWeightsRecovery {
             for (k, it) in items.enumerated() {
                 let padded = pending != nil
                 switch it.kind {
-                case let .conv(_, outC, kh, _, bias):
+                case let .conv(_, outC, kh, kw, bias):
+                    guard kh == kw else { throw fail("conv \(it.name) has a \(kh)x\(kw) kernel; only square kernels are read from the layer order") }
                     let stride = k == strideOn ? 2 : 1
                     x = b.conv(x, outC, kh, strides: stride, padding: padded ? "valid" : "same", useBias: bias, name: it.name)
                     b.setWeights(x, it.vars)
