@@ -164,3 +164,125 @@ import Testing
         }
     }
 }
+
+/// Evidence for a goldens-free choice: with BatchNorm statistics calibrated on natural-looking images,
+/// feeding such images through each candidate and comparing every BN's batch statistics with its
+/// moving ones ranks the true wiring first. Softmax/logits leave the BNs untouched, so candidates that
+/// differ only in the head tie (the plausibility check cannot settle the head).
+@Suite struct KerasRecognitionPlausibilityTests {
+    /// Synthetic natural-looking images (N, 3, H, W): octaves of smooth noise with amplitude growing with
+    /// their scale (a 1/f-like spectrum), a luminance field shared by the channels, per-image contrast and cast.
+    static func naturalImages(n: Int, size: Int, seed: UInt64) -> Tensor {
+        var state = seed | 1
+        func uniform() -> Double {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return (Double(state >> 11) + 0.5) / Double(1 << 53)
+        }
+        func normal() -> Double { (-2 * log(uniform())).squareRoot() * cos(2 * .pi * uniform()) }
+        func field() -> [Double] {
+            var f = [Double](repeating: 0, count: size * size)
+            var cells = 2
+            while cells <= size {
+                let g = (0..<((cells + 1) * (cells + 1))).map { _ in normal() }
+                let amp = Double(size) / Double(cells)
+                for y in 0..<size {
+                    for x in 0..<size {
+                        let fy = Double(y) / Double(size) * Double(cells), fx = Double(x) / Double(size) * Double(cells)
+                        let y0 = Int(fy), x0 = Int(fx), ty = fy - Double(y0), tx = fx - Double(x0)
+                        func at(_ a: Int, _ b: Int) -> Double { g[a * (cells + 1) + b] }
+                        let v = (1 - ty) * ((1 - tx) * at(y0, x0) + tx * at(y0, x0 + 1)) + ty * ((1 - tx) * at(y0 + 1, x0) + tx * at(y0 + 1, x0 + 1))
+                        f[y * size + x] += amp * v
+                    }
+                }
+                cells *= 2
+            }
+            let mean = f.reduce(0, +) / Double(f.count)
+            let std = (f.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(f.count)).squareRoot()
+            return f.map { ($0 - mean) / (std + 1e-8) }
+        }
+        var data = [Float](repeating: 0, count: n * 3 * size * size)
+        for i in 0..<n {
+            let lum = field()
+            let contrast = 0.6 + 0.8 * uniform()
+            for c in 0..<3 {
+                let own = field(), cast = 0.3 * normal()
+                for p in 0..<(size * size) {
+                    data[(i * 3 + c) * size * size + p] = Float((0.8 * lum[p] + 0.45 * own[p]) * contrast + cast)
+                }
+            }
+        }
+        return Tensor(shape: [n, 3, size, size], data: data)
+    }
+
+    /// Mean over every BN channel of |batch mean − moving mean| / sqrt(moving var + eps), the BN's
+    /// input computed by running the spec truncated just before that BN.
+    static func score(_ model: ResNetModel, images: Tensor) throws -> Double {
+        let spec = model.spec
+        var truncated: [ResNetSpec] = []
+        var bns: [BatchNormOp] = []
+        func cut(stages: [Stage], tail: [Op], ops: [Op]) {
+            for (i, op) in ops.enumerated() {
+                guard case let .batchNorm(b) = op else { continue }
+                var s = spec
+                s.stages = stages; s.head = tail + ops[..<i]
+                truncated.append(s); bns.append(b)
+            }
+        }
+        cut(stages: [], tail: [], ops: spec.stem)
+        // Stem-only prefixes keep the stem; later ones keep it whole.
+        for k in truncated.indices { let i = truncated[k].head.count; truncated[k].stem = Array(spec.stem[..<i]); truncated[k].head = [] }
+        var done: [Stage] = []
+        for stage in spec.stages {
+            var blocks: [Block] = []
+            for block in stage.blocks {
+                let before = done + (blocks.isEmpty ? [] : [Stage(blocks: blocks)])
+                cut(stages: before, tail: [], ops: block.pre)
+                cut(stages: before, tail: block.pre, ops: block.residual)
+                cut(stages: before, tail: block.pre, ops: block.shortcut)
+                for (i, op) in block.post.enumerated() {
+                    guard case let .batchNorm(b) = op else { continue }
+                    var s = spec, partial = block
+                    partial.post = Array(block.post[..<i])
+                    s.stages = done + [Stage(blocks: blocks + [partial])]; s.head = []
+                    truncated.append(s); bns.append(b)
+                }
+                blocks.append(block)
+            }
+            done.append(Stage(blocks: blocks))
+        }
+        cut(stages: spec.stages, tail: [], ops: spec.head)
+        var total = 0.0, count = 0
+        for (s, b) in zip(truncated, bns) {
+            let x = try forward(ResNetModel(spec: s, tensors: model.tensors), input: images)
+            let (n, c) = (x.shape[0], x.shape[1])
+            let hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+            let mean = model.tensors["\(b.name).running_mean"]!.data, variance = model.tensors["\(b.name).running_var"]!.data
+            for ch in 0..<c {
+                var sum = 0.0, sq = 0.0
+                for i in 0..<n { for p in 0..<hw { let v = Double(x.data[(i * c + ch) * hw + p]); sum += v; sq += v * v } }
+                let m = sum / Double(n * hw), v = max(sq / Double(n * hw) - m * m, 0)
+                let sd = (Double(variance[ch]) + b.epsilon).squareRoot()
+                total += abs(m - Double(mean[ch])) / sd + abs(log((v + b.epsilon) / (sd * sd)))
+                count += 1
+            }
+        }
+        return total / Double(max(count, 1))
+    }
+
+    @Test(arguments: ["kerasio-v1-d14.h5", "kerasio-v2-d20.h5"])
+    func batchNormStatisticsRankTheTrueStructureFirst(file: String) throws {
+        let loaded = try loadModel(path: KerasRecognitionTests.fixture(file))
+        let images = Self.naturalImages(n: 8, size: 32, seed: 7)
+        // The head does not touch any BN: score one candidate per structural reading.
+        let structural = { (c: StructureCandidate) in c.choices.filter { !$0.hasPrefix("head: ") } }
+        var seen = Set<[String]>()
+        let distinct = loaded.candidates.filter { seen.insert(structural($0)).inserted }
+        let scores = try distinct.map { try Self.score($0.model, images: images) }
+        for (c, s) in zip(distinct, scores) { print("plausibility \(file): \(String(format: "%.3f", s))  \(structural(c))") }
+        let truth = scores[0]
+        for (c, s) in zip(distinct, scores).dropFirst() {
+            print("plausibility \(file): margin \(String(format: "%.2f", s / truth))x for \(structural(c))")
+        }
+        #expect(scores.dropFirst().allSatisfy { $0 > truth }, "\(scores)")
+    }
+}
