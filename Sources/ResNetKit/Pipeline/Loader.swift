@@ -180,7 +180,10 @@ func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
             family = "keras-layer-order"
             notes.append("no model config and no preset fits: structure read from the file's layer order, variable shapes and weightless layer names (BatchNorm epsilon 1e-3, Keras' default; TF 'same' padding; the average pool before the Dense covers the whole final map)")
         } else {
-            let why = fits.isEmpty ? "no Keras preset family fits its variables" : "several preset families fit (\(fits.map(\.0).joined(separator: ", ")))"
+            var why = fits.isEmpty ? "no Keras preset family fits its variables" : "several preset families fit (\(fits.map(\.0).joined(separator: ", ")))"
+            if fits.isEmpty && k.kind == .v3Weights {
+                why += " (a Keras 3 .weights.h5 names its layers by class but does not record their order, so the structure cannot be read from it; a .keras file or a legacy .h5 carries it)"
+            }
             throw ResNetError.usage("\(k.path): the file holds weights but no model config, and \(why); pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
         }
     }
