@@ -78,6 +78,23 @@ import Testing
         #expect(try Self.passing(loaded, goldens: Self.fixture("kapp-tiny-logits.io.npz")) == ["head: logits"])
     }
 
+    @Test func adoptingACandidateSwapsTheGraphTheSelfCheckRuns() throws {
+        var loaded = try loadModel(path: Self.fixture("kapp-tiny-logits.weights.h5"))
+        let goldens = try Goldens(path: Self.fixture("kapp-tiny-logits.io.npz"), inputChannels: 3)
+        try loaded.adoptCandidate(1, reason: "test")
+        #expect(loaded.model.spec.head.last != .softmax)
+        #expect(try Verifier.checkGoldens(loaded.model, goldens: goldens).passed)
+        let graph = try #require(loaded.kerasGraph)
+        let check = try Verifier.checkKerasGraph(graph, model: loaded.model, file: loaded.path, blockOutputs: loaded.kerasBlockOutputs)
+        #expect(check.passed, "\(check.detail)")
+        #expect(loaded.notes.last == "structure: head: logits (test)")
+        // The v2 file's last reading differs in every choice; its graph follows it too.
+        var v2 = try loadModel(path: Self.fixture("kerasio-v2-d20.h5"))
+        try v2.adoptCandidate(15, reason: "test")
+        let g2 = try #require(v2.kerasGraph)
+        #expect(try Verifier.checkKerasGraph(g2, model: v2.model, file: v2.path, blockOutputs: v2.kerasBlockOutputs).passed)
+    }
+
     @Test func configWithDictAndKerasTensorReferencesReads() throws {
         // input_layers written as {"image": [...]} and output_layers as a __keras_tensor__ object.
         let loaded = try loadModel(path: Self.fixture("config-dict-refs.h5"))
