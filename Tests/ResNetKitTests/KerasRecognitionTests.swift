@@ -18,6 +18,15 @@ import Testing
         return try all.filter { try Verifier.checkGoldens($0.model, goldens: g).passed }.map(\.summary)
     }
 
+    @Test("converts with its goldens and no --arch", arguments: ["kerasio-v1-d14.h5", "kerasio-v2-d20.h5", "config-dict-refs.h5"])
+    func convertsWithGoldens(file: String) throws {
+        let io = Self.fixture(file.replacingOccurrences(of: ".h5", with: ".io.npz"))
+        let out = try Paths.temporaryDirectory().appendingPathComponent("out.rnw").path
+        let report = try convert(input: Self.fixture(file), output: out, options: .init(expect: io))
+        #expect(report.passed)
+        #expect(report.checks.count >= 2)   // goldens and the Keras graph self-check
+    }
+
     @Test func kerasIOv1WeightsOnlyPicksTheRightCandidate() throws {
         let loaded = try loadModel(path: Self.fixture("kerasio-v1-d14.h5"))
         #expect(loaded.model.spec.family == "keras-layer-order")
