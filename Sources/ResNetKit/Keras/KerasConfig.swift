@@ -195,11 +195,36 @@ struct KerasGraphBuilder {
     /// A reference to a layer output inside one model's scope.
     private struct Ref { var layer: String; var tensor: Int }
 
-    /// `[["name", node, tensor], …]` or a single `["name", node, tensor]` (Keras 3 with one input/output).
+    /// The model's inputs or outputs in every form Keras 2.x and 3.x write: a list of
+    /// `["name", node, tensor]` triples, a single triple (Keras 3 with one input/output), Keras 3
+    /// `{"class_name": "__keras_tensor__", "config": {"keras_history": [...]}}` objects, and
+    /// dicts (keyed inputs/outputs: values in sorted key order, as Keras flattens them) or lists
+    /// nesting any of these.
     private func refList(_ value: JSONValue?, _ scope: String, _ what: String) throws -> [Ref] {
-        guard let arr = value?.array else { throw invalid(scope, "model config has no \(what)") }
-        if arr.first?.string != nil { return [try ref(value!, scope)] }
-        return try arr.map { try ref($0, scope) }
+        guard let value, !value.isNull else { throw invalid(scope, "model config has no \(what)") }
+        var refs: [Ref] = []
+        func collect(_ v: JSONValue, depth: Int) throws {
+            guard depth < 16 else { throw invalid(scope, "\(what) nests deeper than 16 levels") }
+            switch v {
+            case let .array(a):
+                if a.first?.string != nil {
+                    refs.append(try ref(v, scope))
+                } else {
+                    for x in a { try collect(x, depth: depth + 1) }
+                }
+            case let .object(o):
+                if let history = o["config"]?["keras_history"] ?? o["keras_history"] {
+                    refs.append(try ref(history, scope))
+                } else {
+                    for k in o.keys.sorted() { try collect(o[k]!, depth: depth + 1) }
+                }
+            default:
+                throw invalid(scope, "\(what) holds \(v), which is not a tensor reference")
+            }
+        }
+        try collect(value, depth: 0)
+        guard !refs.isEmpty else { throw invalid(scope, "\(what) is empty") }
+        return refs
     }
 
     private func ref(_ value: JSONValue, _ scope: String) throws -> Ref {

@@ -121,10 +121,14 @@ public struct KerasFile: Sendable {
     /// Weight groups in file order, for files without a config: (layer name or path, variables).
     /// For files with a config this lists the same variables per layer path.
     public var layerWeights: [(layer: String, variables: [SourceTensor])]
+    /// For legacy weights-only files: every name in the root `layer_names`, weightless layers
+    /// included (`activation_3`, `add_1`, `flatten_1`), in the order Keras saved them (the model's
+    /// layer order, which is topological). Nil for other kinds.
+    public var layerOrder: [String]?
 
     public init(path: String, kind: KerasFileKind, kerasVersion: String?, graph: KerasGraph?,
-                layerWeights: [(layer: String, variables: [SourceTensor])]) {
+                layerWeights: [(layer: String, variables: [SourceTensor])], layerOrder: [String]? = nil) {
         self.path = path; self.kind = kind; self.kerasVersion = kerasVersion
-        self.graph = graph; self.layerWeights = layerWeights
+        self.graph = graph; self.layerWeights = layerWeights; self.layerOrder = layerOrder
     }
 }

@@ -199,7 +199,7 @@ private struct KerasH5Reader {
                     for part in splitByLeaf(g.weights) { out.append((g.layer + "/" + part.leaf, part.tensors)) }
                 }
             }
-            return KerasFile(path: path, kind: kind, kerasVersion: version, graph: nil, layerWeights: out)
+            return KerasFile(path: path, kind: kind, kerasVersion: version, graph: nil, layerWeights: out, layerOrder: layerNames)
         }
         var builder = KerasGraphBuilder(file: h5.name, place: "/@model_config")
         var (graph, origins) = try builder.build(config)

@@ -253,8 +253,9 @@ struct PresetGraphBuilder {
             "use_bias": .bool(useBias), "activation": .string(activation), "groups": .number(1),
         ], inputs: [x])
     }
-    mutating func bn(_ x: Int, eps: Double, name: String?) -> Int {
-        layer("BatchNormalization", name: name, ["epsilon": .number(eps), "axis": .number(-1)], inputs: [x])
+    mutating func bn(_ x: Int, eps: Double, scale: Bool = true, center: Bool = true, name: String?) -> Int {
+        layer("BatchNormalization", name: name, ["epsilon": .number(eps), "axis": .number(-1),
+                                                 "scale": .bool(scale), "center": .bool(center)], inputs: [x])
     }
     mutating func act(_ x: Int, _ fn: String, name: String?) -> Int {
         layer("Activation", name: name, ["activation": .string(fn)], inputs: [x])
@@ -272,9 +273,17 @@ struct PresetGraphBuilder {
     mutating func globalAvgPool(_ x: Int, name: String?) -> Int {
         layer("GlobalAveragePooling2D", name: name, [:], inputs: [x])
     }
-    mutating func dense(_ x: Int, _ units: Int, activation: String, name: String?) -> Int {
-        layer("Dense", name: name, ["units": .number(Double(units)), "activation": .string(activation)], inputs: [x])
+    mutating func dense(_ x: Int, _ units: Int, activation: String, useBias: Bool = true, name: String?) -> Int {
+        layer("Dense", name: name, ["units": .number(Double(units)), "activation": .string(activation),
+                                    "use_bias": .bool(useBias)], inputs: [x])
     }
+    mutating func maxPool(_ x: Int, _ k: Int, strides: Int, padding: String, name: String?) -> Int {
+        layer("MaxPooling2D", name: name, ["pool_size": .number(Double(k)), "strides": .number(Double(strides)), "padding": .string(padding)], inputs: [x])
+    }
+
+    /// Gives a layer the file's variables (for graphs built from evidence, where each layer is
+    /// made from one weight group).
+    mutating func setWeights(_ id: Int, _ weights: [SourceTensor]) { nodes[id].weights = weights }
 
     /// The order of `model.layers` in Keras (see ``kerasLayerOrder(_:output:)``).
     func kerasLayerOrder() -> [Int] { ResNetKit.kerasLayerOrder(nodes, output: output) }

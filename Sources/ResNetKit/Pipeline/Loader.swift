@@ -138,49 +138,27 @@ func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws 
 }
 
 func loadKeras(_ k: KerasFile, arch: String?) throws -> LoadedModel {
-    var notes: [String] = []
-    let graph: KerasGraph
-    var family = "keras-graph"
-    if let arch {
-        guard Presets.all.contains(where: { $0.name == arch && $0.framework == "keras" }) else {
-            let known = Presets.all.filter { $0.framework == "keras" }.map(\.name).joined(separator: ", ")
-            throw ResNetError.usage("--arch \(arch) is not a Keras preset; \(k.path) is a Keras file (Keras presets: \(known))")
-        }
-        if k.graph != nil { notes.append("--arch \(arch) given: the file's own layer graph was not used") }
-        graph = try Presets.kerasGraph(preset: arch, layerWeights: k.layerWeights,
-                                       namesAreSaveOrder: k.kind == .v3Weights, file: k.path)
-        family = arch
-        notes.append("architecture from preset \(arch); weights matched \(k.kind == .v3Weights ? "by class in Keras' layer order" : "by layer name or creation order")")
-    } else if let g = k.graph {
-        graph = g
-        notes.append("architecture from the file's Keras layer graph (\(g.nodes.count) layers)")
-    } else {
-        // No config: try every Keras family whose structure is read from the weights; use it only
-        // when exactly one fits the order and shapes of the variables.
-        var fits: [(String, KerasGraph)] = []
-        var reasons: [String] = []
-        for preset in ["keras-resnet-v1", "keras-resnet-v2", "seed-keras"] {
-            do {
-                let g = try Presets.kerasGraph(preset: preset, layerWeights: k.layerWeights,
-                                               namesAreSaveOrder: k.kind == .v3Weights, file: k.path)
-                _ = try KerasGraphWalker(graph: g, file: k.path).walk(family: preset)
-                fits.append((preset, g))
-            } catch let error as ResNetError {
-                reasons.append("\(preset): \(error.description.replacingOccurrences(of: "\(k.path): ", with: ""))")
-            }
-        }
-        guard fits.count == 1 else {
-            let why = fits.isEmpty ? "no Keras preset family fits its variables" : "several preset families fit (\(fits.map(\.0).joined(separator: ", ")))"
-            throw ResNetError.usage("\(k.path): the file holds weights but no model config, and \(why); pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
-        }
-        graph = fits[0].1
-        family = fits[0].0
-        notes.append("no model config: architecture inferred as \(family) from the order and shapes of the variables (the only Keras family that fits; pass --arch to fix it)")
-    }
-    let result = try KerasGraphWalker(graph: graph, file: k.path).walk(family: family)
+    let readings = try kerasReadings(k, arch: arch)
+    var notes = readings.notes
+    let family = readings.family
+    let graphs = readings.graphs
     let version = k.kerasVersion.map { " (Keras \($0))" } ?? ""
-    var loaded = LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graph,
+    var candidates: [StructureCandidate] = []
+    var first: KerasGraphWalker.Result?
+    for g in graphs {
+        let result = try KerasGraphWalker(graph: g.graph, file: k.path).walk(family: family)
+        if first == nil { first = result }
+        candidates.append(StructureCandidate(model: result.model, mapping: result.sources, choices: g.choices))
+    }
+    guard let result = first else {
+        throw ResNetError.mapping(file: k.path, reason: "no structure to read")   // every branch above yields one
+    }
+    if candidates.count > 1 {
+        notes.append("\(candidates.count) structures fit the weights (\(candidates[0].summary) first); the choice is settled by parity or BatchNorm plausibility")
+    }
+    var loaded = LoadedModel(path: k.path, format: k.kind.rawValue + version, model: result.model, kerasGraph: graphs[0].graph,
                              mapping: result.sources, notes: notes, storedParity: [])
     loaded.kerasBlockOutputs = result.blockOutputs
+    loaded.candidates = candidates.count > 1 ? candidates : []
     return loaded
 }
