@@ -29,7 +29,7 @@ struct Verify: ParsableCommand {
 
     private func runWithLimits() throws {
         Terminal.progress("reading \(model)")
-        let loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
+        let loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile, weights: source.weights)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens,
