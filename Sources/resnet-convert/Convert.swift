@@ -47,7 +47,8 @@ struct Convert: ParsableCommand {
     private func runWithLimits() throws {
         let report = try ResNetKit.convert(input: input, output: output,
                                            options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout,
-                                                          force: force, dtype: dtype, foldBatchNorm: foldBn, skipVerification: noVerify),
+                                                          force: force, dtype: dtype, foldBatchNorm: foldBn, skipVerification: noVerify,
+                                                          weights: source.weights),
                                            progress: Terminal.progress)
         if json {
             try Terminal.json(report)

@@ -21,6 +21,12 @@ struct Diff: ParsableCommand {
     @Option(help: "Architecture preset for the second file, if it has no model config.")
     var archB: String?
 
+    @Option(help: ArgumentHelp("PyTorch checkpoints: the entry of the first file holding the weights, as a dotted path (e.g. state_dict_ema).", valueName: "path"))
+    var weightsA: String?
+
+    @Option(help: ArgumentHelp("PyTorch checkpoints: the entry of the second file holding the weights, as a dotted path.", valueName: "path"))
+    var weightsB: String?
+
     @Flag(help: "Print the comparison as JSON.")
     var json = false
 
@@ -33,7 +39,7 @@ struct Diff: ParsableCommand {
     func run() throws { try limits.readLimits.apply(runWithLimits) }
 
     private func runWithLimits() throws {
-        let d = try diffWeights(a, b, atol: atol, archA: archA, archB: archB)
+        let d = try diffWeights(a, b, atol: atol, archA: archA, archB: archB, weightsA: weightsA, weightsB: weightsB)
         if json { try Terminal.json(d) } else { print(d.text) }
         if !d.equal { throw ExitCode(1) }
     }

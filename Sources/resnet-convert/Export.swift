@@ -42,7 +42,7 @@ struct Export: ParsableCommand {
     private func runWithLimits() throws {
         let report = try exportModel(input: input, output: output,
                                      options: .init(arch: source.arch, mapFile: source.mapFile,
-                                                    inputSize: inputSize.flatMap(parsedSize), batch: batch),
+                                                    inputSize: inputSize.flatMap(parsedSize), batch: batch, weights: source.weights),
                                      progress: Terminal.progress)
         if json {
             try Terminal.json(report)

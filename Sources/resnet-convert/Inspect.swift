@@ -33,7 +33,7 @@ struct Inspect: ParsableCommand {
             return
         }
         guard let file else { return }
-        let summary = try inspectFile(path: file, arch: source.arch, mapFile: source.mapFile)
+        let summary = try inspectFile(path: file, arch: source.arch, mapFile: source.mapFile, weights: source.weights)
         if json { try Terminal.json(summary); return }
         print(summary.text)
     }

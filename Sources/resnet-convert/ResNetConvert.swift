@@ -82,6 +82,9 @@ struct SourceOptions: ParsableArguments {
 
     @Option(name: .customLong("map"), help: "JSON naming table for a PyTorch layout no built-in scheme knows (see the Mapping article).")
     var mapFile: String?
+
+    @Option(help: ArgumentHelp("PyTorch checkpoints: the entry holding the weights, as a dotted path (e.g. state_dict_ema, model), instead of the automatic choice.", valueName: "path"))
+    var weights: String?
 }
 
 /// A limit given on the command line: a count or a byte size with an optional K/M/G/T suffix.

@@ -29,7 +29,7 @@ struct Verify: ParsableCommand {
 
     private func runWithLimits() throws {
         Terminal.progress("reading \(model)")
-        var loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile)
+        var loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile, weights: source.weights)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
         loaded = try settleStructure(loaded, goldens: goldens, progress: Terminal.progress)
         for note in loaded.notes where note.hasPrefix("structure chosen") || note.hasPrefix("no candidate structure") { Terminal.progress(note) }

@@ -30,9 +30,11 @@ public struct ExportOptions: Sendable {
     public var inputSize: [Int]?
     /// ONNX only: a fixed batch size; nil writes a symbolic `N`.
     public var batch: Int?
+    /// PyTorch checkpoints: the entry holding the weights, as a dotted path; nil chooses automatically.
+    public var weights: String?
 
-    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil) {
-        self.arch = arch; self.mapFile = mapFile; self.inputSize = inputSize; self.batch = batch
+    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil, weights: String? = nil) {
+        self.arch = arch; self.mapFile = mapFile; self.inputSize = inputSize; self.batch = batch; self.weights = weights
     }
 }
 
@@ -61,7 +63,7 @@ public func exportModel(input: String, output: String, options: ExportOptions = 
         throw ResNetError.usage("cannot tell the export format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
     }
     progress?("reading \(input)")
-    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
+    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
     let model = loaded.model
     try model.validate(file: input)
     let dir = (output as NSString).deletingLastPathComponent

@@ -38,11 +38,14 @@ public struct ConversionOptions: Sendable {
     public var dtype: DType
     /// Fold each BatchNorm that directly follows a conv into that conv before writing.
     public var foldBatchNorm: Bool
+    /// PyTorch checkpoints: the entry holding the weights, as a dotted path (`state_dict_ema`); nil chooses automatically.
+    public var weights: String?
 
     /// Creates options; the defaults write float32, unfolded, and refuse on failed parity.
     public init(arch: String? = nil, mapFile: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false,
-                dtype: DType = .float32, foldBatchNorm: Bool = false, skipVerification: Bool = false) {
+                dtype: DType = .float32, foldBatchNorm: Bool = false, skipVerification: Bool = false, weights: String? = nil) {
         self.skipVerification = skipVerification
+        self.weights = weights
         self.arch = arch; self.mapFile = mapFile; self.expect = expect; self.layout = layout; self.force = force
         self.dtype = dtype; self.foldBatchNorm = foldBatchNorm
     }
@@ -66,7 +69,12 @@ public func convert(input: String, output: String, options: ConversionOptions = 
         return streamed
     }
     progress?("reading \(input)")
+<<<<<<< HEAD
     var loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
+=======
+    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
+    let source = loaded.model
+>>>>>>> unwrap
     var checks: [ParityCheck] = []
     var goldens: Goldens?
     if let expect = options.expect, !options.skipVerification {

@@ -68,8 +68,9 @@ public struct WeightDiff: Sendable, Codable {
 }
 
 /// Reads two weight files of any supported formats and compares their canonical tensors.
-public func diffWeights(_ a: String, _ b: String, atol: Double = 0, archA: String? = nil, archB: String? = nil) throws -> WeightDiff {
-    let ma = try loadModel(path: a, arch: archA).model
-    let mb = try loadModel(path: b, arch: archB).model
+public func diffWeights(_ a: String, _ b: String, atol: Double = 0, archA: String? = nil, archB: String? = nil,
+                        weightsA: String? = nil, weightsB: String? = nil) throws -> WeightDiff {
+    let ma = try loadModel(path: a, arch: archA, weights: weightsA).model
+    let mb = try loadModel(path: b, arch: archB, weights: weightsB).model
     return WeightDiff(ma, mb, a: a, b: b, atol: atol)
 }

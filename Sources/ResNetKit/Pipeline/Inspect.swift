@@ -34,8 +34,8 @@ public struct FileSummary: Sendable, Codable {
 }
 
 /// Reads a file and describes it: format, detected architecture and the tensor table.
-public func inspectFile(path: String, arch: String? = nil, mapFile: String? = nil) throws -> FileSummary {
-    let loaded = try loadModel(path: path, arch: arch, mapFile: mapFile)
+public func inspectFile(path: String, arch: String? = nil, mapFile: String? = nil, weights: String? = nil) throws -> FileSummary {
+    let loaded = try loadModel(path: path, arch: arch, mapFile: mapFile, weights: weights)
     let spec = loaded.model.spec
     var tensors = loaded.mapping
     if tensors.isEmpty {   // a .rnw: canonical names are the stored names

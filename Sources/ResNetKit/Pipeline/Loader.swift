@@ -67,11 +67,17 @@ public struct LoadedModel: Sendable {
 ///   - arch: a preset name (``Presets/all``), needed for Keras weights-only files; for PyTorch
 ///     files it fixes the structure instead of detecting it.
 ///   - mapFile: a JSON naming table for a PyTorch layout no built-in scheme knows.
+///   - weights: PyTorch checkpoints only: the entry holding the weights, as a dotted path
+///     (``readTorchCheckpoint(path:allowModuleRecords:weights:)``); nil chooses automatically.
 ///   - limits: resource limits for reading the file; nil keeps those in force (``ReadLimits/apply(_:)``,
 ///     else ``ReadLimits/standard``).
-public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil, limits: ReadLimits? = nil) throws -> LoadedModel {
-    if let limits { return try limits.apply { try loadModel(path: path, arch: arch, mapFile: mapFile) } }
+public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil, weights: String? = nil,
+                      limits: ReadLimits? = nil) throws -> LoadedModel {
+    if let limits { return try limits.apply { try loadModel(path: path, arch: arch, mapFile: mapFile, weights: weights) } }
     let format = try InputFormat.detect(path: path)
+    if weights != nil && format != .zip && format != .torchLegacy {
+        throw ResNetError.usage("--weights applies to PyTorch checkpoints only; \(path) is not one")
+    }
     if mapFile != nil && format != .zip && format != .torchLegacy && format != .safetensors {
         throw ResNetError.usage("--map applies to PyTorch checkpoints only; \(path) is not one")
     }
@@ -81,11 +87,12 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil,
     case .zip:
         if try zipHasMember(path: path, named: "config.json") {
             if mapFile != nil { throw ResNetError.usage("--map applies to PyTorch checkpoints only; \(path) is a Keras file") }
+            if weights != nil { throw ResNetError.usage("--weights applies to PyTorch checkpoints only; \(path) is a Keras file") }
             return try loadKeras(try readKerasFile(path: path), arch: arch)
         }
-        return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
+        return try loadTorch(try readTorchCheckpoint(path: path, weights: weights), arch: arch, mapFile: mapFile)
     case .torchLegacy:
-        return try loadTorch(try readTorchCheckpoint(path: path), arch: arch, mapFile: mapFile)
+        return try loadTorch(try readTorchCheckpoint(path: path, weights: weights), arch: arch, mapFile: mapFile)
     case .safetensors:
         return try loadTorch(try readSafeTensors(path: path), arch: arch, mapFile: mapFile)
     case .rnw:

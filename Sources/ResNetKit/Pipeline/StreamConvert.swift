@@ -14,7 +14,7 @@ func convertStreaming(input: String, output: String, options: ConversionOptions,
     progress?("reading \(input)")
     let deferred = DeferredSources()
     let loaded = try DeferredSources.$current.withValue(deferred) {
-        try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
+        try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
     }
     PhaseTrace.mark("structure loaded")
     guard let plan = StreamPlan(spec: loaded.model.spec, mapping: loaded.mapping, sources: deferred) else { return nil }

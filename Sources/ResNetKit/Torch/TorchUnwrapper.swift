@@ -38,6 +38,8 @@ struct TorchUnwrapper {
     private var visited = Set<Int>()
     private var candidates: [Candidate] = []
     private var depthLimited = false
+    /// Why a dict or module that looked like weights could not be read; reported when nothing else is found.
+    private var rejected: [ResNetError] = []
 
     /// Wrapper prefixes whose origin is known, for the notes.
     static let knownPrefixes = ["module.": "DataParallel / DistributedDataParallel", "_orig_mod.": "torch.compile",
@@ -166,7 +168,7 @@ struct TorchUnwrapper {
         case let .dict(d):
             if isOptimizerState(d) || isSchedulerState(d) { return }
             if isStateDict(d) {
-                candidates.append(try stateDictCandidate(d, steps))
+                do { candidates.append(try stateDictCandidate(d, steps)) } catch let e as ResNetError { rejected.append(e) }
                 return
             }
             try searchMembers(Array(zip(d.keys, d.values)), steps, depth: depth)
@@ -174,7 +176,7 @@ struct TorchUnwrapper {
             for (n, item) in items.enumerated() { try search(item, steps + [.index(n)], depth: depth + 1) }
         case let .record(r):
             if arena.module(v) != nil {
-                candidates.append(try moduleCandidate(v, steps))
+                do { candidates.append(try moduleCandidate(v, steps)) } catch let e as ResNetError { rejected.append(e) }
                 return
             }
             try searchMembers(recordMembers(r), steps, depth: depth)
@@ -239,7 +241,7 @@ struct TorchUnwrapper {
             notes.append("weights taken from \(Self.place(chosen.steps)) (\(chosen.tensors.count) tensors), as --weights asked")
         } else {
             try search(root, [], depth: 0)
-            guard !candidates.isEmpty else { throw noWeights(root) }
+            guard !candidates.isEmpty else { throw rejected.first ?? noWeights(root) }
             let plain = candidates.filter { !$0.isEMA }
             let pool = plain.isEmpty ? candidates : plain
             var best = pool[0]
@@ -264,6 +266,7 @@ struct TorchUnwrapper {
             if depthLimited { notes.append("objects nested deeper than \(TorchLimits.maxSearchDepth) levels were not searched") }
         }
         chosenPath = Self.dotted(chosen.steps)
+        for e in rejected.prefix(3) { notes.append("not used, as it cannot be read: \(e.description)") }
         if let module = chosen.module {
             notes.append("whole pickled nn.Module \(module)\(chosen.steps.isEmpty ? "" : " at '\(chosenPath)'"): tensors taken from its _parameters and _buffers")
         }
@@ -310,9 +313,9 @@ struct TorchUnwrapper {
             value = next
             prefix.append(step)
         }
+        if ignored.count > 1000 { ignored = Array(ignored.prefix(1000)) + ["… \(ignored.count - 1000) more"] }
         if !described.isEmpty {
             let shown = described.prefix(24).joined(separator: ", ")
-            if ignored.count > 1000 { ignored = Array(ignored.prefix(1000)) + ["… \(ignored.count - 1000) more"] }
             notes.append("not weights, ignored: \(shown)\(described.count > 24 ? ", … (\(described.count) in all)" : "")")
         }
     }
