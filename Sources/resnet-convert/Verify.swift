@@ -31,7 +31,7 @@ struct Verify: ParsableCommand {
         Terminal.progress("reading \(model)")
         var loaded = try loadModel(path: model, arch: source.arch, mapFile: source.mapFile, weights: source.weights)
         let goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: layout)
-        loaded = try settleStructure(loaded, goldens: goldens, progress: Terminal.progress)
+        loaded = try settleStructure(loaded, goldens: goldens, arch: source.arch, progress: Terminal.progress)
         for note in loaded.notes where note.hasPrefix("structure chosen") || note.hasPrefix("no candidate structure") { Terminal.progress(note) }
         Terminal.progress("running \(goldens.input.shape[0]) inputs")
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens,

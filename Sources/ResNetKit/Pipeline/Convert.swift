@@ -69,19 +69,14 @@ public func convert(input: String, output: String, options: ConversionOptions = 
         return streamed
     }
     progress?("reading \(input)")
-<<<<<<< HEAD
-    var loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile)
-=======
-    let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
-    let source = loaded.model
->>>>>>> unwrap
+    var loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
     var checks: [ParityCheck] = []
     var goldens: Goldens?
     if let expect = options.expect, !options.skipVerification {
         goldens = try Goldens(path: expect, inputChannels: loaded.model.spec.inputChannels, override: options.layout)
     }
     if !options.skipVerification {
-        loaded = try settleStructure(loaded, goldens: goldens, progress: progress)
+        loaded = try settleStructure(loaded, goldens: goldens, arch: options.arch, progress: progress)
     }
     let source = loaded.model
     if let g = goldens {

@@ -8,14 +8,21 @@ import Foundation
 /// - Throws: ``ResNetError/mapping(file:reason:)`` when, without goldens, the statistics contradict the
 ///   reading as given but do not single out another candidate: the message lists the candidates and
 ///   how to decide (`--expect`, `--arch`, `--map`).
-public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, progress: ((String) -> Void)? = nil) throws -> LoadedModel {
+///
+/// - Parameter arch: the preset the file was read with, so a Keras candidate's layer graph is rebuilt the same way.
+public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, arch: String? = nil, progress: ((String) -> Void)? = nil) throws -> LoadedModel {
     guard loaded.candidates.count > 1 else { return loaded }
     var result = loaded
     let n = loaded.candidates.count
-    func choose(_ i: Int, _ note: String) {
-        result.model = loaded.candidates[i].model
-        result.mapping = loaded.candidates[i].mapping
-        result.notes.append(note)
+    func choose(_ i: Int, _ note: String) throws {
+        if loaded.kerasGraph != nil {
+            // The self-check must interpret the graph of the reading taken, not the first one's.
+            try result.adoptCandidate(i, arch: arch, reason: note)
+        } else {
+            result.model = loaded.candidates[i].model
+            result.mapping = loaded.candidates[i].mapping
+            result.notes.append(note)
+        }
     }
     if let goldens {
         progress?("choosing among \(n) candidate structures by parity with \(goldens.path)")
@@ -32,18 +39,18 @@ public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, progress: 
             }
             if check.passed {
                 let alternative = i == 0 ? "" : "; the file's own reading (\(loaded.candidates[0].summary)) does not reproduce them"
-                choose(i, "structure chosen by parity among \(n) candidates: \(c.summary)\(alternative)")
+                try choose(i, "structure chosen by parity among \(n) candidates: \(c.summary)\(alternative)")
                 return result
             }
             let e = check.report?.maxRelativeError ?? .infinity
             if closest == nil || e < closest!.error { closest = (i, e) }
         }
         if let closest {
-            choose(closest.index, "no candidate structure reproduces the goldens (\(n) tried); closest: \(loaded.candidates[closest.index].summary), max relative error \(String(format: "%.3g", closest.error))")
+            try choose(closest.index, "no candidate structure reproduces the goldens (\(n) tried); closest: \(loaded.candidates[closest.index].summary), max relative error \(String(format: "%.3g", closest.error))")
         }
         return result
     }
-    return try settleByPlausibility(result, progress: progress)
+    return try settleByPlausibility(result, arch: arch, progress: progress)
 }
 
 /// Without goldens: the reading as given stands unless the BatchNorm statistics contradict it. Each
@@ -52,7 +59,7 @@ public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, progress: 
 /// decisively better than the other options of that choice, else the file is refused with the
 /// candidates and how to decide. Choices the statistics cannot see (the head's softmax, where a
 /// bottleneck strides) stay as read.
-func settleByPlausibility(_ loaded: LoadedModel, progress: ((String) -> Void)?) throws -> LoadedModel {
+func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((String) -> Void)?) throws -> LoadedModel {
     let candidates = loaded.candidates
     guard candidates.count > 1 else { return loaded }
     progress?("checking the structure against the BatchNorm statistics (\(candidates.count) candidates)")
@@ -96,9 +103,12 @@ func settleByPlausibility(_ loaded: LoadedModel, progress: ((String) -> Void)?) 
     if current == 0 {
         out.notes.append("plausibility: the structure as read fits the BatchNorm statistics (score \(String(format: "%.3f", r.score)), input \(r.inputScale?.rawValue ?? "-")\(worst)); no candidate fits decisively better")
     } else {
-        out.model = candidates[current].model
-        out.mapping = candidates[current].mapping
-        out.notes.append("structure chosen by BatchNorm plausibility among \(candidates.count) candidates: \(changes.joined(separator: "; ")); now \(candidates[current].summary)")
+        let note = "structure chosen by BatchNorm plausibility among \(candidates.count) candidates: \(changes.joined(separator: "; ")); now \(candidates[current].summary)"
+        if out.kerasGraph != nil { try out.adoptCandidate(current, arch: arch, reason: note) } else {
+            out.model = candidates[current].model
+            out.mapping = candidates[current].mapping
+            out.notes.append(note)
+        }
     }
     return out
 }
