@@ -163,6 +163,33 @@ struct TorchCheckpointLayoutTests {
     }
 }
 
+extension TorchCheckpointLayoutTests {
+    /// A `Sequential` record whose `_modules` holds what `children` writes.
+    static func sequential(_ p: inout PickleBytes, children: (inout PickleBytes) -> Void) {
+        p.global("torch.nn.modules.container", "Sequential"); p.emptyTuple(); p.op(0x81)
+        p.emptyDict(); p.mark()
+        p.str("_parameters"); p.emptyDict()
+        p.str("_modules"); p.emptyDict(); p.mark(); children(&p); p.setItems()
+        p.setItems(); p.op(0x62)
+    }
+
+    @Test("many module candidates sharing one wide subtree cost linear work, not one walk each")
+    func sharedAcrossCandidates() throws {
+        var p = PickleBytes()
+        p.op(0x5D); p.mark()
+        // One module with 300 children, memoised, then 3,000 modules that each register it.
+        Self.sequential(&p) { q in for i in 0..<300 { q.str(String(i)); Self.sequential(&q) { _ in } } }
+        p.op(0x72); p.bytes += [0, 0, 0, 0]; p.op(0x30) // LONG_BINPUT 0, POP
+        for _ in 0..<3000 { Self.sequential(&p) { q in q.str("shared"); q.op(0x6A); q.bytes += [0, 0, 0, 0] } }
+        p.op(0x65); p.stop()
+        let start = ContinuousClock.now
+        // The first candidates are walked (they hold no tensors); once the walks reach the number of
+        // objects in the pickle, the rest are refused unread.
+        expectRefused(zipped(p.bytes), "no tensors found")
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+}
+
 /// Globals that exist to run code are refused by name with the reason; data classes become records.
 @Suite("Torch reader: pickle policy (records and the deny list)")
 struct PicklePolicyTests {
