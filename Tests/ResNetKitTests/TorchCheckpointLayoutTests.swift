@@ -297,6 +297,35 @@ struct PicklePolicyTests {
         }
     }
 
+    @Test("an omegaconf DictConfig in Lightning's hyper_parameters decodes as records (as OmegaConf pickles it)")
+    func omegaconf() throws {
+        let bytes = Self.checkpoint("hyper_parameters") { p in
+            func newobj(_ module: String, _ name: String, _ state: (inout PickleBytes) -> Void) {
+                p.global(module, name); p.emptyTuple(); p.op(0x81); p.emptyDict(); p.mark(); state(&p); p.setItems(); p.op(0x62)
+            }
+            newobj("omegaconf.dictconfig", "DictConfig") { p in
+                p.str("_metadata")
+                newobj("omegaconf.base", "ContainerMetadata") { p in
+                    p.str("ref_type"); p.global("typing", "Any")
+                    p.str("object_type"); p.global("builtins", "dict")
+                    p.str("optional"); p.op(0x88)
+                    p.str("key"); p.op(0x4E)
+                    p.str("resolver_cache"); p.global("collections", "defaultdict"); p.global("builtins", "dict"); p.op(0x85); p.reduce()
+                }
+                p.str("_parent"); p.op(0x4E)
+                p.str("_content"); p.emptyDict(); p.mark()
+                p.str("lr")
+                newobj("omegaconf.nodes", "AnyNode") { p in p.str("_val"); p.int(1) }
+                p.setItems()
+            }
+        }
+        let c = try readBytes(bytes, allowModuleRecords: false)
+        #expect(c.tensors.map(\.name) == ["w"])
+        let notes = c.notes.joined(separator: "\n")
+        #expect(notes.contains("hyper_parameters (omegaconf.dictconfig.DictConfig)"), "\(notes)")
+        #expect(notes.contains("omegaconf.base.ContainerMetadata") && notes.contains("omegaconf.nodes.AnyNode"), "\(notes)")
+    }
+
     @Test("calling a module class or a builtin type stays refused; functools.partial is never a record")
     func stillRefused() {
         expectRefused(Self.checkpoint("m") { p in p.global("torchvision.models.resnet", "ResNet"); p.int(3); p.op(0x85); p.reduce() },
