@@ -263,7 +263,7 @@ struct TorchUnwrapper {
                 if c.isEMA {
                     notes.append("EMA copy '\(path)' not used; pass --weights \(path) to take it")
                 } else {
-                    notes.append("also holds \(Self.place(c.steps)) (\(c.tensors.count) tensors), not used (smaller); pass --weights \(path) to take it")
+                    notes.append("also holds \(Self.place(c.steps)) (\(c.tensors.count) tensors), not used; pass --weights \(path) to take it")
                 }
             }
             if others.count > 8 { notes.append("\(others.count - 8) more dicts of tensors not used") }
