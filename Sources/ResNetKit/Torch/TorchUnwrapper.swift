@@ -387,7 +387,7 @@ struct TorchUnwrapper {
         if let d = arena.dict(value), d.values.contains(where: { arena.tensor($0) != nil }) {
             return try stateDictCandidate(d, steps)
         }
-        throw ResNetError.usage("--weights \(path): \(Self.place(steps)) in \(file) is a \(kind(value)), not a state dict or an nn.Module; \(candidateList(root))")
+        throw ResNetError.usage("--weights \(path): \(Self.place(steps)) in \(file) is \(kind(value)), not a state dict or an nn.Module; \(candidateList(root))")
     }
 
     private mutating func candidateList(_ root: PickleValue) -> String {
