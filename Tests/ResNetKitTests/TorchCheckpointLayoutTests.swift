@@ -380,3 +380,15 @@ struct PicklePolicyTests {
         }
     }
 }
+
+/// fuzz-torch: a zip whose zip64 end record names another central directory than the classic end
+/// record, with a deflated member. The directory check read the classic record, ZIPFoundation the
+/// zip64 one, and trapped reading past the end. Both records must now agree.
+@Test func aZip64EndRecordThatDisagreesIsRefused() throws {
+    let data = try Data(contentsOf: Paths.fixtures.appendingPathComponent("fuzz-regressions/torch-zip64-record-disagrees.pt"))
+    #expect {
+        _ = try readTorchCheckpoint(data: data, name: "fuzz.pt")
+    } throws: { error in
+        (error as? ResNetError)?.description.contains("disagrees with the end-of-central-directory record") == true
+    }
+}
