@@ -133,12 +133,16 @@ class Archive:
                 return None
 
         P(buf, protocol=2).dump(obj)
+        # A fixed timestamp keeps the files byte-identical from run to run, as torch's writer does.
+        def put(z, name, data):
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-            z.writestr(f"{root}/data.pkl", buf.getvalue())
-            z.writestr(f"{root}/byteorder", "little")
+            put(z, f"{root}/data.pkl", buf.getvalue())
+            put(z, f"{root}/byteorder", "little")
             for s in self.storages:
-                z.writestr(f"{root}/data/{s.key}", s.raw())
-            z.writestr(f"{root}/version", "3\n")
+                put(z, f"{root}/data/{s.key}", s.raw())
+            put(z, f"{root}/version", "3\n")
 
 
 def state_dict(a, prefix=""):

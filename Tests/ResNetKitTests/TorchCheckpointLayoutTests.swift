@@ -163,6 +163,33 @@ struct TorchCheckpointLayoutTests {
     }
 }
 
+extension TorchCheckpointLayoutTests {
+    /// A `Sequential` record whose `_modules` holds what `children` writes.
+    static func sequential(_ p: inout PickleBytes, children: (inout PickleBytes) -> Void) {
+        p.global("torch.nn.modules.container", "Sequential"); p.emptyTuple(); p.op(0x81)
+        p.emptyDict(); p.mark()
+        p.str("_parameters"); p.emptyDict()
+        p.str("_modules"); p.emptyDict(); p.mark(); children(&p); p.setItems()
+        p.setItems(); p.op(0x62)
+    }
+
+    @Test("many module candidates sharing one wide subtree cost linear work, not one walk each")
+    func sharedAcrossCandidates() throws {
+        var p = PickleBytes()
+        p.op(0x5D); p.mark()
+        // One module with 300 children, memoised, then 3,000 modules that each register it.
+        Self.sequential(&p) { q in for i in 0..<300 { q.str(String(i)); Self.sequential(&q) { _ in } } }
+        p.op(0x72); p.bytes += [0, 0, 0, 0]; p.op(0x30) // LONG_BINPUT 0, POP
+        for _ in 0..<3000 { Self.sequential(&p) { q in q.str("shared"); q.op(0x6A); q.bytes += [0, 0, 0, 0] } }
+        p.op(0x65); p.stop()
+        let start = ContinuousClock.now
+        // The first candidates are walked (they hold no tensors); once the walks reach the number of
+        // objects in the pickle, the rest are refused unread.
+        expectRefused(zipped(p.bytes), "no tensors found")
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+}
+
 /// Globals that exist to run code are refused by name with the reason; data classes become records.
 @Suite("Torch reader: pickle policy (records and the deny list)")
 struct PicklePolicyTests {
@@ -270,6 +297,35 @@ struct PicklePolicyTests {
         }
     }
 
+    @Test("an omegaconf DictConfig in Lightning's hyper_parameters decodes as records (as OmegaConf pickles it)")
+    func omegaconf() throws {
+        let bytes = Self.checkpoint("hyper_parameters") { p in
+            func newobj(_ module: String, _ name: String, _ state: (inout PickleBytes) -> Void) {
+                p.global(module, name); p.emptyTuple(); p.op(0x81); p.emptyDict(); p.mark(); state(&p); p.setItems(); p.op(0x62)
+            }
+            newobj("omegaconf.dictconfig", "DictConfig") { p in
+                p.str("_metadata")
+                newobj("omegaconf.base", "ContainerMetadata") { p in
+                    p.str("ref_type"); p.global("typing", "Any")
+                    p.str("object_type"); p.global("builtins", "dict")
+                    p.str("optional"); p.op(0x88)
+                    p.str("key"); p.op(0x4E)
+                    p.str("resolver_cache"); p.global("collections", "defaultdict"); p.global("builtins", "dict"); p.op(0x85); p.reduce()
+                }
+                p.str("_parent"); p.op(0x4E)
+                p.str("_content"); p.emptyDict(); p.mark()
+                p.str("lr")
+                newobj("omegaconf.nodes", "AnyNode") { p in p.str("_val"); p.int(1) }
+                p.setItems()
+            }
+        }
+        let c = try readBytes(bytes, allowModuleRecords: false)
+        #expect(c.tensors.map(\.name) == ["w"])
+        let notes = c.notes.joined(separator: "\n")
+        #expect(notes.contains("hyper_parameters (omegaconf.dictconfig.DictConfig)"), "\(notes)")
+        #expect(notes.contains("omegaconf.base.ContainerMetadata") && notes.contains("omegaconf.nodes.AnyNode"), "\(notes)")
+    }
+
     @Test("calling a module class or a builtin type stays refused; functools.partial is never a record")
     func stillRefused() {
         expectRefused(Self.checkpoint("m") { p in p.global("torchvision.models.resnet", "ResNet"); p.int(3); p.op(0x85); p.reduce() },
@@ -322,5 +378,17 @@ struct PicklePolicyTests {
             #expect(c.ignored.contains("hyper_parameters") && c.ignored.contains("pytorch-lightning_version"))
             print("\(file): \(c.notes.joined(separator: " | "))")
         }
+    }
+}
+
+/// fuzz-torch: a zip whose zip64 end record names another central directory than the classic end
+/// record, with a deflated member. The directory check read the classic record, ZIPFoundation the
+/// zip64 one, and trapped reading past the end. Both records must now agree.
+@Test func aZip64EndRecordThatDisagreesIsRefused() throws {
+    let data = try Data(contentsOf: Paths.fixtures.appendingPathComponent("fuzz-regressions/torch-zip64-record-disagrees.pt"))
+    #expect {
+        _ = try readTorchCheckpoint(data: data, name: "fuzz.pt")
+    } throws: { error in
+        (error as? ResNetError)?.description.contains("disagrees with the end-of-central-directory record") == true
     }
 }

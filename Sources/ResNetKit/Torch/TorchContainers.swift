@@ -59,14 +59,24 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
     var cdSize = UInt64(u32(eocd + 12))
     var cdOffset = UInt64(u32(eocd + 16))
     var cdLimit = eocd
-    if count == 0xFFFF || cdSize == 0xFFFF_FFFF || cdOffset == 0xFFFF_FFFF {
-        let locator = eocd - 20
-        guard locator >= 0, u32(locator) == 0x0706_4B50 else { throw bad("zip directory", "zip64 sizes without a zip64 locator") }
+    let saturated = count == 0xFFFF || cdSize == 0xFFFF_FFFF || cdOffset == 0xFFFF_FFFF
+    let locator = eocd - 20
+    let hasLocator = locator >= 0 && u32(locator) == 0x0706_4B50
+    guard hasLocator || !saturated else { throw bad("zip directory", "zip64 sizes without a zip64 locator") }
+    if hasLocator {
+        // ZIPFoundation (used for deflated members) takes the zip64 record whenever a locator is
+        // present, so both records must be valid and agree: a directory checked here is the one it reads.
         let record = try int(u64(locator + 8), "zip64 locator", "end record offset")
         guard record <= locator - 56, u32(record) == 0x0606_4B50 else { throw bad("zip64 end record at byte \(record)", "missing or outside the file") }
-        count = u64(record + 32)
-        cdSize = u64(record + 40)
-        cdOffset = u64(record + 48)
+        let count64 = u64(record + 32), size64 = u64(record + 40), offset64 = u64(record + 48)
+        guard count == 0xFFFF || count == count64, cdSize == 0xFFFF_FFFF || cdSize == size64,
+              cdOffset == 0xFFFF_FFFF || cdOffset == offset64 else {
+            throw bad("zip64 end record at byte \(record)",
+                      "disagrees with the end-of-central-directory record (\(count64) members, \(size64) bytes at \(offset64) against \(count), \(cdSize) at \(cdOffset))")
+        }
+        count = count64
+        cdSize = size64
+        cdOffset = offset64
         cdLimit = record
     }
     guard count <= UInt64(TorchLimits.maxZipMembers) else {

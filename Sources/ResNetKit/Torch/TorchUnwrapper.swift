@@ -40,6 +40,10 @@ struct TorchUnwrapper {
     private var depthLimited = false
     /// Why a dict or module that looked like weights could not be read; reported when nothing else is found.
     private var rejected: [ResNetError] = []
+    /// Modules walked over all candidates. Within one candidate each module is walked once; two
+    /// candidates that share a subtree would walk it twice, so the total is capped at the number of
+    /// objects the pickle built, which no file whose candidates are separate objects can exceed.
+    private var moduleVisits = 0
 
     /// Wrapper prefixes whose origin is known, for the notes.
     static let knownPrefixes = ["module.": "DataParallel / DistributedDataParallel", "_orig_mod.": "torch.compile",
@@ -222,12 +226,12 @@ struct TorchUnwrapper {
         return c
     }
 
-    private func moduleCandidate(_ v: PickleValue, _ steps: [Step]) throws -> Candidate {
+    private mutating func moduleCandidate(_ v: PickleValue, _ steps: [Step]) throws -> Candidate {
         guard let record = arena.module(v) else { throw bad(Self.place(steps), "is a \(arena.kindName(v)), not an nn.Module") }
         var c = Candidate(steps: steps, module: record.className)
         var seen: [Int: String] = [:]
         var onPath = Set<Int>()
-        try moduleWalk(v, prefix: "", depth: 0, into: &c, seen: &seen, onPath: &onPath)
+        try moduleWalk(v, prefix: "", depth: 0, into: &c, seen: &seen, onPath: &onPath, visits: &moduleVisits)
         c.isEMA = Self.isEMA(steps, className: record.className)
         return c
     }
@@ -259,7 +263,7 @@ struct TorchUnwrapper {
                 if c.isEMA {
                     notes.append("EMA copy '\(path)' not used; pass --weights \(path) to take it")
                 } else {
-                    notes.append("also holds \(Self.place(c.steps)) (\(c.tensors.count) tensors), not used (smaller); pass --weights \(path) to take it")
+                    notes.append("also holds \(Self.place(c.steps)) (\(c.tensors.count) tensors), not used; pass --weights \(path) to take it")
                 }
             }
             if others.count > 8 { notes.append("\(others.count - 8) more dicts of tensors not used") }
@@ -383,7 +387,7 @@ struct TorchUnwrapper {
         if let d = arena.dict(value), d.values.contains(where: { arena.tensor($0) != nil }) {
             return try stateDictCandidate(d, steps)
         }
-        throw ResNetError.usage("--weights \(path): \(Self.place(steps)) in \(file) is a \(kind(value)), not a state dict or an nn.Module; \(candidateList(root))")
+        throw ResNetError.usage("--weights \(path): \(Self.place(steps)) in \(file) is \(kind(value)), not a state dict or an nn.Module; \(candidateList(root))")
     }
 
     private mutating func candidateList(_ root: PickleValue) -> String {
@@ -481,7 +485,11 @@ struct TorchUnwrapper {
     /// registered twice) is recorded with `sharedWith` and not walked again; a module that
     /// contains itself is refused.
     private func moduleWalk(_ value: PickleValue, prefix: String, depth: Int, into c: inout Candidate,
-                            seen: inout [Int: String], onPath: inout Set<Int>) throws {
+                            seen: inout [Int: String], onPath: inout Set<Int>, visits: inout Int) throws {
+        visits += 1
+        guard visits <= arena.objects.count else {
+            throw bad(Self.place(c.steps), "module trees of several candidates share submodules; choose one with --weights")
+        }
         guard let record = arena.record(value) else { throw bad(prefix, "is a \(arena.kindName(value)), not a module") }
         let path = String(prefix.dropLast())
         let place = prefix.isEmpty ? "module \(record.className)" : "module '\(path)' (\(record.className))"
@@ -542,7 +550,7 @@ struct TorchUnwrapper {
                 continue
             }
             seen[ci] = childPath
-            try moduleWalk(v, prefix: childPath + ".", depth: depth + 1, into: &c, seen: &seen, onPath: &onPath)
+            try moduleWalk(v, prefix: childPath + ".", depth: depth + 1, into: &c, seen: &seen, onPath: &onPath, visits: &visits)
         }
     }
 
