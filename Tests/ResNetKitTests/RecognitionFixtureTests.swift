@@ -48,8 +48,8 @@ import Testing
     /// ImageNet-style fixtures whose stem stride is confounded with the synthetic images' scale.
     static let notYetSettledWithoutGoldens: Set<String> = [
         "avgpool-zeropad", "bottleneck-v1", "whole-module-resnet8",
-        "deep-stem-bottleneck", "resnet-t", "head-avgpool4-flatten",
-        "hf-resnet-bottleneck", "hf-resnet-bottleneck-bin", "option-a-split-after",
+        "deep-stem-bottleneck", "resnet-t", "resnet-d", "head-avgpool4-flatten",
+        "hf-resnet-bottleneck", "hf-resnet-bottleneck-bin",
     ]
 
     @Test("without goldens, BatchNorm plausibility settles on the structure the goldens confirm", arguments: cases)

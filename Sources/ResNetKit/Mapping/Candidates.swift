@@ -85,35 +85,46 @@ func structureAxes(of spec: ResNetSpec) -> [StructureAxis] {
         ]))
     }
 
-    // Parameter-free shortcuts that add zero channels: subsample or average pool; the zeros' split.
+    // Parameter-free shortcuts that add zero channels: how they reduce the resolution (subsample or
+    // average pool) and where the zeros go are two separate choices.
     let padded = spec.stages.flatMap(\.blocks).first { $0.shortcut.contains { if case .channelPad = $0 { return true } else { return false } } }
     if let padded {
-        let pooled = padded.shortcut.contains { if case .avgPool = $0 { return true } else { return false } }
-        var split = "evenly"
-        for case let .channelPad(before, after) in padded.shortcut { split = before == 0 ? "after" : after == 0 ? "before" : "evenly" }
-        var options: [(String, (inout ResNetSpec) -> Void)] = []
-        for pool in [pooled, !pooled] {
-            for where_ in [split] + ["evenly", "before", "after"].filter({ $0 != split }) {
-                options.append(("zero-channel shortcut: \(pool ? "2x2 average pool" : "subsample"), zeros \(where_ == "evenly" ? "split evenly" : where_)", { spec in
+        let strided = spec.stages.flatMap(\.blocks).contains { b in b.shortcut.contains { if case .subsample = $0 { return true }; if case .avgPool = $0 { return true }; return false } }
+        if strided {
+            let pooled = padded.shortcut.contains { if case .avgPool = $0 { return true } else { return false } }
+            var options: [(String, (inout ResNetSpec) -> Void)] = []
+            for pool in [pooled, !pooled] {
+                options.append(("zero-channel shortcut: \(pool ? "2x2 average pool" : "subsample")", { spec in
                     mapBlocks(&spec) { block in
-                        guard let p = block.shortcut.firstIndex(where: { if case .channelPad = $0 { return true } else { return false } }),
-                              case let .channelPad(b, a) = block.shortcut[p] else { return }
-                        let total = a + b
-                        let (nb, na) = where_ == "before" ? (total, 0) : where_ == "after" ? (0, total) : (total / 2, total - total / 2)
-                        var stride = 1
-                        for op in block.shortcut {
-                            if case let .subsample(s) = op { stride = s }
-                            if case let .avgPool(q) = op { stride = q.stride[0] }
+                        guard block.shortcut.contains(where: { if case .channelPad = $0 { return true } else { return false } }) else { return }
+                        block.shortcut = block.shortcut.map { op in
+                            switch op {
+                            case let .subsample(st) where pool: return .avgPool(PoolOp(kernel: [st, st], stride: [st, st]))
+                            case let .avgPool(q) where !pool: return .subsample(stride: q.stride[0])
+                            default: return op
+                            }
                         }
-                        var ops: [Op] = []
-                        if stride > 1 { ops.append(pool ? .avgPool(PoolOp(kernel: [stride, stride], stride: [stride, stride])) : .subsample(stride: stride)) }
-                        ops.append(.channelPad(before: nb, after: na))
-                        block.shortcut = ops
                     }
                 }))
             }
+            axes.append(StructureAxis(name: "zero-channel pooling", options: options))
         }
-        axes.append(StructureAxis(name: "zero-channel shortcut", options: options))
+        var split = "evenly"
+        for case let .channelPad(before, after) in padded.shortcut { split = before == 0 ? "after" : after == 0 ? "before" : "evenly" }
+        var options: [(String, (inout ResNetSpec) -> Void)] = []
+        for where_ in [split] + ["evenly", "before", "after"].filter({ $0 != split }) {
+            options.append(("zero channels \(where_ == "evenly" ? "split evenly" : where_)", { spec in
+                mapBlocks(&spec) { block in
+                    block.shortcut = block.shortcut.map { op in
+                        guard case let .channelPad(b, a) = op else { return op }
+                        let total = a + b
+                        let (nb, na) = where_ == "before" ? (total, 0) : where_ == "after" ? (0, total) : (total / 2, total - total / 2)
+                        return .channelPad(before: nb, after: na)
+                    }
+                }
+            }))
+        }
+        axes.append(StructureAxis(name: "zero-channel split", options: options))
     }
 
     // ReLU after the addition.

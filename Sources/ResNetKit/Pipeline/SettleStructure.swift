@@ -80,6 +80,15 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
         out.notes.append("plausibility: no evidence (\(base.reason ?? "no trained BatchNorm statistics")); the structure stays as read (\(candidates[0].summary)); pass --expect io.npz to check it")
         return out
     }
+    // Trained statistics fit some reading closely (scores 0.13–0.75 on the published checkpoints
+    // and the calibrated fixtures); random ones fit none (1.7–6.5 on the random-weight fixtures).
+    // Between the two, a best fit above 1 says the statistics are not evidence about this model.
+    let neighbourhood = [0] + candidates.indices.filter { differing($0, 0).count == 1 }
+    let bestFit = neighbourhood.map { result($0) }.filter(\.evidence).map(\.score).min() ?? .infinity
+    guard bestFit <= plausibilityEvidenceBound else {
+        out.notes.append("plausibility: no usable evidence: no reading fits the BatchNorm statistics (best score \(String(format: "%.2f", bestFit)), above \(plausibilityEvidenceBound); untrained or random statistics); the structure stays as read (\(candidates[0].summary)); pass --expect io.npz to check it")
+        return out
+    }
     var changes: [String] = []
     for _ in 0..<3 {
         let neighbours = candidates.indices.filter { differing($0, current).count == 1 }
@@ -112,3 +121,7 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
     }
     return out
 }
+
+/// A best plausibility score above this means the running statistics describe no reading of the
+/// model on natural images (see ``settleByPlausibility``).
+let plausibilityEvidenceBound = 1.0
