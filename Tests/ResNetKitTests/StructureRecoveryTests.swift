@@ -130,3 +130,27 @@ struct StateDictBuilder {
     }
     mutating func linear(_ name: String, _ out: Int, _ inF: Int) { add("\(name).weight", [out, inF]); add("\(name).bias", [out]) }
 }
+
+/// Without goldens, the BatchNorm plausibility check keeps (or finds) the structure that reproduces
+/// the real framework's goldens on every published checkpoint.
+@Suite struct PublishedCheckpointPlausibilityTests {
+    @Test("without goldens the structure settled on reproduces the goldens", arguments: ExternalCheckpointFiles.withGoldens)
+    func settlesRight(_ rel: String) throws {
+        guard let path = Paths.externalFile(rel),
+              let golden = Paths.externalFile((rel as NSString).deletingLastPathComponent + "/io.npz") else { return }
+        let loaded = try settleStructure(try loadModel(path: path), goldens: nil)
+        let goldens = try Goldens(path: golden, inputChannels: loaded.model.spec.inputChannels)
+        let check = try Verifier.checkGoldens(loaded.model, goldens: goldens, aliases: Verifier.layerAliases(loaded))
+        let passed = check.passed
+        #expect(passed, "\(rel): \(loaded.notes.joined(separator: "\n"))")
+    }
+}
+
+enum ExternalCheckpointFiles {
+    static let withGoldens = StructureRecoveryTests.external + [
+        "mlcommons-tiny/pretrainedResnet.h5",
+        "leogem-keras-injector/ResNet20.keras",
+        "aifoundry-mhaq-torchdistill/cifar10-resnet20_cifar10_from_resnet20_cifar10_new-final_run_92.81.th",
+        "arturjordao-dwp-resnet20/ResNet20.h5",
+    ]
+}

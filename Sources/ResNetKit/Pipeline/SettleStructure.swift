@@ -91,7 +91,10 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
     }
     var changes: [String] = []
     for _ in 0..<3 {
-        let neighbours = candidates.indices.filter { differing($0, current).count == 1 }
+        let neighbours = candidates.indices.filter { i in
+            let d = differing(i, current)
+            return d.count == 1 && visibleToStatistics(candidates[i].choices[d[0]]) && visibleToStatistics(candidates[current].choices[d[0]])
+        }
         let scored = neighbours.filter { result($0).evidence }.sorted { result($0).score < result($1).score }
         guard let best = scored.first, result(best).score < result(current).score else { break }
         let ratio = Plausibility.pairedRatio(result(best), result(current))
@@ -125,3 +128,12 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
 /// A best plausibility score above this means the running statistics describe no reading of the
 /// model on natural images (see ``settleByPlausibility``).
 let plausibilityEvidenceBound = 1.0
+
+/// Whether BatchNorm statistics can decide a choice. Not: what comes after the last batch norm (the
+/// head's activation, a ReLU before the head's pooling), where a bottleneck strides (ratios 0.96–1.04
+/// on real checkpoints), and whether a zero-channel shortcut subsamples or average-pools (it picked
+/// the wrong one on a published checkpoint). Goldens decide those.
+func visibleToStatistics(_ choice: String) -> Bool {
+    !(choice.hasPrefix("head:") || choice.contains("head's pooling") || choice.contains("bottleneck stride")
+      || choice.hasPrefix("zero-channel shortcut:"))
+}
