@@ -391,4 +391,11 @@ struct StateDict {
         #expect(!globMatches("*.num_batches_tracked", "layer1.0.bn1.weight"))
         #expect(globMatches("ema_*", "ema_decay") && !globMatches("ema_*", "x.ema_decay"))
     }
+
+    @Test func aWrongPresetNamesThePresetThatFits() throws {
+        let path = Paths.fixtures.appendingPathComponent("torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth").path
+        let ckpt = try readTorchCheckpoint(path: path)
+        let message = mappingError { _ = try mapTorchCheckpoint(ckpt, arch: "torchvision-resnet18", mapFile: nil) }
+        #expect(message.contains("the file fits --arch cifar-resnet20"), "\(message)")
+    }
 }

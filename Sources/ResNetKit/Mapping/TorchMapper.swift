@@ -78,7 +78,18 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
                 .compactMap { $0 }.joined(separator: "; ") + "; pass --arch PRESET or --map FILE.json (see the Mapping article)")
         }
     }
-    return try mapWithScheme(ckpt, scheme: scheme, preset: preset, notes: notes)
+    do {
+        return try mapWithScheme(ckpt, scheme: scheme, preset: preset, notes: notes)
+    } catch let ResNetError.mapping(f, reason) where preset != nil {
+        // A wrong --arch: say which presets the file does fit.
+        let fitting = TorchSchemes.presets.filter { $0.name != preset!.name }.filter { p in
+            guard let s = TorchSchemes.builtIn.first(where: { $0.name == p.scheme }), let cs = try? CompiledScheme(s, file: file) else { return false }
+            return (try? mapWithScheme(ckpt, scheme: cs, preset: p, notes: [])) != nil
+        }.map(\.name)
+        let hint = fitting.isEmpty ? "; no other preset fits either (without --arch the structure is recovered from the file)"
+            : "; the file fits --arch \(fitting.joined(separator: " or "))"
+        throw ResNetError.mapping(file: f, reason: reason + hint)
+    }
 }
 
 /// The reason of a mapping error without the file prefix, for combining messages.
