@@ -134,8 +134,13 @@ import Testing
         #expect(graph.nodes[graph.output].path == "flatten")
     }
 
-    @Test func aMalformedReferenceIsRefusedWithItsPlace() throws {
-        let text = #"{"class_name": "Functional", "config": {"layers": [], "input_layers": {"a": 3}, "output_layers": []}}"#
+    @Test("malformed input_layers are refused, not crashed on", arguments: [
+        #"{"a": 3}"#, #"{}"#, #"[]"#, #"null"#, #"["input_1"]"#, #"[["input_1", 0, -1]]"#,
+        String(repeating: "[", count: 40) + #"["input_1", 0, 0]"# + String(repeating: "]", count: 40),
+    ])
+    func malformedReferencesAreRefused(form: String) throws {
+        let text = #"{"class_name": "Functional", "config": {"layers": [], "input_layers": FORM, "output_layers": []}}"#
+            .replacingOccurrences(of: "FORM", with: form)
         let json = try parseKerasJSON(Data(text.utf8), file: "m.json", place: "config")
         var builder = KerasGraphBuilder(file: "m.json", place: "config")
         #expect(throws: ResNetError.self) { _ = try builder.build(json) }

@@ -98,6 +98,9 @@ extension LoadedModel {
     /// Makes candidate `index` the model (model, mapping, and for Keras files the layer graph the
     /// self-check interprets), noting which reading was taken and why.
     public mutating func adoptCandidate(_ index: Int, arch: String? = nil, reason: String) throws {
+        guard candidates.indices.contains(index) else {
+            throw ResNetError.usage("\(path): candidate \(index) does not exist (\(candidates.count) candidates)")
+        }
         let c = candidates[index]
         model = c.model
         mapping = c.mapping

@@ -104,6 +104,9 @@ struct KerasWeightsRecovery {
 
     private func weightedKind(_ name: String, _ vars: [SourceTensor]) throws -> Kind {
         let shapes = vars.map(\.tensor.shape)
+        guard shapes.allSatisfy({ $0.allSatisfy { $0 > 0 } }) else {
+            throw fail("layer \(name) has an empty variable (shapes \(shapes))")
+        }
         func base(_ v: SourceTensor) -> String {
             var b = Substring(v.name.split(separator: "/").last ?? "")
             if let c = b.firstIndex(of: ":") { b = b[..<c] }
