@@ -142,7 +142,8 @@ private struct TorchRecovery {
             // Names alone do not say that the stem comes first and the classifier last: modules
             // outside every block go before the blocks, linear layers after them.
             let prefixes = blockPrefixes()
-            let inBlock = { (m: StateDictModule) in prefixes.contains { m.path.hasPrefix($0 + ".") } }
+            let index = Dictionary(prefixes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+            let inBlock = { (m: StateDictModule) in Self.block(of: m, in: index) != nil }
             let reordered = modules.filter { !inBlock($0) && $0.kind != .linear } + modules.filter(inBlock) + modules.filter { !inBlock($0) && $0.kind == .linear }
             self.modules = reordered.enumerated().map { var m = $1; m.order = $0; return m }
         }
@@ -156,16 +157,40 @@ private struct TorchRecovery {
 
     /// Block prefixes: the deepest numbered subtrees that hold at least two convolutions, in file order.
     func blockPrefixes() -> [String] {
+        // Linear in the number of keys times their depth: a file controls both.
         var convs: [String: Int] = [:]
+        var firstOrder: [String: Int] = [:]
         for m in modules where m.kind == .conv {
             for k in 1..<max(1, m.components.count) where numbered(m.components[k - 1]) {
-                convs[m.components[0..<k].joined(separator: "."), default: 0] += 1
+                let p = m.components[0..<k].joined(separator: ".")
+                convs[p, default: 0] += 1
+                if firstOrder[p] == nil { firstOrder[p] = m.order }
             }
         }
         let qualifying = Set(convs.filter { $0.value >= 2 }.keys)
-        let deepest = qualifying.filter { p in !qualifying.contains { $0 != p && $0.hasPrefix(p + ".") } }
-        func first(_ p: String) -> Int { modules.first { $0.path.hasPrefix(p + ".") }!.order }
-        return deepest.sorted { first($0) < first($1) }
+        // A qualifying prefix with a qualifying descendant is not the deepest.
+        var hasQualifyingDescendant = Set<String>()
+        for q in qualifying {
+            var parts = q.split(separator: ".", omittingEmptySubsequences: false).dropLast()
+            while !parts.isEmpty { hasQualifyingDescendant.insert(parts.joined(separator: ".")); parts = parts.dropLast() }
+        }
+        let deepest = qualifying.subtracting(hasQualifyingDescendant)
+        // A block's first module may be a batch norm that precedes its first conv.
+        for m in modules where m.kind != .conv {
+            for k in 1..<max(1, m.components.count) {
+                let p = m.components[0..<k].joined(separator: ".")
+                if deepest.contains(p) { firstOrder[p] = min(firstOrder[p] ?? .max, m.order) }
+            }
+        }
+        return deepest.sorted { firstOrder[$0, default: .max] < firstOrder[$1, default: .max] }
+    }
+
+    /// The index in `prefixes` of the block holding `m`, by a lookup per ancestor of its path.
+    static func block(of m: StateDictModule, in index: [String: Int]) -> Int? {
+        for k in stride(from: m.components.count - 1, through: 1, by: -1) {
+            if let b = index[m.components[0..<k].joined(separator: ".")] { return b }
+        }
+        return nil
     }
 
     // MARK: Recording tensors
@@ -210,8 +235,9 @@ private struct TorchRecovery {
         }
         // Every module belongs to one block, or comes before the first (stem) or after the last (head).
         var blockOf: [Int: Int] = [:]   // module index → block index
+        let index = Dictionary(prefixes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         for (i, m) in modules.enumerated() {
-            if let b = prefixes.firstIndex(where: { m.path.hasPrefix($0 + ".") }) { blockOf[i] = b }
+            if let b = Self.block(of: m, in: index) { blockOf[i] = b }
         }
         let firstBlockModule = modules.indices.first { blockOf[$0] != nil }!
         let lastBlockModule = modules.indices.last { blockOf[$0] != nil }!
@@ -271,7 +297,7 @@ private struct TorchRecovery {
 
         // Stages: by the blocks' parent names when there are several, else where the channels change.
         let parents = prefixes.map { p -> String in p.split(separator: ".").dropLast().joined(separator: ".") }
-        let distinctParents = parents.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let distinctParents = Set(parents)
         var stages: [Stage] = []
         var blocks: [Block] = []
         var kinds = Set<Int>()
@@ -381,7 +407,7 @@ private struct TorchRecovery {
         var channels = inC, convs = 0
         for (i, m) in ms.enumerated() where m.kind == .conv {
             let w = m.weightShape
-            if convs >= 2, w[1] == inC, channels != inC || w[1] != channels, channels % w[1] != 0 || w[1] == inC && channels != inC {
+            if convs >= 2, w[1] == inC, channels != inC {
                 var shortcut = [m]
                 if i + 1 < ms.count, ms[i + 1].kind == .batchNorm, ms[i + 1].channels == w[0] { shortcut.append(ms[i + 1]) }
                 let rest = ms.enumerated().filter { j, _ in j < i || j >= i + shortcut.count }.map(\.1)

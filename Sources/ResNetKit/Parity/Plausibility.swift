@@ -105,10 +105,9 @@ public struct PlausibilityRanking: Sendable, Codable {
 /// against the running statistics).
 public enum Plausibility {
     /// A ranking is decisive when the second-best candidate scores at least this many times worse
-    /// than the best (over the BNs where they differ). Chosen by measurement on real checkpoints and
-    /// wrong readings of them (docs/plausibility-margins.md): every reading the statistics can tell
-    /// apart lost by 1.21 or more, while readings they cannot tell apart (stride on the other conv of
-    /// a block) came within 1.04 either way; 1.12 lies between the two.
+    /// than the best (over the BNs where they differ). It lies between the ratios of wrong readings
+    /// the statistics can tell apart and those they cannot, measured on real checkpoints
+    /// (docs/plausibility-margins.md).
     public static let decisiveMargin = 1.12
 
     /// A per-channel distance above this counts as this much: a channel that is dead in training

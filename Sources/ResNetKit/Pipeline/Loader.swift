@@ -127,13 +127,8 @@ func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws 
         throw ResNetError.usage("--arch \(arch) is a Keras preset; \(ckpt.path) is a PyTorch checkpoint")
     }
     let mapped = try mapTorchCheckpoint(ckpt, arch: arch, mapFile: mapFile)
-    var notes = ckpt.notes + mapped.notes
-    // The reader already counts the BN step counters; name every other ignored entry.
-    let other = ckpt.ignored.filter { !$0.hasSuffix("num_batches_tracked") }
-    if !other.isEmpty {
-        let shown = other.prefix(8).joined(separator: ", ")
-        notes.append("ignored \(other.count) other entr\(other.count == 1 ? "y" : "ies"): \(shown)\(other.count > 8 ? ", …" : "")")
-    }
+    let notes = ckpt.notes + mapped.notes
+    // The reader's notes already name what it ignored and why.
     let dtypes = Set(ckpt.tensors.map(\.sourceDType)).map(\.rawValue).sorted()
     var loaded = LoadedModel(path: ckpt.path, format: "\(ckpt.container), \(dtypes.joined(separator: "/"))", model: mapped.model,
                              kerasGraph: nil, mapping: mapped.origins, notes: notes, storedParity: [])

@@ -80,9 +80,9 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
         out.notes.append("plausibility: no evidence (\(base.reason ?? "no trained BatchNorm statistics")); the structure stays as read (\(candidates[0].summary)); pass --expect io.npz to check it")
         return out
     }
-    // Trained statistics fit some reading closely (scores 0.13–0.75 on the published checkpoints
-    // and the calibrated fixtures); random ones fit none (1.7–6.5 on the random-weight fixtures).
-    // Between the two, a best fit above 1 says the statistics are not evidence about this model.
+    // Trained statistics fit some reading closely; random ones fit none. A best fit above
+    // `plausibilityEvidenceBound` says they are not evidence about this model (the bound lies
+    // between the two measured groups; see the "Recognising architectures" article).
     let neighbourhood = [0] + candidates.indices.filter { differing($0, 0).count == 1 }
     let bestFit = neighbourhood.map { result($0) }.filter(\.evidence).map(\.score).min() ?? .infinity
     guard bestFit <= plausibilityEvidenceBound else {
@@ -130,9 +130,9 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
 let plausibilityEvidenceBound = 1.0
 
 /// Whether BatchNorm statistics can decide a choice. Not: what comes after the last batch norm (the
-/// head's activation, a ReLU before the head's pooling), where a bottleneck strides (ratios 0.96–1.04
-/// on real checkpoints), and whether a zero-channel shortcut subsamples or average-pools (it picked
-/// the wrong one on a published checkpoint). Goldens decide those.
+/// head's activation, a ReLU before the head's pooling), where a bottleneck strides, and whether a
+/// zero-channel shortcut subsamples or average-pools; the measurements that say so are in the
+/// "Recognising architectures" article. Goldens decide those.
 func visibleToStatistics(_ choice: String) -> Bool {
     !(choice.hasPrefix("head:") || choice.contains("head's pooling") || choice.contains("bottleneck stride")
       || choice.hasPrefix("zero-channel shortcut:"))
