@@ -221,7 +221,7 @@ extension PlausibilityTests {
         let result = try Plausibility.check(model)
         let seconds = Date().timeIntervalSince(start)
         print("plausibility check of tv-resnet50-mini at \(result.imageShape): \(String(format: "%.2f", seconds)) s")
-        #expect(result.imageShape == [8, 3, 128, 128])
+        #expect(Plausibility.imageSizes(for: model.spec).contains(Array(result.imageShape.suffix(2))), "\(result.imageShape)")
         #expect(result.batchNorms.count == model.spec.allOps.filter { if case .batchNorm = $0 { return true }; return false }.count)
     }
 }

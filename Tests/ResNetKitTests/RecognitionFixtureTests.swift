@@ -42,14 +42,12 @@ import Testing
         #expect(report.passed, "\(c.file): \(report.checks.map(\.detail).joined(separator: "\n"))")
     }
 
-    /// Layouts where the check does not find the structure yet, and why (measured; see the
-    /// "Recognising architectures" article): choices the statistics cannot see (average pool or
-    /// subsample before zero channels, where a bottleneck strides, a softmax head), and 64×64
-    /// ImageNet-style fixtures whose stem stride is confounded with the synthetic images' scale.
-    static let notYetSettledWithoutGoldens: Set<String> = [
-        "avgpool-zeropad", "bottleneck-v1", "whole-module-resnet8",
-        "deep-stem-bottleneck", "resnet-t", "resnet-d", "head-avgpool4-flatten",
-        "hf-resnet-bottleneck", "hf-resnet-bottleneck-bin",
+    /// Layouts whose one wrong choice the statistics cannot see (measured; see the "Recognising
+    /// architectures" article): whether a zero-channel shortcut average-pools or subsamples, and
+    /// which conv of a bottleneck strides. The notes must say the choice was not checked.
+    static let notSettledWithoutGoldens: [String: String] = [
+        "avgpool-zeropad": "zero-channel shortcut: subsample",
+        "bottleneck-v1": "bottleneck stride on the 3x3 conv",
     ]
 
     @Test("without goldens, BatchNorm plausibility settles on the structure the goldens confirm", arguments: cases)
@@ -62,8 +60,10 @@ import Testing
             let passed = check.passed
             #expect(passed, "\(c.file): \(loaded.notes.filter { $0.contains("plausib") }.joined(separator: "\n"))")
         }
-        if Self.notYetSettledWithoutGoldens.contains(name) {
-            withKnownIssue("plausibility does not settle \(name) yet") { try body() }
+        if let unseen = Self.notSettledWithoutGoldens[name] {
+            let loaded = try settleStructure(try loadModel(path: c.file), goldens: nil)
+            #expect(loaded.notes.contains { $0.hasPrefix("not checked without goldens") && $0.contains(unseen) }, "\(loaded.notes)")
+            withKnownIssue("the statistics cannot see \(unseen)") { try body() }
         } else {
             try body()
         }

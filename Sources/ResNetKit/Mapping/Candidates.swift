@@ -9,7 +9,7 @@ public struct StructureCandidate: Sendable {
     public var model: ResNetModel
     /// Where each canonical tensor came from (same convention as ``LoadedModel/mapping``).
     public var mapping: [TensorOrigin]
-    /// What this candidate assumes, one short phrase per choice (e.g. `stem stride 1, no max pool`).
+    /// What this candidate assumes, one short phrase per choice (e.g. `stem stride 1`, `no stem max pool`).
     public var choices: [String]
 
     public init(model: ResNetModel, mapping: [TensorOrigin], choices: [String]) {
@@ -40,26 +40,30 @@ private func mapBlocks(_ spec: inout ResNetSpec, _ f: (inout Block) -> Void) {
 func structureAxes(of spec: ResNetSpec) -> [StructureAxis] {
     var axes: [StructureAxis] = []
 
-    // Stem: stride of the first conv and a 3x3/2 max pool.
+    // Stem: the stride of the first conv and a 3x3/2 max pool are two choices. The stride trades
+    // off against the unknown training resolution, so only parity can settle it; the max pool
+    // changes what every later layer sees at any resolution.
     if let first = spec.stem.firstIndex(where: isConv), case let .conv(c) = spec.stem[first], c.stride == [c.stride[0], c.stride[0]] {
-        let hasPool = spec.stem.contains { if case .maxPool = $0 { return true } else { return false } }
         let stride = c.stride[0]
-        var options: [(String, (inout ResNetSpec) -> Void)] = []
-        for (s, pool) in [(stride, hasPool), (stride == 1 ? 2 : 1, hasPool), (stride, !hasPool), (stride == 1 ? 2 : 1, !hasPool)] {
-            let label = "stem stride \(s), \(pool ? "max pool" : "no max pool")"
-            options.append((label, { spec in
-                guard case var conv = spec.stem[first], case .conv(var cc) = conv else { return }
-                cc.stride = [s, s]; conv = .conv(cc); spec.stem[first] = conv
-                if pool == hasPool { return }
+        axes.append(StructureAxis(name: "stem stride", options: [stride, stride == 1 ? 2 : 1].map { s in
+            ("stem stride \(s)", { spec in
+                guard case .conv(var cc) = spec.stem[first] else { return }
+                cc.stride = [s, s]; spec.stem[first] = .conv(cc)
+            })
+        }))
+        let hasPool = spec.stem.contains { if case .maxPool = $0 { return true } else { return false } }
+        axes.append(StructureAxis(name: "stem max pool", options: [hasPool, !hasPool].map { pool in
+            (pool ? "stem max pool" : "no stem max pool", { spec in
+                let present = spec.stem.contains { if case .maxPool = $0 { return true } else { return false } }
+                if pool == present { return }
                 if pool {
                     let at = (spec.stem.lastIndex { if case .relu = $0 { return true } else { return false } } ?? (spec.stem.count - 1)) + 1
                     spec.stem.insert(.maxPool(PoolOp(kernel: [3, 3], stride: [2, 2], padding: .symmetric(1))), at: at)
                 } else {
                     spec.stem.removeAll { if case .maxPool = $0 { return true } else { return false } }
                 }
-            }))
-        }
-        axes.append(StructureAxis(name: "stem", options: options))
+            })
+        }))
     }
 
     // Bottlenecks that stride: on the first conv with a larger kernel (v1.5) or on the first 1x1 (v1).

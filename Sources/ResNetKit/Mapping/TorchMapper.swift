@@ -48,14 +48,11 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
         do { detected = try detectScheme(ckpt) } catch let e as ResNetError { tableFailure = e }
         if let (best, note, complete) = detected {
             if complete {
-                do { return try mapWithScheme(ckpt, scheme: best, preset: nil, notes: [note]) } catch let e as ResNetError {
+                do { return try mapWithScheme(ckpt, scheme: best, preset: nil, notes: [note], separateDamage: true) } catch let e as TableKeysMissing {
                     // Every key named as the table expects, yet some are absent: a damaged file, not another structure.
-                    // A block without shortcut weights is a structure of its own (parameter-free shortcut).
-                    let reason = reasonOf(e, file: file)
-                    if let r = reason.range(of: "missing keys: ") {
-                        let missing = reason[r.upperBound...].components(separatedBy: ", ")
-                        if !missing.allSatisfy({ $0.contains(".downsample.") || $0.contains("shortcut") }) { throw e }
-                    }
+                    throw e.error
+                } catch let e as ResNetError {
+                    // Includes a block without shortcut weights: a structure of its own (parameter-free shortcut).
                     tableFailure = e
                 }
             } else {
@@ -101,7 +98,16 @@ private func reasonOf(_ e: ResNetError, file: String) -> String {
     }
 }
 
-private func mapWithScheme(_ ckpt: TorchCheckpoint, scheme: CompiledScheme, preset: TorchSchemes.Preset?, notes: [String]) throws
+/// A table that names every key of a file fails because keys it needs are absent, other than the
+/// weights of a shortcut (whose absence is a parameter-free shortcut, a structure of its own).
+private struct TableKeysMissing: Error {
+    var error: ResNetError
+}
+
+/// - Parameter separateDamage: throw ``TableKeysMissing`` (instead of the plain mapping error) when
+///   keys outside the shortcuts are missing.
+private func mapWithScheme(_ ckpt: TorchCheckpoint, scheme: CompiledScheme, preset: TorchSchemes.Preset?, notes: [String],
+                           separateDamage: Bool = false) throws
     -> (model: ResNetModel, origins: [TensorOrigin], notes: [String]) {
     let file = ckpt.path
     var notes = notes
@@ -141,7 +147,10 @@ private func mapWithScheme(_ ckpt: TorchCheckpoint, scheme: CompiledScheme, pres
     var builder = TorchArchitectureBuilder(scheme: scheme, modules: modules, file: file)
     builder.unexpected = unexpected
     let family = preset?.name ?? "torch-\(scheme.scheme.name)"
-    let built = try builder.build(family: family)
+    let built: TorchArchitectureBuilder.Built
+    do { built = try builder.build(family: family) } catch let e as ResNetError where separateDamage && builder.missingOutsideShortcuts {
+        throw TableKeysMissing(error: e)
+    }
     if let preset { try check(built.model.spec, against: preset, builder: builder) }
     notes += built.notes
     return (built.model, built.origins, notes)
@@ -292,6 +301,8 @@ struct TorchArchitectureBuilder {
     /// Source keys no rule maps (filled by the caller), plus modules no ResNet part uses.
     var unexpected: [String] = []
     var missing: [String] = []
+    /// Some missing key is not a shortcut weight.
+    var missingOutsideShortcuts = false
     private var used = Set<String>()
     private var tensors: [String: Tensor] = [:]
     private var origins: [TensorOrigin] = []
@@ -324,7 +335,8 @@ struct TorchArchitectureBuilder {
         return conv1[..<dot] + ".*"
     }
 
-    private mutating func markMissing(_ canonical: String, _ suffixes: [String]) {
+    private mutating func markMissing(_ canonical: String, _ suffixes: [String], shortcut: Bool = false) {
+        if !shortcut { missingOutsideShortcuts = true }
         let src = sourceName(canonical)
         for s in suffixes { missing.append("\(src).\(s)") }
     }
@@ -542,7 +554,6 @@ struct TorchArchitectureBuilder {
         // Blocks.
         var outStages: [Stage] = []
         var kinds = Set<Int>(), groupSet = Set<Int>()
-        var shortcutKinds: [String] = []
         for (si, blocks) in stages.enumerated() {
             var outBlocks: [Block] = []
             for (bi, bm) in blocks.enumerated() {
@@ -590,16 +601,14 @@ struct TorchArchitectureBuilder {
                     shortcut.append(.conv(c))
                     if convention == .seed {
                         shortcut.append(.relu)
-                        shortcutKinds.append("1x1 conv + ReLU")
                     } else {
                         let dsBN = ds[1] ?? "\(name).downsample.1"
                         if let b = try batchNorm(dsBN, channels: outC) { shortcut.append(.batchNorm(b)) }
-                        shortcutKinds.append("1x1 conv + BN")
                     }
                 } else if needs {
                     guard convention == .cifar, let kind = scheme.scheme.shortcutWithoutWeights else {
-                        markMissing("\(name).downsample.0", ["weight"])
-                        if convention != .seed { markMissing("\(name).downsample.1", ["weight", "bias", "running_mean", "running_var"]) }
+                        markMissing("\(name).downsample.0", ["weight"], shortcut: true)
+                        if convention != .seed { markMissing("\(name).downsample.1", ["weight", "bias", "running_mean", "running_var"], shortcut: true) }
                         throw failure("block \(sourceBlockName(stage: si + 1, block: bi)) changes the shape (\(inC)→\(outC) channels, stride \(stride)) but has no shortcut weights")
                     }
                     guard outC >= inC else {
@@ -613,7 +622,6 @@ struct TorchArchitectureBuilder {
                     }
                     let pad = outC - inC
                     if pad > 0 { shortcut.append(.channelPad(before: pad / 2, after: pad - pad / 2)) }
-                    shortcutKinds.append(kind == .subsamplePad ? "option A (subsample + zero channels)" : "avg_pool2d(2) + zero channels")
                 }
                 let post: [Op] = convention == .seed ? [] : [.relu]
                 outBlocks.append(Block(name: name, residual: residual, shortcut: shortcut, post: post))
@@ -668,8 +676,7 @@ struct TorchArchitectureBuilder {
         let groups = groupSet.sorted().map(String.init).joined(separator: "/")
         let bias = spec.allOps.contains { if case let .conv(c) = $0 { return c.bias } else { return false } }
         notes.append("architecture (\(convention.rawValue) convention): stem width \(stemWidth), \(outStages.count) stages of \(counts) \(kind) blocks, widths \(widths), groups \(groups), \(classes) classes, \(inputChannels) input channels\(bias ? ", conv bias" : "")")
-        let sk = Array(Set(shortcutKinds)).sorted()
-        notes.append("shortcuts: " + (sk.isEmpty ? "identity only" : sk.joined(separator: ", ") + " where the shape changes, identity elsewhere"))
+        notes.append(shortcutNote(spec))
         if let k = scheme.scheme.headPool { notes.append("head: AvgPool2d(\(k)) before the classifier (equals global pooling only for input \(scheme.scheme.inputSize.map { "\($0[0])x\($0[1])" } ?? "of the training size"))") }
         return Built(model: model, origins: origins, notes: notes)
     }

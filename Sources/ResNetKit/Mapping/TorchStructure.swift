@@ -131,7 +131,6 @@ private struct TorchRecovery {
     var origins: [TensorOrigin] = []
     var notes: [String] = []
     /// Parameter-free shortcuts used, for the notes.
-    var shortcutKinds: [String] = []
 
     /// Whether names ending in a number (`stack1`) count as numbered for finding blocks.
     let suffixedNames: Bool
@@ -358,8 +357,7 @@ private struct TorchRecovery {
         let kind = kinds == [3] ? "bottleneck" : kinds == [2] ? "basic" : "mixed"
         notes.append("architecture recovered from names, order and shapes (no naming table fits): stem \(stemConvs.count) conv\(stemConvs.count == 1 ? "" : "s") of width \(stemWidth), "
                      + "\(stages.count) stages of \(counts) \(preActivation ? "pre-activation " : "")\(kind) blocks, \(fw[0]) classes, \(inputChannels) input channels")
-        let sk = Array(Set(shortcutKinds)).sorted()
-        notes.append("shortcuts: " + (sk.isEmpty ? "identity only" : sk.joined(separator: ", ") + " where the shape changes, identity elsewhere"))
+        notes.append(shortcutNote(spec))
         return RecoveredStructure(model: model, origins: origins, notes: notes)
     }
 
@@ -476,14 +474,12 @@ private struct TorchRecovery {
             let depth = sms[0].components.count - 1
             var index = 0          // canonical position, as a Sequential counts it (parameter-free modules too)
             var c = inC
-            var kind: [String] = []
             for (j, m) in sms.enumerated() {
                 if let at = sequentialIndex(m, depth: depth) {
                     // A gap before the first module, where a stride is to be taken, is a pooling (ResNet-D).
                     if at > index, m.kind == .conv, shortcut.isEmpty, stride > 1 {
                         shortcut.append(.avgPool(PoolOp(kernel: [stride, stride], stride: [stride, stride],
                                                         padding: .explicit(top: 0, bottom: stride - 1, left: 0, right: stride - 1), countIncludePad: false)))
-                        kind.append("avg-pool (ceil mode)")
                     }
                     index = max(index, at)
                 }
@@ -492,19 +488,16 @@ private struct TorchRecovery {
                     let pooled = shortcut.contains { if case .avgPool = $0 { return true } else { return false } }
                     let conv = try self.conv(m, as: "\(name).downsample.\(index)", inChannels: c, stride: pooled ? 1 : stride)
                     shortcut.append(.conv(conv)); c = conv.outChannels
-                    kind.append("\(conv.kernel[0])x\(conv.kernel[1]) conv\(conv.bias ? " with bias" : "")")
                 case .batchNorm:
                     shortcut.append(.batchNorm(try batchNorm(m, as: "\(name).downsample.\(index)", channels: c)))
-                    kind.append("BN")
                     // BN then conv in a shortcut is the pre-activation order: a ReLU sits between them.
-                    if j + 1 < sms.count, sms[j + 1].kind == .conv { shortcut.append(.relu); index += 1; kind.append("ReLU") }
+                    if j + 1 < sms.count, sms[j + 1].kind == .conv { shortcut.append(.relu); index += 1 }
                 case .linear:
                     throw ResNetError.unsupported(file: file, place: m.path, reason: "a linear layer in a shortcut")
                 }
                 index += 1
             }
             guard c == outC else { throw fail("\(source): the shortcut gives \(c) channels, the residual branch \(outC)") }
-            shortcutKinds.append(kind.joined(separator: " + "))
             // Pre-activation with a conv-only projection: the projection reads the pre-activated input
             // (the common implementation); the raw input is a variation.
             if pre, case .conv? = shortcut.first, residual.count >= 2, case .batchNorm = residual[0] {
@@ -517,7 +510,6 @@ private struct TorchRecovery {
             if stride != 1 { shortcut.append(.subsample(stride: stride)) }
             let pad = outC - inC
             if pad > 0 { shortcut.append(.channelPad(before: pad / 2, after: pad - pad / 2)) }
-            shortcutKinds.append("option A (subsample + zero channels)")
         }
         return Block(name: name, pre: blockPre, residual: residual, shortcut: shortcut, post: pre ? [] : [.relu])
     }

@@ -119,7 +119,7 @@ public enum Plausibility {
     public struct Options: Sendable {
         /// Images in the synthetic batch.
         public var images: Int = 8
-        /// Image size; nil picks ``Plausibility/imageSize(for:)``.
+        /// Image size; nil tries each of ``Plausibility/imageSizes(for:)`` and keeps the best fit.
         public var size: [Int]? = nil
         /// Input scales to try; the one fitting the first BatchNorm best is used.
         public var scales: [InputScale] = InputScale.allCases
@@ -134,21 +134,19 @@ public enum Plausibility {
         }
     }
 
-    /// The image size the check uses for `spec`: the declared input size when known and at most
-    /// 128 per side (else scaled down to 128, keeping the aspect), 32×32 for a CIFAR-like stem (first
-    /// conv 3×3 stride 1), otherwise 128×128. BN statistics of natural images barely depend on the
-    /// resolution, while the forward cost grows with its square.
-    public static func imageSize(for spec: ResNetSpec) -> [Int] {
+    /// The image sizes the check tries for `spec`: the declared input size when known (scaled down
+    /// to at most 128 per side, keeping the aspect: BN statistics of natural images barely depend on
+    /// the resolution, while the forward cost grows with its square); otherwise 32, 64 and 128 square.
+    /// A state dict does not say the resolution a model was trained at, and a stem's stride trades
+    /// off against it (a stride-1 stem on 32×32 images shows its later layers what a stride-2 stem
+    /// shows them on 64×64), so each reading is judged at the resolution that fits it best.
+    public static func imageSizes(for spec: ResNetSpec) -> [[Int]] {
         if let s = spec.inputSize, s.count == 2, s[0] > 0, s[1] > 0 {
             let side = max(s[0], s[1])
-            if side <= 128 { return s }
-            return [max(s[0] * 128 / side, 8), max(s[1] * 128 / side, 8)]
+            if side <= 128 { return [s] }
+            return [[max(s[0] * 128 / side, 8), max(s[1] * 128 / side, 8)]]
         }
-        if case let .conv(c)? = spec.stem.first(where: { if case .conv = $0 { return true } else { return false } }),
-           c.kernel == [3, 3], c.stride == [1, 1] {
-            return [32, 32]
-        }
-        return [128, 128]
+        return [[32, 32], [64, 64], [128, 128]]
     }
 
     // MARK: synthetic images
@@ -294,7 +292,22 @@ public enum Plausibility {
     ///
     /// - Throws: the forward pass's errors when the model cannot run at all.
     public static func check(_ model: ResNetModel, options: Options = Options()) throws -> PlausibilityResult {
-        let size = options.size ?? imageSize(for: model.spec)
+        guard options.size == nil else { return try check(model, options: options, size: options.size!) }
+        var best: PlausibilityResult?
+        var failure: Error?
+        for size in imageSizes(for: model.spec) {
+            do {
+                let r = try check(model, options: options, size: size)
+                if best == nil || (r.evidence && (!best!.evidence || r.score < best!.score)) { best = r }
+            } catch {
+                failure = error   // a fixed pooling window that does not fit this size
+            }
+        }
+        if let best { return best }
+        throw failure!
+    }
+
+    static func check(_ model: ResNetModel, options: Options, size: [Int]) throws -> PlausibilityResult {
         let C = model.spec.inputChannels
         let shape = [max(options.images, 1), C, size[0], size[1]]
         let bns = model.spec.allOps.compactMap { op -> BatchNormOp? in if case let .batchNorm(b) = op { return b } else { return nil } }

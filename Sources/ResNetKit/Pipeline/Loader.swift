@@ -134,7 +134,17 @@ func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws 
                              kerasGraph: nil, mapping: mapped.origins, notes: notes, storedParity: [])
     // A preset or a map fixes the structure; otherwise what the weights cannot show is left open.
     if arch == nil && mapFile == nil {
-        loaded.candidates = structureCandidates(of: mapped.model, mapping: mapped.origins)
+        if ckpt.modules.isEmpty, let conventional = conventionalStem(loaded.model.spec) {
+            loaded.model = ResNetModel(spec: conventional.spec, tensors: loaded.model.tensors)
+            loaded.notes.append(conventional.note)
+        }
+        let (candidates, note) = applyRecordedStructure(structureCandidates(of: loaded.model, mapping: mapped.origins), modules: ckpt.modules)
+        if let note { loaded.notes.append(note) }
+        if let first = candidates.first, first.model.spec != loaded.model.spec {
+            loaded.model = first.model
+            loaded.notes.append("module tree: read as \(first.summary)")
+        }
+        loaded.candidates = candidates.count > 1 ? candidates : []
     }
     return loaded
 }
