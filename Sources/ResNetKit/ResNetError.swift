@@ -24,20 +24,26 @@ public enum ResNetError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The message for people. Every part may hold text from a file (a path, a tensor name, a JSON
+    /// string), so each is escaped (``DisplayText/escape(_:)``): no control character reaches the
+    /// terminal and overlong names are cut. Only a parity failure spans several lines, which its
+    /// checks build with their names already escaped.
     public var description: String {
+        func shown(_ place: String) -> String { place.isEmpty ? "(file)" : place.displayed }
         switch self {
         case let .invalidInput(file, place, reason):
-            return "\(file): invalid input at \(place.isEmpty ? "(file)" : place): \(reason)"
+            return "\(file.displayed): invalid input at \(shown(place)): \(reason.displayed)"
         case let .unsupported(file, place, reason):
-            return "\(file): unsupported at \(place.isEmpty ? "(file)" : place): \(reason)"
+            return "\(file.displayed): unsupported at \(shown(place)): \(reason.displayed)"
         case let .io(file, reason):
-            return "\(file): I/O error: \(reason)"
+            return "\(file.displayed): I/O error: \(reason.displayed)"
         case let .mapping(file, reason):
-            return "\(file): cannot map weights: \(reason)"
+            return "\(file.displayed): cannot map weights: \(reason.displayed)"
         case let .parityFailed(reason):
-            return "parity failed: \(reason)"
+            return "parity failed: " + reason.split(separator: "\n", omittingEmptySubsequences: false)
+                .map { String($0).displayed }.joined(separator: "\n")
         case let .usage(message):
-            return message
+            return message.displayed
         }
     }
 }

@@ -38,15 +38,29 @@ struct ResNetConvert: ParsableCommand {
 
 /// Output helpers: results on stdout, errors and progress on stderr (progress only on a terminal).
 enum Terminal {
+    /// `message` is escaped line by line (``DisplayText``): the library escapes the names inside
+    /// its messages, this catches anything that reached a message another way.
     static func error(_ message: String) {
-        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        FileHandle.standardError.write(Data("error: \(escapedLines(message))\n".utf8))
     }
 
     static let isInteractive = isatty(STDERR_FILENO) == 1
 
+    /// Progress messages name files and quote notes, so they are escaped whole.
     static func progress(_ message: String) {
         guard isInteractive else { return }
-        FileHandle.standardError.write(Data("… \(message)\n".utf8))
+        FileHandle.standardError.write(Data("… \(message.displayed)\n".utf8))
+    }
+
+    /// Prints text for people on stdout. Fields from files must already be escaped where they are
+    /// interpolated (a line break inside a name cannot be told from ours here); each line is escaped
+    /// once more so that no control character reaches the terminal whatever was missed.
+    static func show(_ text: String) {
+        print(escapedLines(text))
+    }
+
+    private static func escapedLines(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).displayed }.joined(separator: "\n")
     }
 
     static func json<T: Encodable>(_ value: T) throws {

@@ -12,12 +12,9 @@ public enum InputFormat: String, Sendable, Codable {
 
     /// Looks at the first bytes of the file.
     public static func detect(path: String) throws -> InputFormat {
-        guard let h = FileHandle(forReadingAtPath: path) else {
-            if !FileManager.default.fileExists(atPath: path) {
-                throw ResNetError.io(file: path, reason: "no such file")
-            }
-            throw ResNetError.io(file: path, reason: "cannot open for reading")
-        }
+        // Every reader starts here: a directory, FIFO, device or socket is refused by kind (a FIFO
+        // opened for reading would block until a writer came).
+        let h = FileHandle(fileDescriptor: try InputFile.open(path), closeOnDealloc: true)
         defer { try? h.close() }
         let head = [UInt8]((try? h.read(upToCount: 8)) ?? Data())
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
@@ -114,6 +111,7 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil,
 }
 
 private func zipHasMember(path: String, named: String) throws -> Bool {
+    try InputFile.requireRegular(path)   // ZIPFoundation opens by path
     do {
         let archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
         return archive[named] != nil

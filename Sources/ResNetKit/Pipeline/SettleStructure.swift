@@ -103,9 +103,10 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
         let axis = differing(best, current)[0]
         let rivals = scored.filter { $0 != best && differing($0, current) == [axis] }
         if let rival = rivals.first, Plausibility.pairedRatio(result(best), result(rival)) < Plausibility.decisiveMargin {
-            let listed = ([current, best] + rivals).map { "  \(candidates[$0].summary): score \(String(format: "%.3f", result($0).score))" }
-            throw ResNetError.mapping(file: loaded.path, reason: "the BatchNorm statistics contradict the structure as read but do not single out another (margin \(String(format: "%.2f", Plausibility.pairedRatio(result(best), result(rival)))), decisive from \(Plausibility.decisiveMargin)):\n" + listed.joined(separator: "\n")
-                                      + "\ndecide with --expect io.npz (goldens from the source framework), --arch PRESET or --map FILE.json")
+            // One line: error messages are escaped whole, so a line break would show as `\n`.
+            let listed = ([current, best] + rivals).map { "\(candidates[$0].summary): score \(String(format: "%.3f", result($0).score))" }
+            throw ResNetError.mapping(file: loaded.path, reason: "the BatchNorm statistics contradict the structure as read but do not single out another (margin \(String(format: "%.2f", Plausibility.pairedRatio(result(best), result(rival)))), decisive from \(Plausibility.decisiveMargin)): " + listed.joined(separator: "; ")
+                                      + "; decide with --expect io.npz (goldens from the source framework), --arch PRESET or --map FILE.json")
         }
         changes.append("\(candidates[best].choices[axis]) instead of \(candidates[current].choices[axis]) (statistics fit \(String(format: "%.2f", ratio))x better)")
         current = best

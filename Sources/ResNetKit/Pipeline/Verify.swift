@@ -49,10 +49,10 @@ public struct ParityCheck: Sendable, Codable {
         self.firstDivergentLayer = layers.first { !$0.passed }?.name
         if let first = firstDivergentLayer {
             passed = false
-            detail += "\n  first divergent layer: \(first)"
+            detail += "\n  first divergent layer: \(first.displayed)"
         }
         if !notCompared.isEmpty {
-            detail += "\n  not compared (no equivalent point in the model): \(notCompared.joined(separator: ", "))"
+            detail += "\n  not compared (no equivalent point in the model): \(notCompared.map(\.displayed).joined(separator: ", "))"
         }
     }
 }
