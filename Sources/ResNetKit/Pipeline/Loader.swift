@@ -71,6 +71,11 @@ public struct LoadedModel: Sendable {
 public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil, weights: String? = nil,
                       limits: ReadLimits? = nil) throws -> LoadedModel {
     if let limits { return try limits.apply { try loadModel(path: path, arch: arch, mapFile: mapFile, weights: weights) } }
+    // Spec checks and encoders below work on in-memory models: their errors name this file.
+    return try namingFiles(model: path, input: path) { try readModel(path: path, arch: arch, mapFile: mapFile, weights: weights) }
+}
+
+private func readModel(path: String, arch: String?, mapFile: String?, weights: String?) throws -> LoadedModel {
     let format = try InputFormat.detect(path: path)
     if weights != nil && format != .zip && format != .torchLegacy {
         throw ResNetError.usage("--weights applies to PyTorch checkpoints only; \(path) is not one")

@@ -11,6 +11,13 @@ import Foundation
 ///
 /// - Parameter arch: the preset the file was read with, so a Keras candidate's layer graph is rebuilt the same way.
 public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, arch: String? = nil, progress: ((String) -> Void)? = nil) throws -> LoadedModel {
+    // Candidates run on synthetic images here; on the goldens, the goldens file is named (checkGoldens).
+    try namingFiles(model: loaded.path, input: loaded.path) {
+        try settle(loaded, goldens: goldens, arch: arch, progress: progress)
+    }
+}
+
+private func settle(_ loaded: LoadedModel, goldens: Goldens?, arch: String?, progress: ((String) -> Void)?) throws -> LoadedModel {
     guard loaded.candidates.count > 1 else { return loaded }
     var result = loaded
     let n = loaded.candidates.count
