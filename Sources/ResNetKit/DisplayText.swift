@@ -21,9 +21,12 @@ public enum DisplayText {
     public static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(min(text.utf8.count, maxMessageBytes) + 16)
-        var runBytes = 0          // bytes of the current name so far (of the original text)
-        var runCut = false        // the current name was cut at maxNameBytes
-        var shownBytes = 0        // bytes of the original text shown so far
+        // A name is cut by the length of its escaped form, so that escaping the result again
+        // changes nothing; the length reported is the original one.
+        var runBytes = 0          // bytes of the current name in the original text
+        var runShown = 0          // bytes of the current name as shown
+        var runCut = false        // the current name was cut
+        var shownBytes = 0        // bytes of `out` (counted as the message is cut by what it shows)
         var remaining = text.utf8.count
         for scalar in text.unicodeScalars {
             let size = UTF8.width(scalar)
@@ -32,27 +35,32 @@ public enum DisplayText {
                 if runCut {
                     // A closing quote stays with the name: `'aaaa…' (1048576 bytes)`.
                     let quote = scalar == "'" || scalar == "\""
-                    if quote { out.unicodeScalars.append(scalar) }
-                    out += " (\(runBytes) bytes)"
-                    runBytes = 0; runCut = false
+                    let note = (quote ? String(scalar) : "") + " (\(runBytes) bytes)"
+                    out += note
+                    shownBytes += note.utf8.count
+                    runBytes = 0; runShown = 0; runCut = false
                     if quote { continue }
                 }
-                runBytes = 0
+                runBytes = 0; runShown = 0
             } else {
                 runBytes += size
                 if runCut { continue }
-                if runBytes > maxNameBytes {
+                runShown += escapedWidth(scalar)
+                if runShown > maxNameBytes {
                     runCut = true
                     out += "…"
+                    shownBytes += 3
                     continue
                 }
             }
-            if shownBytes >= maxMessageBytes {
+            // A short rest is kept, so that escaping a cut message again leaves it as it is.
+            if shownBytes >= maxMessageBytes && remaining + size > 64 {
                 out += "… (\(remaining + size) more bytes)"
                 return out
             }
-            shownBytes += size
-            appendEscaped(scalar, to: &out)
+            let width = escapedWidth(scalar)
+            shownBytes += width
+            if width == size { out.unicodeScalars.append(scalar) } else { out += escaped(scalar) }
         }
         if runCut { out += " (\(runBytes) bytes)" }
         return out
@@ -97,21 +105,32 @@ public enum DisplayText {
     /// Characters that end a name for the purpose of cutting long ones.
     static func isSeparator(_ s: Unicode.Scalar) -> Bool {
         switch s {
-        case " ", "'", "\"", ",", ";", "(", ")", "[", "]", "{", "}", "\n", "\t", "\r": return true
+        case " ", "'", "\"", ",", ";", "(", ")", "[", "]", "{", "}", "\n", "\t", "\r", "…": return true
         default: return false
         }
     }
 
-    static func appendEscaped(_ s: Unicode.Scalar, to out: inout String) {
+    /// The length in UTF-8 bytes of ``escaped(_:)``, without building it.
+    static func escapedWidth(_ s: Unicode.Scalar) -> Int {
         switch s.value {
-        case 0x00: out += "\\0"
-        case 0x09: out += "\\t"
-        case 0x0A: out += "\\n"
-        case 0x0D: out += "\\r"
-        case 0x01 ... 0x1F, 0x7F: out += "\\x" + hex(UInt8(s.value))
+        case 0x00, 0x09, 0x0A, 0x0D: return 2
+        case 0x01 ... 0x1F, 0x7F: return 4
+        case 0x80 ... 0x9F: return 6
+        case 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069: return 4 + String(s.value, radix: 16).count
+        default: return UTF8.width(s)
+        }
+    }
+
+    static func escaped(_ s: Unicode.Scalar) -> String {
+        switch s.value {
+        case 0x00: return "\\0"
+        case 0x09: return "\\t"
+        case 0x0A: return "\\n"
+        case 0x0D: return "\\r"
+        case 0x01 ... 0x1F, 0x7F: return "\\x" + hex(UInt8(s.value))
         case 0x80 ... 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069:
-            out += "\\u{" + String(s.value, radix: 16) + "}"
-        default: out.unicodeScalars.append(s)
+            return "\\u{" + String(s.value, radix: 16) + "}"
+        default: return String(s)
         }
     }
 

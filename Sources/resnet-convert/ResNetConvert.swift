@@ -68,7 +68,24 @@ enum Terminal {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+        print(jsonSafeForTerminals(String(decoding: try encoder.encode(value), as: UTF8.self)))
+    }
+
+    /// The encoder escapes C0 controls but passes C1 controls and the bidi and line-separator
+    /// characters through raw, which a terminal showing the JSON would act on. They can only occur
+    /// inside JSON strings, where `\uXXXX` denotes the very same character: the values stay exact.
+    static func jsonSafeForTerminals(_ json: String) -> String {
+        var out = ""
+        out.reserveCapacity(json.utf8.count)
+        for s in json.unicodeScalars {
+            switch s.value {
+            case 0x7F ... 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069:
+                let hex = String(s.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(s)
+            }
+        }
+        return out
     }
 }
 
