@@ -43,7 +43,7 @@ import Testing
 
     /// Each command with `bad` in one input position (the model, the second diff input, goldens, a naming table).
     static func commands(_ bad: String) -> [[String]] {
-        [["convert", bad, "out.rnw"], ["inspect", bad], ["diff", model, bad], ["diff", bad, model],
+        [["convert", bad, "out.rnw"], ["convert", bad, "out.rnw", "--no-verify"], ["inspect", bad], ["diff", model, bad], ["diff", bad, model],
          ["verify", bad, "--expect", goldens], ["verify", model, "--expect", bad],
          ["convert", model, "out.rnw", "--expect", bad], ["convert", model, "out.rnw", "--map", bad],
          ["export", bad, "out.safetensors"]]
