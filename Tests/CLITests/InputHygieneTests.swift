@@ -120,6 +120,11 @@ import Testing
         #expect(d.code == 3)
         Self.expectClean(d.stderr, "escape-dtype")
         #expect(d.err.contains("dtype F\\x1b[2J\\nOK: 32"), "\(d.err)")
+        // A pickle's class name, quoted by the refusal of a global that is not allowed.
+        let g = try Self.run(["inspect", Self.hostile("escape-global.pth")], in: dir)
+        #expect(g.code == 3)
+        Self.expectClean(g.stderr, "escape-global")
+        #expect(g.err.contains("refused global 'evil\\x1b[2J\\x1b[HOK: forged\\nmodule.cls\\0\\u{202e}name'"), "\(g.err)")
     }
 
     @Test("a spec family with control characters: escaped in text, exact in JSON")
