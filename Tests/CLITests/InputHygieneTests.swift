@@ -150,6 +150,37 @@ import Testing
         Self.expectClean(converted.stderr, "convert stderr")
     }
 
+    @Test("notes quoting the file (safetensors metadata) are escaped in text and exact in JSON")
+    func hostileNotesAreEscaped() throws {
+        let dir = try CLITests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plain = dir.appendingPathComponent("plain.safetensors").path
+        #expect(try Self.run(["export", Self.model, plain], in: dir).code == 0)
+        // The same file with a hostile metadata value.
+        let data = try Data(contentsOf: URL(fileURLWithPath: plain))
+        let n = Int(data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        var header = try #require(try JSONSerialization.jsonObject(with: data.subdata(in: 8 ..< 8 + n)) as? [String: Any])
+        let value = "pt\u{1b}[2J\u{1b}[HOK: forged\n\u{202e}"
+        header["__metadata__"] = ["format": value]
+        var raw = try JSONSerialization.data(withJSONObject: header)
+        raw.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - raw.count % 8) % 8))
+        var file = withUnsafeBytes(of: UInt64(raw.count).littleEndian) { Data($0) }
+        file.append(raw)
+        file.append(data.subdata(in: 8 + n ..< data.count))
+        let path = dir.appendingPathComponent("hostile-metadata.safetensors").path
+        try file.write(to: URL(fileURLWithPath: path))
+        for args in [["inspect", path], ["convert", path, "out.rnw", "--no-verify"]] {
+            let r = try Self.run(args, in: dir)
+            #expect(r.code == 0, "\(args): \(r.err)")
+            Self.expectClean(r.stdout, "\(args)")
+            #expect(r.out.contains("note: safetensors metadata format=pt\\x1b[2J\\x1b[HOK: forged\\n\\u{202e}"), "\(args): \(r.out)")
+        }
+        let json = try Self.run(["inspect", path, "--json"], in: dir)
+        Self.expectClean(json.stdout, "inspect --json")
+        let object = try #require(try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any])
+        #expect((object["notes"] as? [String])?.contains("safetensors metadata format=" + value) == true)
+    }
+
     @Test("a 1 MB key is cut in the message, with its length")
     func megabyteKeyIsTruncated() throws {
         let dir = try CLITests.tempDir()
