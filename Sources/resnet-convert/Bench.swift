@@ -58,7 +58,7 @@ struct Bench: ParsableCommand {
             try Terminal.json(BenchReport(result: r, loadMs: loadMs, openRnwMs: openMs))
             return
         }
-        print("\(model): \(r.engine.rawValue) (\(r.parallelism.rawValue) threads), batch \(r.batch), \(r.size)x\(r.size), \(r.threads) threads, \(r.iterations) iterations")
+        Terminal.show("\(model.displayed): \(r.engine.rawValue) (\(r.parallelism.rawValue) threads), batch \(r.batch), \(r.size)x\(r.size), \(r.threads) threads, \(r.iterations) iterations")
         print(String(format: "  median %.2f ms   min %.2f ms   mean %.2f ms   %.1f images/s", r.medianMs, r.minMs, r.meanMs, r.throughputPerS))
         print(String(format: "  load %.1f ms   plan %.1f ms", loadMs, r.prepareMs) + (openMs.map { String(format: "   open .rnw with checksums %.1f ms", $0) } ?? ""))
     }

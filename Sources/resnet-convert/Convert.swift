@@ -53,13 +53,15 @@ struct Convert: ParsableCommand {
         if json {
             try Terminal.json(report)
         } else {
-            print("\(report.passed ? "OK" : "WRITTEN DESPITE FAILED PARITY (--force)"): \(report.input) → \(report.output ?? "")")
-            print("  format \(report.format), architecture \(report.family), \(report.classes) classes, \(report.tensors) tensors")
+            // Paths, the format (it quotes the file's Keras version), the family and notes may
+            // hold text from the file: escaped (DisplayText); the check details escape their names.
+            Terminal.show("\(report.passed ? "OK" : "WRITTEN DESPITE FAILED PARITY (--force)"): \(report.input.displayed) → \((report.output ?? "").displayed)")
+            Terminal.show("  format \(report.format.displayed), architecture \(report.family.displayed), \(report.classes) classes, \(report.tensors) tensors")
             for check in report.checks {
-                print("  [\(check.passed ? "pass" : "FAIL")] \(check.reference)")
-                for line in check.detail.split(separator: "\n") { print("      \(line)") }
+                Terminal.show("  [\(check.passed ? "pass" : "FAIL")] \(check.reference.displayed)")
+                for line in check.detail.split(separator: "\n") { Terminal.show("      \(line)") }
             }
-            for note in report.notes { print("  note: \(note)") }
+            for note in report.notes { Terminal.show("  note: \(note.displayed)") }
         }
         if !report.passed { throw ExitCode(1) }
         PhaseTrace.mark("printed")

@@ -40,7 +40,7 @@ struct Diff: ParsableCommand {
 
     private func runWithLimits() throws {
         let d = try diffWeights(a, b, atol: atol, archA: archA, archB: archB, weightsA: weightsA, weightsB: weightsB)
-        if json { try Terminal.json(d) } else { print(d.text) }
+        if json { try Terminal.json(d) } else { Terminal.show(d.text) }
         if !d.equal { throw ExitCode(1) }
     }
 }

@@ -47,10 +47,10 @@ struct Export: ParsableCommand {
         if json {
             try Terminal.json(report)
         } else {
-            print("OK: \(report.input) → \(report.output)")
-            print("  format \(report.format), \(report.layout), \(report.tensors) tensors")
-            print("  [pass] read-back: \(report.check)")
-            for note in report.notes { print("  note: \(note)") }
+            Terminal.show("OK: \(report.input.displayed) → \(report.output.displayed)")
+            Terminal.show("  format \(report.format.displayed), \(report.layout.displayed), \(report.tensors) tensors")
+            Terminal.show("  [pass] read-back: \(report.check.displayed)")
+            for note in report.notes { Terminal.show("  note: \(note.displayed)") }
         }
     }
 }

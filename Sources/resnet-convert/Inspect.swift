@@ -35,6 +35,6 @@ struct Inspect: ParsableCommand {
         guard let file else { return }
         let summary = try inspectFile(path: file, arch: source.arch, mapFile: source.mapFile, weights: source.weights)
         if json { try Terminal.json(summary); return }
-        print(summary.text)
+        Terminal.show(summary.text)
     }
 }

@@ -38,15 +38,29 @@ struct ResNetConvert: ParsableCommand {
 
 /// Output helpers: results on stdout, errors and progress on stderr (progress only on a terminal).
 enum Terminal {
+    /// `message` is escaped line by line (``DisplayText``): the library escapes the names inside
+    /// its messages, this catches anything that reached a message another way.
     static func error(_ message: String) {
-        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        FileHandle.standardError.write(Data("error: \(escapedLines(message))\n".utf8))
     }
 
     static let isInteractive = isatty(STDERR_FILENO) == 1
 
+    /// Progress messages name files and quote notes, so they are escaped whole.
     static func progress(_ message: String) {
         guard isInteractive else { return }
-        FileHandle.standardError.write(Data("… \(message)\n".utf8))
+        FileHandle.standardError.write(Data("… \(message.displayed)\n".utf8))
+    }
+
+    /// Prints text for people on stdout. Fields from files must already be escaped where they are
+    /// interpolated (a line break inside a name cannot be told from ours here); each line is escaped
+    /// once more so that no control character reaches the terminal whatever was missed.
+    static func show(_ text: String) {
+        print(escapedLines(text))
+    }
+
+    private static func escapedLines(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).displayed }.joined(separator: "\n")
     }
 
     static func json<T: Encodable>(_ value: T) throws {
@@ -54,7 +68,24 @@ enum Terminal {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+        print(jsonSafeForTerminals(String(decoding: try encoder.encode(value), as: UTF8.self)))
+    }
+
+    /// The encoder escapes C0 controls but passes C1 controls and the bidi and line-separator
+    /// characters through raw, which a terminal showing the JSON would act on. They can only occur
+    /// inside JSON strings, where `\uXXXX` denotes the very same character: the values stay exact.
+    static func jsonSafeForTerminals(_ json: String) -> String {
+        var out = ""
+        out.reserveCapacity(json.utf8.count)
+        for s in json.unicodeScalars {
+            switch s.value {
+            case 0x7F ... 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069:
+                let hex = String(s.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(s)
+            }
+        }
+        return out
     }
 }
 

@@ -39,7 +39,7 @@ struct Verify: ParsableCommand {
                                               aliases: Verifier.layerAliases(loaded))
         let summary = VerificationSummary(model: model, check: check)
         if let report { try writeFileAtomically(Data(summary.html.utf8), to: report) }
-        if json { try Terminal.json(summary) } else { print(summary.text) }
+        if json { try Terminal.json(summary) } else { Terminal.show(summary.text) }
         if !check.passed { throw ExitCode(1) }
     }
 }

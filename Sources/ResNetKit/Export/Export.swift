@@ -59,6 +59,14 @@ public struct ExportReport: Sendable, Codable {
 ///   layout in the target format; ``ResNetError/parityFailed(reason:)`` when the read-back differs.
 public func exportModel(input: String, output: String, options: ExportOptions = .init(),
                         progress: ((String) -> Void)? = nil) throws -> ExportReport {
+    // Errors about the in-memory model name the file it was read from.
+    try namingFiles(model: input, input: input) {
+        try exportFile(input: input, output: output, options: options, progress: progress)
+    }
+}
+
+private func exportFile(input: String, output: String, options: ExportOptions,
+                        progress: ((String) -> Void)?) throws -> ExportReport {
     guard let format = ExportFormat(path: output) else {
         throw ResNetError.usage("cannot tell the export format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
     }

@@ -105,7 +105,7 @@ func torchArchiveBytes(_ tensors: [RawTensor], root: String = "archive") throws 
 /// (padding goes into an extra field, as PyTorch's writer does), so readers may map tensors in place.
 func storedZip(_ members: [(name: String, data: [UInt8])], alignment: Int) throws -> Data {
     guard members.count < 65_535 else {
-        throw ResNetError.unsupported(file: "zip", place: "member count", reason: "\(members.count) members need zip64, which this writer does not produce")
+        throw ResNetError.unsupported(file: ResNetError.modelPlaceholder, place: "PyTorch archive", reason: "\(members.count) zip members need zip64, which this writer does not produce")
     }
     var out = Data()
     var central = Data()

@@ -49,6 +49,15 @@ public struct BenchmarkResult: Sendable, Codable {
 public func benchmarkForward(_ model: ResNetModel, modelName: String, engine: BenchmarkEngine = .plan,
                              parallelism: ForwardPlan.Parallelism = .own,
                              batch: Int, size: Int, iterations: Int, warmup: Int = 2, threads: Int) throws -> BenchmarkResult {
+    // Errors of the forward pass about the model name its file; the input is made here, from `size`.
+    try namingFiles(model: modelName) {
+        try benchmark(model, modelName: modelName, engine: engine, parallelism: parallelism, batch: batch, size: size,
+                      iterations: iterations, warmup: warmup, threads: threads)
+    }
+}
+
+private func benchmark(_ model: ResNetModel, modelName: String, engine: BenchmarkEngine, parallelism: ForwardPlan.Parallelism,
+                       batch: Int, size: Int, iterations: Int, warmup: Int, threads: Int) throws -> BenchmarkResult {
     for (v, what) in [(batch, "batch"), (size, "size"), (iterations, "iterations"), (threads, "threads")] where v < 1 {
         throw ResNetError.usage("\(what) must be at least 1, got \(v)")
     }

@@ -160,13 +160,7 @@ final class HDF5File {
     /// Opens the file at `path` read-only.
     init(path: String) throws {
         name = path
-        let url = URL(fileURLWithPath: path)
-        let handle: FileHandle
-        do {
-            handle = try FileHandle(forReadingFrom: url)
-        } catch {
-            throw ResNetError.io(file: path, reason: "cannot open: \(error.localizedDescription)")
-        }
+        let handle = FileHandle(fileDescriptor: try InputFile.open(path), closeOnDealloc: true)   // regular files only
         defer { try? handle.close() }
         let size: Int
         do {
@@ -190,6 +184,9 @@ final class HDF5File {
         }
         try HDF5File.checkSuperblock(name: path, fileSize: size, superblock: superblock, header: header)
         PhaseTrace.mark("preflight start")
+        // libhdf5 opens the file by its path again: it must still be a regular file (a FIFO
+        // swapped in would block its open).
+        try InputFile.requireRegular(path)
         try HDF5File.preflight(name: path, path: path, image: nil)
         PhaseTrace.mark("preflight done")
         var failureText = ""

@@ -250,7 +250,8 @@ private struct JSONTextParser {
         var end = start
         while end < b.count, isWordByte(b[end]) { end += 1 }
         guard matches, end == start + n else {
-            let seen = String(decoding: UnsafeBufferPointer(rebasing: b[start ..< min(max(end, start + 1), start + 32)]), as: UTF8.self)
+            // Raw bytes of the file: invalid UTF-8 is shown byte by byte (\xNN), not as U+FFFD.
+            let seen = DisplayText.escape(bytes: UnsafeBufferPointer(rebasing: b[start ..< min(max(end, start + 1), start + 32)]))
             throw fail(start, "unknown word '\(seen)' (expected \(word))")
         }
         i = end

@@ -12,12 +12,12 @@ import ZIPFoundation
 /// - Throws: ``ResNetError`` naming the file, the place inside it and the reason.
 public func readKerasFile(path: String) throws -> KerasFile {
     let head: [UInt8]
+    let handle = FileHandle(fileDescriptor: try InputFile.open(path), closeOnDealloc: true)   // regular files only
     do {
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
         defer { try? handle.close() }
         head = [UInt8](try handle.read(upToCount: 4) ?? Data())
     } catch {
-        throw ResNetError.io(file: path, reason: "cannot open: \(error.localizedDescription)")
+        throw ResNetError.io(file: path, reason: "cannot read: \(error.localizedDescription)")
     }
     if head == [0x50, 0x4B, 0x03, 0x04] {
         return try KerasZipReader(path: path).read()
@@ -390,6 +390,7 @@ private struct KerasZipReader {
 
     func read() throws -> KerasFile {
         let archive: Archive
+        try InputFile.requireRegular(path)   // ZIPFoundation opens by path
         do {
             archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
         } catch {

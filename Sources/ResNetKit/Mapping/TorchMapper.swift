@@ -171,11 +171,8 @@ private func coverage(_ scheme: CompiledScheme, _ ckpt: TorchCheckpoint) -> Stri
 
 /// Reads a `--map` JSON naming table.
 func readTorchMap(path: String) throws -> TorchScheme {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw ResNetError.io(file: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read" : "no such file")
-    }
-    guard data.count <= 1 << 20 else {
-        throw ResNetError.invalidInput(file: path, place: "", reason: "a naming table larger than 1 MiB is not plausible")
+    let data = try InputFile.contents(path, limit: 1 << 20) { _ in
+        ResNetError.invalidInput(file: path, place: "", reason: "a naming table larger than 1 MiB is not plausible")
     }
     do {
         return try JSONDecoder().decode(TorchScheme.self, from: data)

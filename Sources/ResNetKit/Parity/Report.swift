@@ -98,8 +98,9 @@ public struct VerificationSummary: Sendable, Encodable {
     /// The verdict first, then a short table for people.
     public var text: String {
         func e(_ v: Double?) -> String { v.map { $0.isFinite ? String(format: "%.2e", $0) : "-" } ?? "-" }
-        var lines = ["\(passed ? "PASSED" : "FAILED"): \(model) against \(reference)"]
-        if let first = firstDivergentLayer { lines.append("  first divergent layer: \(first)") }
+        // Paths and layer names may come from the files: escaped (DisplayText).
+        var lines = ["\(passed ? "PASSED" : "FAILED"): \(model.displayed) against \(reference.displayed)"]
+        if let first = firstDivergentLayer { lines.append("  first divergent layer: \(first.displayed)") }
         if let nonFinite { lines.append("  non-finite values: \(nonFinite)") }
         lines.append("  max |err| \(e(maxAbsError))  relative \(e(maxRelError))  (tolerance \(e(tolerance)))")
         lines.append("  mean |err| \(e(meanAbsError))  cosine \(cosine.map { String(format: "%.8f", $0) } ?? "-")"
@@ -107,16 +108,16 @@ public struct VerificationSummary: Sendable, Encodable {
                      + (top5Agreement.map { String(format: "  top-5 %.0f%%", $0 * 100) } ?? ""))
         if let toleranceNote { lines.append("  tolerance: \(toleranceNote)") }
         if !layers.isEmpty {
-            let w = max(layers.map { $0.name.count + ($0.comparedWith.map { $0.count + 5 } ?? 0) }.max() ?? 5, 5)
+            let names = layers.map { l in l.comparedWith.map { "\(l.name.displayed) (= \($0.displayed))" } ?? l.name.displayed }
+            let w = max(names.map(\.count).max() ?? 5, 5)
             lines.append("  " + "layer".padding(toLength: w, withPad: " ", startingAt: 0) + "  rel. error  verdict")
-            for l in layers {
-                let name = l.comparedWith.map { "\(l.name) (= \($0))" } ?? l.name
+            for (l, name) in zip(layers, names) {
                 lines.append("  " + name.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
                              + e(l.maxRelError).padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
-                             + (l.passed ? "ok" : "DIVERGES" + (l.problem.map { " (\($0))" } ?? "")))
+                             + (l.passed ? "ok" : "DIVERGES" + (l.problem.map { " (\($0.displayed))" } ?? "")))
             }
         }
-        if !notCompared.isEmpty { lines.append("  not compared (no equivalent point in the model): \(notCompared.joined(separator: ", "))") }
+        if !notCompared.isEmpty { lines.append("  not compared (no equivalent point in the model): \(notCompared.map(\.displayed).joined(separator: ", "))") }
         return lines.joined(separator: "\n")
     }
 }

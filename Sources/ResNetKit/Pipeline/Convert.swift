@@ -61,6 +61,15 @@ public struct ConversionOptions: Sendable {
 /// `output`; a failure at any step leaves no output and does not touch an existing one.
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
+    // The forward pass, the folding and the dtype encoders work on in-memory models: their errors
+    // name the input file (the goldens file is named where their input is run).
+    try namingFiles(model: input, input: input) {
+        try convertFile(input: input, output: output, options: options, progress: progress)
+    }
+}
+
+private func convertFile(input: String, output: String, options: ConversionOptions,
+                         progress: ((String) -> Void)?) throws -> ConversionReport {
     // The provenance hash reads the whole file once more; on the second core it costs no wall time.
     PhaseTrace.mark("convert start")
     let sourceHash = InBackground { let h = try sha256Hex(path: input); PhaseTrace.mark("sha done"); return h }

@@ -68,8 +68,7 @@ final class DeferredSources: @unchecked Sendable {
     func descriptor(for path: String) throws -> Int32 {
         lock.lock(); defer { lock.unlock() }
         if let fd = files[path] { return fd }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open: \(errnoText())") }
+        let fd = try InputFile.open(path)
         files[path] = fd
         return fd
     }

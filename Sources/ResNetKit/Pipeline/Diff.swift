@@ -52,15 +52,17 @@ public struct WeightDiff: Sendable, Codable {
 
     /// The verdict first, then only the tensors that differ.
     public var text: String {
+        // Paths and tensor names may come from the files: escaped (DisplayText).
+        let a = self.a.displayed, b = self.b.displayed
         var lines = [equal ? "EQUAL: \(a) and \(b) (\(rows.count) tensors, atol \(atol))"
                            : "DIFFERENT: \(a) and \(b) (atol \(atol))"]
         if !sameStructure { lines.append("  the two architectures differ") }
         for r in rows where !r.equal {
-            if let d = r.maxAbsDifference { lines.append("  \(r.name): max |difference| \(String(format: "%.3e", d))") }
-            else { lines.append("  \(r.name): shape \(r.shapeA) vs \(r.shapeB)") }
+            if let d = r.maxAbsDifference { lines.append("  \(r.name.displayed): max |difference| \(String(format: "%.3e", d))") }
+            else { lines.append("  \(r.name.displayed): shape \(r.shapeA) vs \(r.shapeB)") }
         }
-        if !onlyInA.isEmpty { lines.append("  only in \(a): \(onlyInA.joined(separator: ", "))") }
-        if !onlyInB.isEmpty { lines.append("  only in \(b): \(onlyInB.joined(separator: ", "))") }
+        if !onlyInA.isEmpty { lines.append("  only in \(a): \(onlyInA.map(\.displayed).joined(separator: ", "))") }
+        if !onlyInB.isEmpty { lines.append("  only in \(b): \(onlyInB.map(\.displayed).joined(separator: ", "))") }
         let worst = rows.compactMap(\.maxAbsDifference).max() ?? 0
         lines.append("  largest difference over all tensors: \(String(format: "%.3e", worst))")
         return lines.joined(separator: "\n")

@@ -15,17 +15,18 @@ public struct FileSummary: Sendable, Codable {
     /// The spec as stored in a `.rnw` or built from the source.
     public var spec: ResNetSpec
 
-    /// A table for people.
+    /// A table for people; names from the file are escaped (``DisplayText``).
     public var text: String {
-        var lines = ["\(path)", "  format: \(format)", "  architecture: \(family), \(inputChannels) input channels, \(classes) classes"]
-        lines += architecture.map { "    \($0)" }
-        for n in notes { lines.append("  note: \(n)") }
-        let w = max(tensors.map(\.source.count).max() ?? 0, 6)
-        let c = max(tensors.map(\.canonical.count).max() ?? 0, 9)
+        var lines = ["\(path.displayed)", "  format: \(format.displayed)", "  architecture: \(family.displayed), \(inputChannels) input channels, \(classes) classes"]
+        lines += architecture.map { "    \($0.displayed)" }
+        for n in notes { lines.append("  note: \(n.displayed)") }
+        let rows = tensors.map { (source: $0.source.displayed, canonical: $0.canonical.displayed, t: $0) }
+        let w = max(rows.map(\.source.count).max() ?? 0, 6)
+        let c = max(rows.map(\.canonical.count).max() ?? 0, 9)
         lines.append("  " + "source".padding(toLength: w, withPad: " ", startingAt: 0) + "  " + "canonical".padding(toLength: c, withPad: " ", startingAt: 0) + "  dtype  shape  (layout change)")
-        for t in tensors {
-            lines.append("  " + t.source.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
-                         + t.canonical.padding(toLength: c, withPad: " ", startingAt: 0) + "  "
+        for (source, canonical, t) in rows {
+            lines.append("  " + source.padding(toLength: w, withPad: " ", startingAt: 0) + "  "
+                         + canonical.padding(toLength: c, withPad: " ", startingAt: 0) + "  "
                          + t.sourceDType.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0) + "  \(t.shape)"
                          + (t.transform.isEmpty ? "" : "  \(t.transform)"))
         }

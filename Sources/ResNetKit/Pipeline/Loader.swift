@@ -12,12 +12,9 @@ public enum InputFormat: String, Sendable, Codable {
 
     /// Looks at the first bytes of the file.
     public static func detect(path: String) throws -> InputFormat {
-        guard let h = FileHandle(forReadingAtPath: path) else {
-            if !FileManager.default.fileExists(atPath: path) {
-                throw ResNetError.io(file: path, reason: "no such file")
-            }
-            throw ResNetError.io(file: path, reason: "cannot open for reading")
-        }
+        // Every reader starts here: a directory, FIFO, device or socket is refused by kind (a FIFO
+        // opened for reading would block until a writer came).
+        let h = FileHandle(fileDescriptor: try InputFile.open(path), closeOnDealloc: true)
         defer { try? h.close() }
         let head = [UInt8]((try? h.read(upToCount: 8)) ?? Data())
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
@@ -74,6 +71,11 @@ public struct LoadedModel: Sendable {
 public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil, weights: String? = nil,
                       limits: ReadLimits? = nil) throws -> LoadedModel {
     if let limits { return try limits.apply { try loadModel(path: path, arch: arch, mapFile: mapFile, weights: weights) } }
+    // Spec checks and encoders below work on in-memory models: their errors name this file.
+    return try namingFiles(model: path, input: path) { try readModel(path: path, arch: arch, mapFile: mapFile, weights: weights) }
+}
+
+private func readModel(path: String, arch: String?, mapFile: String?, weights: String?) throws -> LoadedModel {
     let format = try InputFormat.detect(path: path)
     if weights != nil && format != .zip && format != .torchLegacy {
         throw ResNetError.usage("--weights applies to PyTorch checkpoints only; \(path) is not one")
@@ -114,6 +116,7 @@ public func loadModel(path: String, arch: String? = nil, mapFile: String? = nil,
 }
 
 private func zipHasMember(path: String, named: String) throws -> Bool {
+    try InputFile.requireRegular(path)   // ZIPFoundation opens by path
     do {
         let archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
         return archive[named] != nil

@@ -11,6 +11,13 @@ import Foundation
 ///
 /// - Parameter arch: the preset the file was read with, so a Keras candidate's layer graph is rebuilt the same way.
 public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, arch: String? = nil, progress: ((String) -> Void)? = nil) throws -> LoadedModel {
+    // Candidates run on synthetic images here; on the goldens, the goldens file is named (checkGoldens).
+    try namingFiles(model: loaded.path, input: loaded.path) {
+        try settle(loaded, goldens: goldens, arch: arch, progress: progress)
+    }
+}
+
+private func settle(_ loaded: LoadedModel, goldens: Goldens?, arch: String?, progress: ((String) -> Void)?) throws -> LoadedModel {
     guard loaded.candidates.count > 1 else { return loaded }
     var result = loaded
     let n = loaded.candidates.count
@@ -110,9 +117,10 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
         let axis = differing(best, current)[0]
         let rivals = scored.filter { $0 != best && differing($0, current) == [axis] }
         if let rival = rivals.first, Plausibility.pairedRatio(result(best), result(rival)) < Plausibility.decisiveMargin {
-            let listed = ([current, best] + rivals).map { "  \(candidates[$0].summary): score \(String(format: "%.3f", result($0).score))" }
-            throw ResNetError.mapping(file: loaded.path, reason: "the BatchNorm statistics contradict the structure as read but do not single out another (margin \(String(format: "%.2f", Plausibility.pairedRatio(result(best), result(rival)))), decisive from \(Plausibility.decisiveMargin)):\n" + listed.joined(separator: "\n")
-                                      + "\ndecide with --expect io.npz (goldens from the source framework), --arch PRESET or --map FILE.json")
+            // One line: error messages are escaped whole, so a line break would show as `\n`.
+            let listed = ([current, best] + rivals).map { "\(candidates[$0].summary): score \(String(format: "%.3f", result($0).score))" }
+            throw ResNetError.mapping(file: loaded.path, reason: "the BatchNorm statistics contradict the structure as read but do not single out another (margin \(String(format: "%.2f", Plausibility.pairedRatio(result(best), result(rival)))), decisive from \(Plausibility.decisiveMargin)): " + listed.joined(separator: "; ")
+                                      + "; decide with --expect io.npz (goldens from the source framework), --arch PRESET or --map FILE.json")
         }
         changes.append("\(candidates[best].choices[axis]) instead of \(candidates[current].choices[axis]) (statistics fit \(String(format: "%.2f", ratio))x better)")
         current = best

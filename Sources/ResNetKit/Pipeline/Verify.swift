@@ -49,10 +49,10 @@ public struct ParityCheck: Sendable, Codable {
         self.firstDivergentLayer = layers.first { !$0.passed }?.name
         if let first = firstDivergentLayer {
             passed = false
-            detail += "\n  first divergent layer: \(first)"
+            detail += "\n  first divergent layer: \(first.displayed)"
         }
         if !notCompared.isEmpty {
-            detail += "\n  not compared (no equivalent point in the model): \(notCompared.joined(separator: ", "))"
+            detail += "\n  not compared (no equivalent point in the model): \(notCompared.map(\.displayed).joined(separator: ", "))"
         }
     }
 }
@@ -141,11 +141,18 @@ public enum Verifier {
         // A point may be reported more than once (a deep stem's ReLUs); the last report is its output.
         var captured: [String: Tensor] = [:]
         var order: [String] = []
-        let out = try forward(model, input: goldens.input, capture: wanted.isEmpty ? nil : { name, t in
-            guard wanted.contains(name) else { return }
-            if captured[name] == nil { order.append(name) }
-            captured[name] = t
-        })
+        let out: Tensor
+        do {
+            out = try forward(model, input: goldens.input, capture: wanted.isEmpty ? nil : { name, t in
+                guard wanted.contains(name) else { return }
+                if captured[name] == nil { order.append(name) }
+                captured[name] = t
+            })
+        } catch let e as ResNetError where e.namesPlaceholder {
+            // The model was read and checked before; what the forward pass cannot do here is run
+            // it on this input (its size or shape): the goldens file is named, with the reason.
+            throw ResNetError.invalidInput(file: goldens.path, place: "input", reason: "the model cannot run on this input: \(e.withoutFile)")
+        }
         let references = Dictionary(goldens.layers.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
         var layers: [LayerComparison] = []
         let rank = Dictionary(order.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
@@ -157,10 +164,15 @@ public enum Verifier {
         }
         // (2, 10) and (2, 1, 1, 10) are the same numbers; a different count is a real mismatch.
         let ref = goldens.output.count == out.count ? goldens.output.reshaped(out.shape) : goldens.output
-        let report = policy == .float32
-            ? try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
-                               toleranceNote: "float32 weights vs float32 goldens from the source framework")
-            : try policy.compare(output: out, reference: ref)
+        let report: ParityReport
+        do {
+            report = policy == .float32
+                ? try ParityReport(output: out, reference: ref, tolerance: float32Tolerance,
+                                   toleranceNote: "float32 weights vs float32 goldens from the source framework")
+                : try policy.compare(output: out, reference: ref)
+        } catch let ResNetError.parityFailed(reason) {
+            throw ResNetError.parityFailed(reason: "\(goldens.path): \(reason)")   // e.g. an output of another shape
+        }
         let at = policy == .float32 ? "" : " at \(policy.dtype.rawValue)"
         return ParityCheck(reference: "golden \(URL(fileURLWithPath: goldens.path).lastPathComponent) (\(goldens.layout.rawValue))\(at)",
                            report: report, layers: layers, notCompared: notCompared)

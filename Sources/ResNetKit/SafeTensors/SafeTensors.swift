@@ -142,6 +142,7 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
 /// BN step counters are listed as ignored, like the PyTorch reader does.
 public func readSafeTensors(path: String) throws -> TorchCheckpoint {
     let data: Data
+    try InputFile.requireRegular(path)   // Foundation would block on a FIFO
     do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
         throw ResNetError.io(file: path, reason: "cannot read: \(error.localizedDescription)")
     }

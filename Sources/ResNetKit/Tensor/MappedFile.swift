@@ -10,12 +10,10 @@ final class MappedFile: @unchecked Sendable {
 
     /// Maps `path`; an empty file gives empty bytes (the caller decides whether that is an error).
     init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ResNetError.io(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        let fd = try InputFile.open(path)   // regular files only
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw ResNetError.io(file: path, reason: "cannot stat: \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ResNetError.io(file: path, reason: "not a regular file") }
         guard let size = Int(exactly: st.st_size), size >= 0 else {
             throw ResNetError.io(file: path, reason: "file size \(st.st_size) is not addressable")
         }

@@ -213,13 +213,9 @@ public struct NPZ: Sendable {
     }
 }
 
-/// Reads a whole file, turning Foundation errors into `ResNetError.io`.
+/// Reads a whole file, which must be a regular one (``InputFile``).
 private func readFile(_ path: String) throws -> Data {
-    do {
-        return try Data(contentsOf: URL(fileURLWithPath: path))
-    } catch {
-        throw ResNetError.io(file: path, reason: "cannot read: \(error.localizedDescription)")
-    }
+    try InputFile.contents(path) { size in ResNetError.io(file: path, reason: "\(size) bytes do not fit in memory") }
 }
 
 // MARK: - Parsing
