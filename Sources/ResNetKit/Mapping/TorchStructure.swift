@@ -85,11 +85,12 @@ struct RecoveredStructure {
 func recoverTorchStructure(_ tensors: [SourceTensor], file: String, family: String = "torch-recovered", ordered: Bool = true) throws -> RecoveredStructure {
     var modules = try stateDictModules(tensors, file: file)
     if !ordered {
-        modules.sort { a, b in
-            let (x, y) = (naturalKey(a), naturalKey(b))
-            for (p, q) in zip(x, y) where p != q { return p < q }
-            return x.count < y.count
+        // Each key is computed once, not once per comparison.
+        let keyed = modules.map { (key: naturalKey($0), module: $0) }.sorted { a, b in
+            for (p, q) in zip(a.key, b.key) where p != q { return p < q }
+            return a.key.count < b.key.count
         }
+        modules = keyed.map(\.module)
         for i in modules.indices { modules[i].order = i }
     }
     // Blocks are numbered subtrees (`layer1.0`, `blocks.3`); failing that, subtrees whose names end
@@ -370,10 +371,16 @@ private struct TorchRecovery {
         let depth = prefix.split(separator: ".").count
         var direct: [StateDictModule] = []
         var containers: [(String, [StateDictModule])] = []
+        var containerIndex: [String: Int] = [:]
         for m in bm {
             let rel = Array(m.components.dropFirst(depth))
             if rel.count <= 1 { direct.append(m); continue }
-            if let i = containers.firstIndex(where: { $0.0 == rel[0] }) { containers[i].1.append(m) } else { containers.append((rel[0], [m])) }
+            if let i = containerIndex[rel[0]] {
+                containers[i].1.append(m)
+            } else {
+                containerIndex[rel[0]] = containers.count
+                containers.append((rel[0], [m]))
+            }
         }
         func convs(_ ms: [StateDictModule]) -> Int { ms.filter { $0.kind == .conv }.count }
         if !direct.isEmpty {

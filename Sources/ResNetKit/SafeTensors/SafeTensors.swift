@@ -11,7 +11,9 @@ enum SafeTensorsLimits {
     /// The reference implementation refuses headers over 100 MB.
     static let maxHeaderBytes = 100_000_000
     static let maxRank = 8
-    static let maxTensors = 1_000_000
+    /// Entries of one header. The deepest ResNets have a few thousand tensors; a header listing
+    /// hundreds of thousands (each costing a parse, a sort and a name check downstream) is refused.
+    static let maxTensors = 100_000
 }
 
 /// Element types of the safetensors format, with their names in the header.
@@ -65,7 +67,9 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     // Strict JSON, as the reference implementation (serde_json) reads it: no NaN / Infinity.
     let json = try parseJSON(header, file: file, place: "header", allowsNonFinite: false)
     guard let object = json.object else { throw bad("header", "the JSON header is not an object") }
-    guard object.count <= SafeTensorsLimits.maxTensors else { throw bad("header", "\(object.count) entries; the limit is \(SafeTensorsLimits.maxTensors)") }
+    guard object.count <= SafeTensorsLimits.maxTensors else {
+        throw bad("header", "lists \(object.count) entries; at most \(SafeTensorsLimits.maxTensors) tensors are read from one file")
+    }
     var metadata: [String: String] = [:]
     var entries: [SafeTensorsEntry] = []
     var totalBytes = 0
@@ -116,7 +120,12 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
         }
         entries.append(SafeTensorsEntry(name: name, dtype: dtype, shape: shape, begin: begin, end: end))
     }
-    entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+    // Buffer order; names break ties only between empty tensors at the same offset.
+    entries.sort { a, b in
+        if a.begin != b.begin { return a.begin < b.begin }
+        if a.end != b.end { return a.end < b.end }
+        return a.name < b.name
+    }
     let dataStart = 8 + headerLength
     let bufferLength = bytes.count - dataStart
     var cursor = 0
