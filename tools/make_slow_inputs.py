@@ -5,7 +5,7 @@ spec breaks the rules the forward pass relies on.
     python3 tools/make_slow_inputs.py                 # the small files: fixtures/slow/ + MANIFEST.json
     python3 tools/make_slow_inputs.py --large DIR     # also the large inputs, into DIR (not committed)
 
-Standard library only (the .keras input borrows model.weights.h5 from a committed fixture). Never
+Standard library only (the .keras input borrows fixtures/bad/good.h5 as its model.weights.h5). Never
 load the pickles here with `pickle` or `torch.load`: they name module classes that do not exist.
 
 Small files (committed, fixtures/slow/):
@@ -25,6 +25,9 @@ Tests/CLITests/LinearWorkTests.swift, since Python is not a test dependency):
   keras-reverse-20000.keras   a Functional config of 20,000 chained activations listed last layer first
   classes-200000.pth          a pickle instantiating 200,000 distinct module classes
   safetensors-999999.safetensors  999,999 zero-size tensor entries
+  stages-20000.safetensors    20,000 stages of one block each (torchvision names)
+  containers-20000.safetensors  one block with 20,000 containers
+  long-prefix.pth             a state dict whose two keys share a prefix of 200,000 components
 """
 import argparse
 import collections
@@ -91,8 +94,9 @@ def keras_reverse_chain(n):
     config = {"class_name": "Functional", "config": {"name": "chain", "layers": layers,
                                                      "input_layers": [["in", 0, 0]], "output_layers": [[prev, 0, 0]]}}
     text = json.dumps(config, separators=(",", ":")).encode()
-    with zipfile.ZipFile(os.path.join(ROOT, "fixtures", "keras", "seed-keras", "keras3.keras")) as src:
-        weights = src.read("model.weights.h5")
+    # Any valid HDF5 image will do as the weights: the layer graph is built before they are matched.
+    with open(os.path.join(ROOT, "fixtures", "bad", "good.h5"), "rb") as f:
+        weights = f.read()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for name, data in (("metadata.json", b'{"keras_version": "3.15.1"}'), ("config.json", text),
@@ -102,6 +106,27 @@ def keras_reverse_chain(n):
 
 
 # ---------------------------------------------------------------- safetensors
+
+def tiny_safetensors(names):
+    """float32 tensors in the given order: fc.weight (2, 1), fc.bias (2), every other one (1, 1, 1, 1)."""
+    fields, offset = [], 0
+    for name in names:
+        shape, size = ([2, 1], 8) if name == "fc.weight" else ([2], 8) if name == "fc.bias" else ([1, 1, 1, 1], 4)
+        fields.append('"%s":{"dtype":"F32","shape":%s,"data_offsets":[%d,%d]}' % (name, json.dumps(shape).replace(" ", ""), offset, offset + size))
+        offset += size
+    header = ("{" + ",".join(fields) + "}").encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + b"\x3f" * offset
+
+
+def many_stages(n):
+    return tiny_safetensors(["conv1.weight"] + [k for s in range(1, n + 1) for k in ("layer%d.0.conv1.weight" % s, "layer%d.0.conv2.weight" % s)]
+                            + ["fc.weight", "fc.bias"])
+
+
+def many_containers(n):
+    return tiny_safetensors(["conv1.weight"] + ["layer1.0.c%d.conv.weight" % c for c in range(n)] + ["fc.weight", "fc.bias"])
+
 
 def zero_size_safetensors(n):
     entries = ",".join('"t%07d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(n))
@@ -315,9 +340,15 @@ def main():
 
     if args.large:
         os.makedirs(args.large, exist_ok=True)
+        a = layouts.Archive()
+        prefix = "a." * 200000
+        a.write(os.path.join(args.large, "long-prefix.pth"),
+                collections.OrderedDict([(prefix + "conv1.weight", a.tensor(2, 1, 1, 1)), (prefix + "fc.weight", a.tensor(3, 2))]))
         for name, data in [("keras-reverse-20000.keras", keras_reverse_chain(20000)),
                            ("classes-200000.pth", torch_zip(many_classes_pickle(200000))),
-                           ("safetensors-999999.safetensors", zero_size_safetensors(999999))]:
+                           ("safetensors-999999.safetensors", zero_size_safetensors(999999)),
+                           ("stages-20000.safetensors", many_stages(20000)),
+                           ("containers-20000.safetensors", many_containers(20000))]:
             with open(os.path.join(args.large, name), "wb") as f:
                 f.write(data)
             print(name, len(data))
