@@ -62,7 +62,14 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     guard headerLength <= bytes.count - 8 else {
         throw bad("header length", "header claims \(headerLength) bytes but only \(bytes.count - 8) follow")
     }
-    let header = Data(bytes[8 ..< 8 + headerLength])
+    let raw = UnsafeRawBufferPointer(rebasing: bytes[8 ..< 8 + headerLength])
+    // Counted on the bytes first, so that a header listing far more entries than are read is
+    // refused before it is parsed (parsing tens of megabytes of entries costs seconds).
+    let listed = topLevelMemberCount(raw)
+    guard listed <= SafeTensorsLimits.maxTensors + 1 else {   // + 1: __metadata__
+        throw bad("header", "lists \(listed) entries; at most \(SafeTensorsLimits.maxTensors) tensors are read from one file")
+    }
+    let header = Data(raw)
     guard header.first == UInt8(ascii: "{") else { throw bad("header", "the JSON header does not start with '{'") }
     // Strict JSON, as the reference implementation (serde_json) reads it: no NaN / Infinity.
     let json = try parseJSON(header, file: file, place: "header", allowsNonFinite: false)
@@ -143,6 +150,26 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
             : "\(bufferLength - cursor) bytes after the last tensor belong to no tensor")
     }
     return SafeTensorsLayout(entries: entries, metadata: metadata, dataStart: dataStart)
+}
+
+/// Members of the JSON object `text` holds, counted without parsing it: commas outside strings at
+/// the object's own level, plus one. Exact for valid JSON; the parser still checks the syntax.
+func topLevelMemberCount(_ text: UnsafeRawBufferPointer) -> Int {
+    var depth = 0, commas = 0, inString = false, escaped = false, empty = true
+    for b in text {
+        if inString {
+            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            continue
+        }
+        switch b {
+        case UInt8(ascii: "\""): inString = true; if depth == 1 { empty = false }
+        case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+        case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+        case UInt8(ascii: ","): if depth == 1 { commas += 1 }
+        default: break
+        }
+    }
+    return empty ? 0 : commas + 1
 }
 
 /// Reads a safetensors file as a PyTorch-style state dict, so the PyTorch naming schemes map it.
