@@ -71,6 +71,35 @@ import Testing
         #expect(r.code == 3 && r.stderr.contains("cannot map weights"), "\(r.stderr.prefix(2000))")
     }
 
+    /// A state dict of `n` one-element tensors, all views of one storage (protocol 2).
+    static func manyTensorsPickle(_ n: Int) -> [UInt8] {
+        var out: [UInt8] = [0x80, 0x02]
+        func text(_ s: String) { out += [UInt8(ascii: "X")] + withUnsafeBytes(of: UInt32(s.utf8.count).littleEndian, Array.init) + Array(s.utf8) }
+        let orderedDict = Array("ccollections\nOrderedDict\n)R".utf8)
+        out += orderedDict + [UInt8(ascii: "(")]
+        for i in 0..<n {
+            text("t\(i).weight")
+            out += Array("ctorch._utils\n_rebuild_tensor_v2\n((".utf8)
+            text("storage"); out += Array("ctorch\nFloatStorage\n".utf8); text("0"); text("cpu")
+            out += [UInt8(ascii: "K"), 1, UInt8(ascii: "t"), UInt8(ascii: "Q")]          // count 1, TUPLE, BINPERSID
+            out += [UInt8(ascii: "K"), 0, UInt8(ascii: "K"), 1, 0x85, UInt8(ascii: "K"), 1, 0x85, 0x89]   // offset, (1,), (1,), False
+            out += orderedDict + [UInt8(ascii: "t"), UInt8(ascii: "R")]
+        }
+        out += [UInt8(ascii: "u"), UInt8(ascii: ".")]
+        return out
+    }
+
+    @Test("a state dict of more than 100,000 tensors is refused by count")
+    func tooManyTensors() throws {
+        let dir = try CLITests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let zip = try storedZip([("archive/data.pkl", Self.manyTensorsPickle(100_001)), ("archive/byteorder", Array("little".utf8)),
+                                 ("archive/data/0", [0, 0, 0x80, 0x3F]), ("archive/version", Array("3\n".utf8))], alignment: 64)
+        let path = try Self.write(zip, "tensors.pth", in: dir)
+        let r = try Self.finishes(["inspect", path], "100,001 tensors")
+        #expect(r.code == 3 && r.stderr.contains("100001 tensors") && r.stderr.contains("at most 100000"), "\(r.stderr)")
+    }
+
     // MARK: safetensors
 
     static func zeroSizeSafetensors(_ n: Int) -> Data {

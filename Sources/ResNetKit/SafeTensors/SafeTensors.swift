@@ -11,9 +11,8 @@ enum SafeTensorsLimits {
     /// The reference implementation refuses headers over 100 MB.
     static let maxHeaderBytes = 100_000_000
     static let maxRank = 8
-    /// Entries of one header. The deepest ResNets have a few thousand tensors; a header listing
-    /// hundreds of thousands (each costing a parse, a sort and a name check downstream) is refused.
-    static let maxTensors = 100_000
+    /// Entries of one header: the limit of every checkpoint reader (``TorchLimits/maxTensors``).
+    static let maxTensors = TorchLimits.maxTensors
 }
 
 /// Element types of the safetensors format, with their names in the header.

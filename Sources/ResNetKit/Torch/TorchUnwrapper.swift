@@ -429,6 +429,9 @@ struct TorchUnwrapper {
     /// module path (so `fc.weight` alone stays `fc.weight`), and moves `num_batches_tracked` to ignored.
     private mutating func finish(_ chosen: Candidate) throws {
         guard !chosen.tensors.isEmpty else { throw bad(Self.place(chosen.steps), "no tensors found") }
+        guard chosen.tensors.count <= TorchLimits.maxTensors else {
+            throw bad(Self.place(chosen.steps), "holds \(chosen.tensors.count) tensors; at most \(TorchLimits.maxTensors) are read from one checkpoint")
+        }
         var names = chosen.tensors.map(\.0)
         // The shared prefix is found in one pass over the keys' bytes and removed once: peeling one
         // component at a time costs keys × components × key length, which a key of a few hundred
