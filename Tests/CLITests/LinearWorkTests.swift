@@ -163,6 +163,18 @@ import Testing
         }
     }
 
+    @Test("a key of 50,000 numbered components is grouped into blocks in linear time")
+    func deepNumberedKeys() throws {
+        let dir = try CLITests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let deep = "x." + String(repeating: "0.", count: 50_000)
+        let names = ["conv1.weight", deep + "conv1.weight", deep + "conv2.weight", "fc.weight", "fc.bias"]
+        let path = try Self.write(Self.tinySafetensors(names), "deep.safetensors", in: dir)
+        let r = try Self.finishes(["inspect", path], "deep keys")
+        // Every prefix of the two deep keys holds both convolutions: the deepest is the one block.
+        #expect(r.code == 0, "\(r.stderr.prefix(2000))")
+    }
+
     // MARK: Keras
 
     /// A Functional config: an input, then `n` chained activations, listed last layer first.
