@@ -28,6 +28,7 @@ Tests/CLITests/LinearWorkTests.swift, since Python is not a test dependency):
   stages-20000.safetensors    20,000 stages of one block each (torchvision names)
   containers-20000.safetensors  one block with 20,000 containers
   long-prefix.pth             a state dict whose two keys share a prefix of 200,000 components
+  deep-numbered.safetensors   two conv keys 50,000 numbered components deep (block detection per prefix)
 """
 import argparse
 import collections
@@ -348,7 +349,9 @@ def main():
                            ("classes-200000.pth", torch_zip(many_classes_pickle(200000))),
                            ("safetensors-999999.safetensors", zero_size_safetensors(999999)),
                            ("stages-20000.safetensors", many_stages(20000)),
-                           ("containers-20000.safetensors", many_containers(20000))]:
+                           ("containers-20000.safetensors", many_containers(20000)),
+                           ("deep-numbered.safetensors", tiny_safetensors(
+                               ["conv1.weight"] + ["x." + "0." * 50000 + k for k in ("conv1.weight", "conv2.weight")] + ["fc.weight", "fc.bias"]))]:
             with open(os.path.join(args.large, name), "wb") as f:
                 f.write(data)
             print(name, len(data))
