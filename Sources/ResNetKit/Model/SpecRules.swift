@@ -23,7 +23,7 @@ extension ResNetSpec {
     /// anything else, so the two cannot disagree. Sizes that depend on the input (a window larger
     /// than the padded input, `same` padding, features after a flatten) are still checked per run.
     public func structuralViolation() -> SpecViolation? {
-        var walker = SpecRuleWalker()
+        let walker = SpecRuleWalker()
         do {
             guard inputChannels >= 1, inputChannels <= ForwardRunner.maxChannels else {
                 throw SpecViolation(path: "inputChannels", subject: "spec",
