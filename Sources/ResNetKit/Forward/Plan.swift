@@ -78,6 +78,8 @@ public final class ForwardPlan: @unchecked Sendable {
         self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
         self.parallelism = parallelism
         let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil), tuning: tuning)
+        // The rules the `.rnw` reader also applies; the compiler and each run check the rest.
+        if let v = model.spec.structuralViolation() { throw compiler.runner.mapping("spec \(v)") }
         stem = try compiler.compile(model.spec.stem, place: "stem")
         var blocks: [BlockPlan] = []
         for (s, stage) in model.spec.stages.enumerated() {

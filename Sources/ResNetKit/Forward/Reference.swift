@@ -332,6 +332,7 @@ struct ForwardRunner {
     static let maxElements = 1 << 31        // one activation: 8 GiB of float32
 
     func run(_ spec: ResNetSpec, input: Tensor) throws -> Tensor {
+        if let v = spec.structuralViolation() { throw mapping("spec \(v)") }
         var x = try checkedInput(input, spec: spec)
         x = try runOps(spec.stem, x, place: "stem", captureNamed: true, positional: "stem")
         for (s, stage) in spec.stages.enumerated() {

@@ -303,64 +303,79 @@ struct KerasGraphBuilder {
         var namer = GenericNamer()
         var pending: [Pending] = []
         var known = Set<String>()
+        var indexOf: [String: Int] = [:]
         for entry in layers {
             guard let cls = entry["class_name"]?.string, let name = KerasGraphBuilder.layerName(entry) else {
                 throw invalid(scope, "layer without class_name or name")
             }
             guard known.insert(name).inserted else { throw invalid(scope, "two layers are named \(name)") }
+            indexOf[name] = pending.count
             pending.append(Pending(entry: entry, cls: cls, name: name, generic: namer.next(for: cls)))
         }
+        var inputIndex: [String: Int] = [:]
+        for (k, r) in inputRefs.enumerated() where inputIndex[r.layer] == nil { inputIndex[r.layer] = k }
+        // Each layer's inbound nodes are parsed once; a layer waits on one count per reference.
+        var inbound = [(refs: [Ref], kwargs: JSONValue)](repeating: ([], .null), count: pending.count)
+        var waiting = [Int](repeating: 0, count: pending.count)
+        var dependents = [[Int]](repeating: [], count: pending.count)
+        for (i, p) in pending.enumerated() where p.cls != "InputLayer" {
+            let place = scope.isEmpty ? p.name : scope + "/" + p.name
+            let (refs, kwargs) = try parseInbound(p.entry, name: p.name, scope: scope, known: known)
+            if refs.isEmpty { throw invalid(place, "layer has no inbound nodes (not connected)") }
+            for r in refs {
+                guard let j = indexOf[r.layer] else { throw invalid(place, "refers to unknown layer \(r.layer)") }
+                dependents[j].append(i)
+                waiting[i] += 1
+            }
+            inbound[i] = (refs, kwargs)
+        }
+        // Kahn's topological sort; among the layers ready at once the earliest in the config goes
+        // first, so a config already in topological order keeps its order, and one listing layers
+        // before their inputs costs O(n log n), not a scan of the pending list per placed layer.
+        var ready = MinHeap()
+        for i in pending.indices where waiting[i] == 0 { ready.push(i) }
         var outputsOf: [String: [Int]] = [:]
-        // Layers are placed once all their inputs exist; config order breaks ties, so the result
-        // is topological even when a config lists a layer before its inputs.
-        while !pending.isEmpty {
-            var progressed = false
-            var i = 0
-            while i < pending.count {
-                let p = pending[i]
-                if p.cls == "InputLayer" {
-                    if let bound {
-                        guard let k = inputRefs.firstIndex(where: { $0.layer == p.name }) else {
-                            throw invalid(scope + "/" + p.name, "InputLayer is not among the model's input_layers")
-                        }
-                        outputsOf[p.name] = [bound[k]]
-                    } else {
-                        outputsOf[p.name] = [addInput(entry: p.entry, name: p.name, names: names, generics: generics, generic: p.generic)]
+        var placed = 0
+        while let i = ready.pop() {
+            let p = pending[i]
+            if p.cls == "InputLayer" {
+                if let bound {
+                    guard let k = inputIndex[p.name] else {
+                        throw invalid(scope + "/" + p.name, "InputLayer is not among the model's input_layers")
                     }
-                    pending.remove(at: i); progressed = true
-                    continue
+                    outputsOf[p.name] = [bound[k]]
+                } else {
+                    outputsOf[p.name] = [addInput(entry: p.entry, name: p.name, names: names, generics: generics, generic: p.generic)]
                 }
-                let (refs, kwargs) = try parseInbound(p.entry, name: p.name, scope: scope, known: known)
-                if refs.isEmpty {
-                    throw invalid(scope.isEmpty ? p.name : scope + "/" + p.name, "layer has no inbound nodes (not connected)")
-                }
+            } else {
+                let place = scope.isEmpty ? p.name : scope + "/" + p.name
                 var inputs: [Int] = []
-                var ready = true
-                for r in refs {
-                    guard known.contains(r.layer) else {
-                        throw invalid(scope.isEmpty ? p.name : scope + "/" + p.name, "refers to unknown layer \(r.layer)")
-                    }
-                    guard let outs = outputsOf[r.layer] else { ready = false; break }
+                for r in inbound[i].refs {
+                    let outs = outputsOf[r.layer] ?? []
                     guard r.tensor < outs.count else {
-                        throw invalid(scope.isEmpty ? p.name : scope + "/" + p.name, "refers to output \(r.tensor) of \(r.layer), which has \(outs.count)")
+                        throw invalid(place, "refers to output \(r.tensor) of \(r.layer), which has \(outs.count)")
                     }
                     inputs.append(outs[r.tensor])
                 }
-                if !ready { i += 1; continue }
                 if KerasGraphBuilder.isModel(p.entry) {
                     guard let config = p.entry["config"] else { throw invalid(p.name, "nested model has no config") }
                     outputsOf[p.name] = try inline(className: p.cls, config: config, names: names + [p.name],
                                                    generics: generics + [p.generic], bound: inputs)
                 } else {
                     outputsOf[p.name] = [addNode(path: (names + [p.name]).joined(separator: "/"), className: p.cls,
-                                                 config: p.entry["config"] ?? .null, inputs: inputs, callArgs: kwargs,
+                                                 config: p.entry["config"] ?? .null, inputs: inputs, callArgs: inbound[i].kwargs,
                                                  origin: LayerOrigin(names: names + [p.name], genericNames: generics + [p.generic]))]
                 }
-                pending.remove(at: i); progressed = true
             }
-            if !progressed {
-                throw invalid(scope, "layers \(pending.map(\.name).prefix(5)) wait on each other (cycle or missing input)")
+            placed += 1
+            for d in dependents[i] {
+                waiting[d] -= 1
+                if waiting[d] == 0 { ready.push(d) }
             }
+        }
+        if placed < pending.count {
+            let stuck = pending.indices.filter { waiting[$0] > 0 }.prefix(5).map { pending[$0].name }
+            throw invalid(scope, "layers \(Array(stuck)) wait on each other (cycle or missing input)")
         }
         return try outputRefs.map { r in
             guard let outs = outputsOf[r.layer], r.tensor < outs.count else {
@@ -413,4 +428,39 @@ func kerasVariableRank(_ variableName: String) -> Int? {
     if let colon = base.firstIndex(of: ":") { base = base[..<colon] }
     let order = ["kernel", "depthwise_kernel", "pointwise_kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
     return order.firstIndex(of: String(base))
+}
+
+/// A binary min-heap of indices: the ready layers of a topological sort, earliest first.
+struct MinHeap {
+    private var items: [Int] = []
+
+    mutating func push(_ v: Int) {
+        items.append(v)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i] < items[parent] else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Int? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count, items[l] < items[m] { m = l }
+                if r < items.count, items[r] < items[m] { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
 }

@@ -218,9 +218,12 @@ private struct KerasH5Reader {
                 assigned.insert(nodeIds[0])
                 continue
             }
-            // A nested model: give each leaf layer the weights named after it.
+            // A nested model: give each leaf layer the weights named after it (indexed by leaf
+            // name: a sub-model may have any number of layers).
+            var byLeaf: [String: [Int]] = [:]
+            for id in nodeIds { if let leaf = origins[id].names.last { byLeaf[leaf, default: []].append(id) } }
             for part in splitByLeaf(g.weights) {
-                let candidates = nodeIds.filter { origins[$0].names.last == part.leaf }
+                let candidates = byLeaf[part.leaf] ?? []
                 guard candidates.count == 1 else {
                     throw ResNetError.invalidInput(file: h5.name, place: place,
                         reason: candidates.isEmpty
@@ -264,9 +267,10 @@ private struct V3Weights {
         let vars = layerGroup + "/vars"
         guard try h5.kind(at: vars) == .group else { return nil }
         let names = try h5.members(of: vars)
+        let present = Set(names)
         var tensors: [SourceTensor] = []
         for i in 0 ..< names.count {
-            guard names.contains(String(i)) else {
+            guard present.contains(String(i)) else {
                 throw ResNetError.invalidInput(file: h5.name, place: vars,
                     reason: "variables are not numbered 0..\(names.count - 1): \(kerasNaturalOrder(names).prefix(8))")
             }

@@ -174,6 +174,11 @@ struct KerasWeightsRecovery {
         if channels(after: items, from: inC) == inC, items.contains(where: { $0.kind.isConv }) {
             return [BlockReading(projection: nil, shortcutFirst: true, shortcut: [], residual: Array(0..<n))]
         }
+        // convsEvery2[i + 2] = convs at positions i, i - 2, i - 4, …: whether a shortcut's later
+        // positions hold a conv is then one subtraction, and only the few projections that pass
+        // it cost a pass over the block (else a block of n convolutions costs n²).
+        var convsEvery2 = [Int](repeating: 0, count: n + 2)
+        for i in 0..<n { convsEvery2[i + 2] = convsEvery2[i] + (items[i].kind.isConv ? 1 : 0) }
         var out: [BlockReading] = []
         for p in 0..<n {
             guard case let .conv(pi, po, _, _, _) = items[p].kind, pi == inC else { continue }
@@ -183,8 +188,8 @@ struct KerasWeightsRecovery {
                 let span = n - p + (shortcutFirst ? 0 : 1)
                 guard span % 2 == 0, span >= 2 else { continue }
                 let m = span / 2
+                guard p + 2 * (m - 1) < n, convsEvery2[p + 2 * m] - convsEvery2[p + 2] == 0 else { continue }
                 let sc = (0..<m).map { p + 2 * $0 }
-                guard sc.last! < n else { continue }
                 let scSet = Set(sc)
                 let residual = (0..<n).filter { !scSet.contains($0) }
                 guard sc.dropFirst().allSatisfy({ !items[$0].kind.isConv }), residual.count >= m,

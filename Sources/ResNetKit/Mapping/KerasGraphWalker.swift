@@ -599,9 +599,12 @@ public struct KerasGraphWalker {
         }
         var headIDs = pending
         if afterFirstBlock {
-            var post: [Int] = []
-            while let f = headIDs.first, case .op(.relu) = nodes[f].kind { post.append(f); headIDs.removeFirst() }
-            blocks[blocks.count - 1].post = post
+            // The leading ReLU run ends the last block (counted, then dropped at once: removing one at
+            // a time from the front is quadratic in a long run).
+            var run = 0
+            while run < headIDs.count, case .op(.relu) = nodes[headIDs[run]].kind { run += 1 }
+            blocks[blocks.count - 1].post = Array(headIDs.prefix(run))
+            headIDs.removeFirst(run)
         } else {
             throw fail("model", "no residual block found (no tensor forks into two branches that meet at an add)")
         }

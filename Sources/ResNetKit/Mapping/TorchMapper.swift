@@ -502,8 +502,11 @@ struct TorchArchitectureBuilder {
         for (k, s) in stageNumbers.enumerated() where s != k + 1 {
             throw failure("stage \(k + 1) (\(sourceName("layer\(k + 1).0.conv1")) …) is missing; stages found: \(stageNumbers.map(String.init).joined(separator: ", "))")
         }
+        // Block numbers grouped by stage in one pass (a filter per stage is quadratic in the stage count).
+        var blocksOf: [Int: [Int]] = [:]
+        for key in stagedBlocks.keys { blocksOf[key[0], default: []].append(key[1]) }
         for s in stageNumbers {
-            let bs = stagedBlocks.keys.filter { $0[0] == s }.map { $0[1] }.sorted()
+            let bs = (blocksOf[s] ?? []).sorted()
             for (k, b) in bs.enumerated() where b != k {
                 throw failure("block \(sourceName("layer\(s).\(k).conv1")) is missing in stage \(s); blocks found: \(bs.map(String.init).joined(separator: ", "))")
             }

@@ -85,11 +85,12 @@ struct RecoveredStructure {
 func recoverTorchStructure(_ tensors: [SourceTensor], file: String, family: String = "torch-recovered", ordered: Bool = true) throws -> RecoveredStructure {
     var modules = try stateDictModules(tensors, file: file)
     if !ordered {
-        modules.sort { a, b in
-            let (x, y) = (naturalKey(a), naturalKey(b))
-            for (p, q) in zip(x, y) where p != q { return p < q }
-            return x.count < y.count
+        // Each key is computed once, not once per comparison.
+        let keyed = modules.map { (key: naturalKey($0), module: $0) }.sorted { a, b in
+            for (p, q) in zip(a.key, b.key) where p != q { return p < q }
+            return a.key.count < b.key.count
         }
+        modules = keyed.map(\.module)
         for i in modules.indices { modules[i].order = i }
     }
     // Blocks are numbered subtrees (`layer1.0`, `blocks.3`); failing that, subtrees whose names end
@@ -134,15 +135,24 @@ private struct TorchRecovery {
 
     /// Whether names ending in a number (`stack1`) count as numbered for finding blocks.
     let suffixedNames: Bool
+    /// Every path prefix as a node of a trie, and each module's ancestors (its first 1 ..< count
+    /// components) as nodes, shallowest first, by module path: prefixes are counted and looked up
+    /// without building their strings, which for a key of thousands of components is quadratic.
+    let trie: PathTrie
+    let ancestry: [String: [Int]]
 
     init(modules: [StateDictModule], file: String, suffixedNames: Bool, ordered: Bool) {
         self.modules = modules; self.file = file; self.suffixedNames = suffixedNames
+        var trie = PathTrie()
+        var ancestry: [String: [Int]] = [:]
+        for m in modules { ancestry[m.path] = trie.ancestors(m.components) }
+        self.trie = trie; self.ancestry = ancestry
         if !ordered {
             // Names alone do not say that the stem comes first and the classifier last: modules
             // outside every block go before the blocks, linear layers after them.
-            let prefixes = blockPrefixes()
-            let index = Dictionary(prefixes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
-            let inBlock = { (m: StateDictModule) in Self.block(of: m, in: index) != nil }
+            let index = blockIndex(blockPrefixNodes())
+            let blockPaths = Set(modules.filter { block(of: $0, in: index) != nil }.map(\.path))
+            let inBlock = { (m: StateDictModule) in blockPaths.contains(m.path) }
             let reordered = modules.filter { !inBlock($0) && $0.kind != .linear } + modules.filter(inBlock) + modules.filter { !inBlock($0) && $0.kind == .linear }
             self.modules = reordered.enumerated().map { var m = $1; m.order = $0; return m }
         }
@@ -155,39 +165,45 @@ private struct TorchRecovery {
     // MARK: Grouping by names
 
     /// Block prefixes: the deepest numbered subtrees that hold at least two convolutions, in file order.
-    func blockPrefixes() -> [String] {
-        // Linear in the number of keys times their depth: a file controls both.
-        var convs: [String: Int] = [:]
-        var firstOrder: [String: Int] = [:]
+    func blockPrefixes() -> [String] { blockPrefixNodes().map { trie.path($0) } }
+
+    /// The trie nodes of ``blockPrefixes()``. Linear in the keys' total length.
+    func blockPrefixNodes() -> [Int] {
+        var convs: [Int: Int] = [:]
+        var firstOrder: [Int: Int] = [:]
         for m in modules where m.kind == .conv {
-            for k in 1..<max(1, m.components.count) where numbered(m.components[k - 1]) {
-                let p = m.components[0..<k].joined(separator: ".")
-                convs[p, default: 0] += 1
-                if firstOrder[p] == nil { firstOrder[p] = m.order }
+            for (k, node) in (ancestry[m.path] ?? []).enumerated() where numbered(m.components[k]) {
+                convs[node, default: 0] += 1
+                if firstOrder[node] == nil { firstOrder[node] = m.order }
             }
         }
         let qualifying = Set(convs.filter { $0.value >= 2 }.keys)
-        // A qualifying prefix with a qualifying descendant is not the deepest.
-        var hasQualifyingDescendant = Set<String>()
+        // A qualifying prefix with a qualifying descendant is not the deepest. Walking up from each
+        // stops at a node already marked, whose ancestors are then marked too: each node once.
+        var hasQualifyingDescendant = Set<Int>()
         for q in qualifying {
-            var parts = q.split(separator: ".", omittingEmptySubsequences: false).dropLast()
-            while !parts.isEmpty { hasQualifyingDescendant.insert(parts.joined(separator: ".")); parts = parts.dropLast() }
+            var node = trie.parent[q]
+            while node >= 0, hasQualifyingDescendant.insert(node).inserted { node = trie.parent[node] }
         }
         let deepest = qualifying.subtracting(hasQualifyingDescendant)
         // A block's first module may be a batch norm that precedes its first conv.
         for m in modules where m.kind != .conv {
-            for k in 1..<max(1, m.components.count) {
-                let p = m.components[0..<k].joined(separator: ".")
-                if deepest.contains(p) { firstOrder[p] = min(firstOrder[p] ?? .max, m.order) }
+            for node in ancestry[m.path] ?? [] where deepest.contains(node) {
+                firstOrder[node] = min(firstOrder[node] ?? .max, m.order)
             }
         }
-        return deepest.sorted { firstOrder[$0, default: .max] < firstOrder[$1, default: .max] }
+        return deepest.sorted { (firstOrder[$0, default: .max], $0) < (firstOrder[$1, default: .max], $1) }
     }
 
-    /// The index in `prefixes` of the block holding `m`, by a lookup per ancestor of its path.
-    static func block(of m: StateDictModule, in index: [String: Int]) -> Int? {
-        for k in stride(from: m.components.count - 1, through: 1, by: -1) {
-            if let b = index[m.components[0..<k].joined(separator: ".")] { return b }
+    /// Block number by trie node.
+    func blockIndex(_ nodes: [Int]) -> [Int: Int] {
+        Dictionary(nodes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The index of the block holding `m`, by a lookup per ancestor of its path, deepest first.
+    func block(of m: StateDictModule, in index: [Int: Int]) -> Int? {
+        for node in (ancestry[m.path] ?? []).reversed() {
+            if let b = index[node] { return b }
         }
         return nil
     }
@@ -228,15 +244,16 @@ private struct TorchRecovery {
     // MARK: Build
 
     mutating func build(family: String) throws -> RecoveredStructure {
-        let prefixes = blockPrefixes()
+        let prefixNodes = blockPrefixNodes()
+        let prefixes = prefixNodes.map { trie.path($0) }
         guard !prefixes.isEmpty else {
             throw fail("no residual blocks: no numbered module holds two or more convolutions (modules: \(listed(modules.map(\.path))))")
         }
         // Every module belongs to one block, or comes before the first (stem) or after the last (head).
         var blockOf: [Int: Int] = [:]   // module index → block index
-        let index = Dictionary(prefixes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        let index = blockIndex(prefixNodes)
         for (i, m) in modules.enumerated() {
-            if let b = Self.block(of: m, in: index) { blockOf[i] = b }
+            if let b = block(of: m, in: index) { blockOf[i] = b }
         }
         let firstBlockModule = modules.indices.first { blockOf[$0] != nil }!
         let lastBlockModule = modules.indices.last { blockOf[$0] != nil }!
@@ -368,10 +385,16 @@ private struct TorchRecovery {
         let depth = prefix.split(separator: ".").count
         var direct: [StateDictModule] = []
         var containers: [(String, [StateDictModule])] = []
+        var containerIndex: [String: Int] = [:]
         for m in bm {
             let rel = Array(m.components.dropFirst(depth))
             if rel.count <= 1 { direct.append(m); continue }
-            if let i = containers.firstIndex(where: { $0.0 == rel[0] }) { containers[i].1.append(m) } else { containers.append((rel[0], [m])) }
+            if let i = containerIndex[rel[0]] {
+                containers[i].1.append(m)
+            } else {
+                containerIndex[rel[0]] = containers.count
+                containers.append((rel[0], [m]))
+            }
         }
         func convs(_ ms: [StateDictModule]) -> Int { ms.filter { $0.kind == .conv }.count }
         if !direct.isEmpty {
@@ -515,3 +538,38 @@ private struct TorchRecovery {
     }
 }
 
+/// Path prefixes shared as nodes: node `n` is component `component[n]` below node `parent[n]`
+/// (-1: the root). Building a module's ancestors costs its key's length, not the square of it.
+struct PathTrie {
+    private(set) var parent: [Int] = []
+    private(set) var component: [String] = []
+    private var child: [Edge: Int] = [:]
+    private struct Edge: Hashable { let parent: Int; let component: String }
+
+    /// The nodes of the first 1 ..< count components, shallowest first.
+    mutating func ancestors(_ components: [String]) -> [Int] {
+        var out: [Int] = []
+        var node = -1
+        for c in components.dropLast() {
+            let e = Edge(parent: node, component: c)
+            if let n = child[e] {
+                node = n
+            } else {
+                child[e] = parent.count
+                node = parent.count
+                parent.append(e.parent)
+                component.append(c)
+            }
+            out.append(node)
+        }
+        return out
+    }
+
+    /// The dotted path of a node.
+    func path(_ node: Int) -> String {
+        var parts: [String] = []
+        var n = node
+        while n >= 0 { parts.append(component[n]); n = parent[n] }
+        return parts.reversed().joined(separator: ".")
+    }
+}

@@ -335,30 +335,13 @@ private func tensorChecksums(_ entries: [RNWTensorEntry], in bytes: UnsafeRawBuf
     return sums
 }
 
-/// The spec's parameters, after checking the fields `ResNetSpec.parameters` indexes into, so that
-/// a hostile spec cannot crash it.
+/// The spec's parameters, after checking the spec against the rules the forward pass relies on
+/// (``ResNetSpec/structuralViolation()``): a file whose model could never run is refused when it is
+/// read, whatever is done with it next, and the fields `ResNetSpec.parameters` indexes into are
+/// known to be well formed.
 private func specParameters(_ spec: ResNetSpec, file: String) throws -> [(name: String, shape: [Int])] {
     func bad(_ reason: String) -> ResNetError { .invalidInput(file: file, place: "manifest spec_json", reason: reason) }
-    for op in spec.allOps {
-        switch op {
-        case let .conv(c):
-            guard c.kernel.count == 2, c.stride.count == 2, c.dilation.count == 2 else {
-                throw bad("conv \(c.name) needs 2-element kernel, stride and dilation")
-            }
-            guard c.groups >= 1, c.inChannels >= 1, c.outChannels >= 1, c.inChannels % c.groups == 0,
-                  (c.kernel + c.stride + c.dilation).allSatisfy({ $0 >= 1 }) else {
-                throw bad("conv \(c.name) has non-positive sizes or channels not divisible by groups")
-            }
-        case let .batchNorm(b):
-            guard b.channels >= 1 else { throw bad("batch norm \(b.name) has \(b.channels) channels") }
-        case let .dense(d):
-            guard d.inFeatures >= 1, d.outFeatures >= 1 else { throw bad("dense \(d.name) has non-positive features") }
-        case let .maxPool(p), let .avgPool(p):
-            guard p.kernel.count == 2, p.stride.count == 2 else { throw bad("pool needs 2-element kernel and stride") }
-        default:
-            break
-        }
-    }
+    if let v = spec.structuralViolation() { throw bad(v.description) }
     let parameters = spec.parameters
     var names = Set<String>()
     for p in parameters where !names.insert(p.name).inserted {

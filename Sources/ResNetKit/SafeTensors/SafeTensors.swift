@@ -11,7 +11,8 @@ enum SafeTensorsLimits {
     /// The reference implementation refuses headers over 100 MB.
     static let maxHeaderBytes = 100_000_000
     static let maxRank = 8
-    static let maxTensors = 1_000_000
+    /// Entries of one header: the limit of every checkpoint reader (``TorchLimits/maxTensors``).
+    static let maxTensors = TorchLimits.maxTensors
 }
 
 /// Element types of the safetensors format, with their names in the header.
@@ -60,12 +61,21 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     guard headerLength <= bytes.count - 8 else {
         throw bad("header length", "header claims \(headerLength) bytes but only \(bytes.count - 8) follow")
     }
-    let header = Data(bytes[8 ..< 8 + headerLength])
+    let raw = UnsafeRawBufferPointer(rebasing: bytes[8 ..< 8 + headerLength])
+    // Counted on the bytes first, so that a header listing far more entries than are read is
+    // refused before it is parsed (parsing tens of megabytes of entries costs seconds).
+    let listed = topLevelMemberCount(raw)
+    guard listed <= SafeTensorsLimits.maxTensors + 1 else {   // + 1: __metadata__
+        throw bad("header", "lists \(listed) entries; at most \(SafeTensorsLimits.maxTensors) tensors are read from one file")
+    }
+    let header = Data(raw)
     guard header.first == UInt8(ascii: "{") else { throw bad("header", "the JSON header does not start with '{'") }
     // Strict JSON, as the reference implementation (serde_json) reads it: no NaN / Infinity.
     let json = try parseJSON(header, file: file, place: "header", allowsNonFinite: false)
     guard let object = json.object else { throw bad("header", "the JSON header is not an object") }
-    guard object.count <= SafeTensorsLimits.maxTensors else { throw bad("header", "\(object.count) entries; the limit is \(SafeTensorsLimits.maxTensors)") }
+    guard object.count <= SafeTensorsLimits.maxTensors else {
+        throw bad("header", "lists \(object.count) entries; at most \(SafeTensorsLimits.maxTensors) tensors are read from one file")
+    }
     var metadata: [String: String] = [:]
     var entries: [SafeTensorsEntry] = []
     var totalBytes = 0
@@ -116,7 +126,12 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
         }
         entries.append(SafeTensorsEntry(name: name, dtype: dtype, shape: shape, begin: begin, end: end))
     }
-    entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+    // Buffer order; names break ties only between empty tensors at the same offset.
+    entries.sort { a, b in
+        if a.begin != b.begin { return a.begin < b.begin }
+        if a.end != b.end { return a.end < b.end }
+        return a.name < b.name
+    }
     let dataStart = 8 + headerLength
     let bufferLength = bytes.count - dataStart
     var cursor = 0
@@ -134,6 +149,26 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
             : "\(bufferLength - cursor) bytes after the last tensor belong to no tensor")
     }
     return SafeTensorsLayout(entries: entries, metadata: metadata, dataStart: dataStart)
+}
+
+/// Members of the JSON object `text` holds, counted without parsing it: commas outside strings at
+/// the object's own level, plus one. Exact for valid JSON; the parser still checks the syntax.
+func topLevelMemberCount(_ text: UnsafeRawBufferPointer) -> Int {
+    var depth = 0, commas = 0, inString = false, escaped = false, empty = true
+    for b in text {
+        if inString {
+            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            continue
+        }
+        switch b {
+        case UInt8(ascii: "\""): inString = true; if depth == 1 { empty = false }
+        case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+        case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+        case UInt8(ascii: ","): if depth == 1 { commas += 1 }
+        default: break
+        }
+    }
+    return empty ? 0 : commas + 1
 }
 
 /// Reads a safetensors file as a PyTorch-style state dict, so the PyTorch naming schemes map it.

@@ -24,10 +24,14 @@ struct PickleMachine {
     private var marks: [Int] = []
     private var memo: [Int: PickleValue] = [:]
     private(set) var arena = PickleArena()
-    /// Module classes instantiated as inert records, by qualified name.
+    /// Module classes instantiated as inert records, by qualified name, in first-seen order.
     private(set) var recordClasses: [String] = []
     /// Data classes (``PickleGlobal/recordClass(_:)``, enum members, numpy arrays) made into inert records.
     private(set) var dataRecordClasses: [String] = []
+    /// The names in the two lists above: a pickle may name hundreds of thousands of classes, so
+    /// membership is a hash lookup, not a scan of the list.
+    private var seenRecordClasses = Set<String>()
+    private var seenDataRecordClasses = Set<String>()
     /// Every stored storage the persistent ids named, by key, in first-seen order.
     private(set) var storages: [String: TorchStorageRef] = [:]
     private(set) var storageOrder: [String] = []
@@ -775,8 +779,8 @@ struct PickleMachine {
 
     private mutating func newRecord(_ name: String, module: Bool, arguments: [PickleValue] = []) throws -> PickleValue {
         if module {
-            if !recordClasses.contains(name) { recordClasses.append(name) }
-        } else if !dataRecordClasses.contains(name) {
+            if seenRecordClasses.insert(name).inserted { recordClasses.append(name) }
+        } else if seenDataRecordClasses.insert(name).inserted {
             dataRecordClasses.append(name)
         }
         return try newObject(.record(ModuleRecord(className: name, state: nil, arguments: arguments, isModuleClass: module)))

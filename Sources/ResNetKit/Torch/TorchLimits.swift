@@ -21,4 +21,8 @@ enum TorchLimits {
     /// Levels of nested dicts, lists and records searched for the weights (`{'model': {'state_dict': …}}`
     /// is two). Each object is visited once, so the search is linear in the pickle's size.
     static let maxSearchDepth = 12
+    /// Tensors read from one checkpoint (any container, safetensors included). The deepest ResNets
+    /// have a few thousand; every key costs a match against each naming scheme and the structure
+    /// recovery, so a file listing hundreds of thousands is refused before any of that.
+    static let maxTensors = 100_000
 }

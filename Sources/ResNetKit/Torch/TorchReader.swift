@@ -55,11 +55,16 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
     var unwrapper = TorchUnwrapper(arena: decoded.arena, file: name, weights: weights)
     try unwrapper.unwrap(decoded.root)
     var notes = decoded.notes + unwrapper.notes
+    // A pickle may name any number of classes; the note lists the first few and the count.
+    func listed(_ names: [String]) -> String {
+        let shown = names.prefix(40).joined(separator: ", ")
+        return names.count > 40 ? "\(shown), … (\(names.count) classes in all)" : shown
+    }
     if !decoded.recordClasses.isEmpty {
-        notes.append("module classes decoded as inert records (never called): \(decoded.recordClasses.joined(separator: ", "))")
+        notes.append("module classes decoded as inert records (never called): \(listed(decoded.recordClasses))")
     }
     if !decoded.dataRecordClasses.isEmpty {
-        notes.append("data objects decoded as inert records (never called, not weights): \(decoded.dataRecordClasses.joined(separator: ", "))")
+        notes.append("data objects decoded as inert records (never called, not weights): \(listed(decoded.dataRecordClasses))")
     }
     // Storages are read once each, grouped by key; tensors keep their file order.
     var tensors = [SourceTensor?](repeating: nil, count: unwrapper.tensors.count)

@@ -429,17 +429,50 @@ struct TorchUnwrapper {
     /// module path (so `fc.weight` alone stays `fc.weight`), and moves `num_batches_tracked` to ignored.
     private mutating func finish(_ chosen: Candidate) throws {
         guard !chosen.tensors.isEmpty else { throw bad(Self.place(chosen.steps), "no tensors found") }
+        guard chosen.tensors.count <= TorchLimits.maxTensors else {
+            throw bad(Self.place(chosen.steps), "holds \(chosen.tensors.count) tensors; at most \(TorchLimits.maxTensors) are read from one checkpoint")
+        }
         var names = chosen.tensors.map(\.0)
-        var inner = chosen.innerIgnored
-        var removed = ""
+        // The shared prefix is found in one pass over the keys' bytes and removed once: peeling one
+        // component at a time costs keys × components × key length, which a key of a few hundred
+        // thousand components turns into hours.
+        let first = Array(names[0].utf8)
+        let dot = UInt8(ascii: ".")
+        let dotEnds = first.indices.filter { first[$0] == dot }.map { $0 + 1 }   // byte length of each prefix
+        var shared = max(dotEnds.count - 1, 0)   // every key keeps at least one dot
+        for name in names.dropFirst() where shared > 0 {
+            var common = 0, dots = 0, diverged = false
+            for byte in name.utf8 {
+                if byte == dot { dots += 1 }
+                if !diverged {
+                    if common < first.count, byte == first[common] { common += 1 } else { diverged = true }
+                }
+            }
+            // Components of the first key that this one starts with, leaving it a dot of its own.
+            var matched = 0
+            while matched < shared, dotEnds[matched] <= common { matched += 1 }
+            shared = min(matched, max(dots - 1, 0))
+        }
         var components: [String] = []
-        while let first = names.first, let dot = first.firstIndex(of: ".") {
-            let prefix = String(first[...dot])
-            guard names.allSatisfy({ $0.hasPrefix(prefix) && $0.dropFirst(prefix.count).contains(".") }) else { break }
-            names = names.map { String($0.dropFirst(prefix.count)) }
-            inner = inner.map { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0 }
-            components.append(prefix)
-            removed += prefix
+        var start = 0
+        for end in dotEnds.prefix(shared) {
+            components.append(String(decoding: first[start..<end], as: UTF8.self))
+            start = end
+        }
+        let removed = components.joined()
+        let removedBytes = removed.utf8.count
+        if removedBytes > 0 {
+            names = names.map { String(decoding: $0.utf8.dropFirst(removedBytes), as: UTF8.self) }
+        }
+        // Names left out of the weights lose each component they start with, in turn, as before.
+        let componentBytes = components.map { Array($0.utf8) }
+        let inner = chosen.innerIgnored.map { name -> String in
+            let bytes = Array(name.utf8)
+            var cursor = 0
+            for c in componentBytes where bytes.count - cursor >= c.count && bytes[cursor..<cursor + c.count].elementsEqual(c) {
+                cursor += c.count
+            }
+            return cursor == 0 ? name : String(decoding: bytes[cursor...], as: UTF8.self)
         }
         if components.count <= 4 {
             for prefix in components {
