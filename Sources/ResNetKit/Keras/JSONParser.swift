@@ -27,7 +27,7 @@ import Foundation
 // boxes, so peak memory measured 3-6× the input for 30-70 MB arrays of numbers or strings; each
 // object is a Swift Dictionary, so an array of tiny objects (`[{"a1":1},…]`, 46 MB) peaked at
 // 14× (Foundation's JSONDecoder: 19×, and ten times slower). The parser keeps an estimate of
-// what the finished value holds (from above: every value a box and an array slot, every object
+// what the finished value holds (every value a box and an array slot, every object
 // member a dictionary entry) and refuses text whose estimate passes ``ReadLimits/maxHeaderBytes``,
 // so a metadata block costs at most that much however it is shaped; the estimate is also charged
 // to the file's ``ReadBudget`` when one is given.
@@ -96,7 +96,7 @@ private struct JSONTextParser {
     /// `"float32"`) shares one heap box instead of allocating another.
     var numberCache = TokenCache()
     var stringCache = TokenCache()
-    /// Bytes the decoded value holds, estimated from above, against `decodedCap`.
+    /// Bytes the decoded value holds, estimated, against `decodedCap`.
     var decodedEstimate = 0
     let decodedCap = ReadLimits.current.maxHeaderBytes
 
@@ -207,7 +207,7 @@ private struct JSONTextParser {
 
     /// Estimated bytes of one value in its container (array slot plus heap box), of a container
     /// itself, and of one object member (dictionary entry with its key).
-    static let valueBytes = 48, containerBytes = 64, memberBytes = 64
+    static let valueBytes = 32, containerBytes = 48, memberBytes = 48
 
     func closeObject(_ frame: Frame) throws -> JSONValue {
         var members = [String: JSONValue](minimumCapacity: frame.values.count)

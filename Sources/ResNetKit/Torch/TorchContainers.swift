@@ -133,6 +133,8 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
         guard header <= b.count - 30, u32(header) == 0x0403_4B50 else {
             throw bad(memberPlace, "local header offset \(local) points outside the file or at bytes that are not a local header")
         }
+        let stored = try int(compressed, memberPlace, "stored size")
+        let plain = plainSizeWithinFile ? try int(uncompressed, memberPlace, "uncompressed size") : Int(clamping: uncompressed)
         // The local header must tell the same story as the directory entry: readers that walk
         // local headers (streaming unzippers) and readers that trust the directory would
         // otherwise see different members.
@@ -177,8 +179,6 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
             throw bad(memberPlace, "\(what) \(central) in the directory, \(local) in the local header: refusing to guess")
         }
         let dataStart = header + 30 + localNameLength + localExtraLength
-        let stored = try int(compressed, memberPlace, "stored size")
-        let plain = plainSizeWithinFile ? try int(uncompressed, memberPlace, "uncompressed size") : Int(clamping: uncompressed)
         guard dataStart <= b.count, stored <= b.count - dataStart else {
             throw bad(memberPlace, "data [\(dataStart), +\(stored)) extends past the end of the file (\(b.count) bytes)")
         }
