@@ -39,8 +39,8 @@ struct ZipMember {
 /// zip two readers could read differently is refused.
 ///
 /// `plainSizeWithinFile`: also require each member's uncompressed size to fit in the file. The
-/// torch reader wants that (it reserves the declared size); `.npz` goldens may be deflated, so
-/// their readers bound the inflated size themselves.
+/// torch reader wants that (torch stores its members uncompressed); `.keras` and `.npz` members
+/// may be deflated, and their inflated sizes are charged to the file's ``ReadBudget`` instead.
 func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWithinFile: Bool = true) throws -> [ZipMember] {
     func bad(_ place: String, _ reason: String) -> ResNetError { .invalidInput(file: file, place: place, reason: reason) }
     func u16(_ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
