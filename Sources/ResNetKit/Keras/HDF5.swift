@@ -462,6 +462,7 @@ final class HDF5File {
                 if isScalar, let s = strings.first { return .string(s) }
                 return .strings(strings)
             case H5T_INTEGER, H5T_FLOAT:
+                try budget.charge(count * 8, place: place, what: "a numeric attribute of \(count) elements")
                 var values = [Double](repeating: 0, count: count)
                 if count > 0 {
                     guard H5Aread(aid, chdf5_native_double(), &values) >= 0 else {
@@ -486,6 +487,9 @@ final class HDF5File {
             defer { H5Tclose(mem) }
             guard H5Tset_size(mem, chdf5_variable()) >= 0,
                   H5Tset_cset(mem, H5Tget_cset(tid)) >= 0 else { throw failure(place, "cannot build string type") }
+            // A pointer and a String per element, before the strings themselves (charged as read).
+            try budget.charge(count.multipliedReportingOverflow(by: 24).overflow ? Int.max : count * 24, place: place,
+                              what: "a string attribute of \(count) elements")
             var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
             guard H5Aread(aid, mem, &pointers) >= 0 else { throw failure(place, "cannot read string attribute") }
             defer { _ = H5Dvlen_reclaim(mem, sid, chdf5_default(), &pointers) }
@@ -512,6 +516,7 @@ final class HDF5File {
         guard bytes <= limits.maxHeaderBytes else {
             throw limits.exceeded(.headerBytes, file: name, place: place, found: "fixed-length string attribute of \(count) × \(size) bytes")
         }
+        try budget.charge(bytes &+ count &* 16, place: place, what: "a string attribute of \(count) × \(size) bytes")
         var buffer = [UInt8](repeating: 0, count: bytes)
         guard H5Aread(aid, tid, &buffer) >= 0 else { throw failure(place, "cannot read string attribute") }
         let spacePadded = H5Tget_strpad(tid) == H5T_STR_SPACEPAD
