@@ -5,7 +5,8 @@ gigabytes, configs that decode large) or that two readers could read differently
 members, a local header that disagrees with the directory, duplicate JSON keys).
 
 Standard library only (struct, zlib, pickle with stand-in modules for the torch globals: nothing
-is imported from torch and nothing in these files is ever meant to be unpickled). Every file is a
+is imported from torch and nothing in these files is ever meant to be unpickled), except the one
+HDF5 file, written with h5py when it is importable (otherwise the committed copy is kept). Every file is a
 few KB at most; MANIFEST.json lists each with its size, sha256, what it tries, the command a test
 runs (``{file}`` is the crafted file, ``{fixtures}`` the fixtures folder, ``{out}`` an output path
 that must not appear) and a phrase the refusal must contain.
@@ -263,8 +264,34 @@ add("safetensors-duplicate-metadata.safetensors",
     "a safetensors header whose __metadata__ names 'format' twice", "appears twice")
 
 
+def hdf5_fill_bomb():
+    """A Keras 2 weights file whose twelve gzip datasets of 10 MB each have no chunk written: they
+    read back as the fill value, so 12 KB of file asks for 120 MB of float32 (each dataset within
+    libhdf5's compression ratio bound, the sum over the file's budget)."""
+    path = OUT / "h5-unwritten-chunks.h5"
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:
+        print("h5py not importable: keeping the committed h5-unwritten-chunks.h5")
+        return path.read_bytes()
+    with h5py.File(path, "w", track_order=True) as f:
+        f.attrs["layer_names"] = np.array([b"dense"])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.15.0"
+        g = f.create_group("dense")
+        names = [f"dense/kernel_{i}:0".encode() for i in range(12)]
+        g.attrs["weight_names"] = np.array(names)
+        for n in names:
+            g.create_dataset(n.decode(), shape=(2_500_000,), dtype="f4", chunks=(1 << 18,), compression="gzip", track_times=False)
+    return path.read_bytes()
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    add("h5-unwritten-chunks.h5", hdf5_fill_bomb(),
+        "a Keras weights file of 12 KB whose twelve gzip datasets (10 MB each as float32) have no chunk written",
+        "--max-expansion", ["convert", "{file}", "{out}", "--arch", "keras-resnet50"])
     manifest = []
     for name, data, tries, mention, command in FILES:
         (OUT / name).write_bytes(data)
