@@ -38,18 +38,6 @@ final class ZipImage {
         return try body(UnsafeRawBufferPointer(out))
     }
 
-    /// The plain bytes of `m` as `Data` (a copy for a stored member, charged like an inflated one).
-    func data(of m: ZipMember, budget: ReadBudget) throws -> Data {
-        if !m.compressed {
-            let raw = UnsafeRawBufferPointer(rebasing: bytes[m.data])
-            try checkCRC(raw, m, place: "\(m.name) (zip member)")
-            try budget.charge(raw.count, place: "\(m.name) (zip member)", what: "a copy of the member")
-            return Data(raw)
-        }
-        let out = try inflate(m, budget: budget)
-        return Data(bytesNoCopy: out.baseAddress!, count: m.uncompressedSize, deallocator: .free)
-    }
-
     private func checkCRC(_ raw: UnsafeRawBufferPointer, _ m: ZipMember, place: String) throws {
         let crc = ZipCRC32.checksum(raw)
         guard crc == m.crc32 else {
