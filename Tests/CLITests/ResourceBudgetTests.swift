@@ -107,15 +107,21 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: out))
     }
 
-    /// The flag named in the refusal raises the limit: the overlapping view (1 GiB as float32 from
-    /// a 2 KB file) is read once `--max-expansion` allows it, and then fails only for what it is
-    /// (no ResNet in it), not for memory. Run without the address-space limit: it allocates 1 GiB.
+    /// The flag named in the refusal raises the limit: the config that decodes large is read once
+    /// `--max-header-bytes` allows it, and the file then fails only for what else it is (its
+    /// `model.weights.h5` is a bare signature), not for its config; likewise the overlapping view
+    /// under a 16 MiB `--max-tensor-bytes` fails on the tensor limit, not the budget, once
+    /// `--max-expansion` allows it.
     @Test func theNamedFlagRaisesTheLimit() throws {
-        let file = Self.folder.appendingPathComponent("torch-overlapping-view.pth").path
         let dir = try CLITests.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let r = try CLITests.run(["inspect", file, "--max-expansion", "1000000"])
-        #expect(!r.stderr.contains("--max-expansion"), "\(r.stderr)")
-        #expect(r.code == 3 || r.code == 0, "\(r.stderr)")
+        let out = dir.appendingPathComponent("m.rnw").path
+        let config = Self.folder.appendingPathComponent("keras-config-decodes-large.keras").path
+        let r = try Self.runLimited(["convert", config, out, "--max-header-bytes", "10M"])
+        #expect(r.exited && r.code == 3 && !r.stderr.contains("--max-header-bytes") && r.stderr.contains("model.weights.h5"), "\(r.stderr)")
+        let view = Self.folder.appendingPathComponent("torch-overlapping-view.pth").path
+        let v = try Self.runLimited(["convert", view, out, "--max-expansion", "1000000", "--max-tensor-bytes", "16M"])
+        #expect(v.exited && v.code == 3 && v.stderr.contains("--max-tensor-bytes") && !v.stderr.contains("--max-expansion"), "\(v.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
     }
 }
