@@ -48,7 +48,8 @@ let package = Package(
         .target(name: "CKernels"),
         // Linux file calls Swift's Glibc module hides (sync_file_range). Only RNWStreamWriter.swift imports it.
         .systemLibrary(name: "CLinuxIO"),
-        // zlib's CRC-32 for zip members (3× our table-driven Swift version). Only Tensor/CRC32.swift imports it.
+        // zlib: CRC-32 for zip members (3× our table-driven Swift version) and capped inflation of deflated
+        // members. Only Tensor/CRC32.swift and Tensor/ZipImage.swift import it.
         .systemLibrary(name: "CZlibCRC"),
         .target(
             name: "ResNetKit",

@@ -141,8 +141,11 @@ struct LimitOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Deepest nesting in a pickle: open MARKs, nested modules (default 200).", valueName: "n"))
     var maxPickleDepth: LimitValue?
 
-    @Option(help: ArgumentHelp("Largest metadata block: a pickle, a Keras model config, a safetensors header, a .rnw manifest (default 256M).", valueName: "size"))
+    @Option(help: ArgumentHelp("Largest metadata block, as stored and as decoded: a pickle, a Keras model config, a safetensors header, a .rnw manifest (default 256M).", valueName: "size"))
     var maxHeaderBytes: LimitValue?
+
+    @Option(help: ArgumentHelp("Most memory reading one file may take (inflated members, tensors as float32, decoded configs), as a multiple of the file's size on top of 64M (default 16).", valueName: "n"))
+    var maxExpansion: LimitValue?
 
     /// The standard limits with the flags given applied.
     var readLimits: ReadLimits {
@@ -152,6 +155,7 @@ struct LimitOptions: ParsableArguments {
         if let v = maxPickleMemo { l.maxPickleMemo = v.value }
         if let v = maxPickleDepth { l.maxPickleDepth = v.value }
         if let v = maxHeaderBytes { l.maxHeaderBytes = v.value }
+        if let v = maxExpansion { l.maxExpansion = v.value }
         return l
     }
 }

@@ -87,4 +87,26 @@ import Testing
             #expect(ReadLimits.parseByteCount(bad) == nil, "\(bad)")
         }
     }
+
+    /// The budget adds charges up (it is not a per-item cap), refuses the one that passes the
+    /// multiple of the file size plus the allowance, and names the flag that raises it.
+    @Test func theBudgetIsCumulative() throws {
+        var limits = ReadLimits.standard
+        limits.maxExpansion = 2
+        let budget = ReadBudget(file: "f.pth", fileBytes: 1000, limits: limits)
+        #expect(budget.capacity == 2000 + ReadBudget.allowanceBytes)
+        let half = budget.capacity / 2
+        try budget.charge(half, place: "a", what: "tensor 'a'", probe: false)
+        try budget.charge(budget.capacity - half, place: "b", what: "tensor 'b'", probe: false)
+        do {
+            try budget.charge(1, place: "c", what: "tensor 'c'", probe: false)
+            Issue.record("charged past the capacity")
+        } catch let e as ResNetError {
+            #expect(e.exitCode == 3)
+            #expect(e.description.hasPrefix("f.pth") && e.description.contains("tensor 'c'")
+                    && e.description.contains("raise it with --max-expansion"), "\(e)")
+        }
+        // Overflowing sums are refused, not wrapped.
+        #expect(throws: ResNetError.self) { try budget.charge(Int.max, place: "d", what: "x", probe: false) }
+    }
 }

@@ -78,6 +78,8 @@ final class HDF5File {
     private let limits = ReadLimits.current
     /// Float32 bytes of the datasets read so far, against ``ReadLimits/maxTotalBytes``.
     private var bytesRead = 0
+    /// What reading this file may allocate: its own, or its container's for an image inside a `.keras`.
+    let budget: ReadBudget
 
     /// The 8-byte HDF5 format signature, found at the start of the superblock.
     static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -169,6 +171,7 @@ final class HDF5File {
             throw ResNetError.io(file: path, reason: "cannot read: \(error.localizedDescription)")
         }
         fileSize = size
+        budget = ReadBudget(file: path, fileBytes: size)
         let found = HDF5File.superblockOffset(fileSize: size) { offset in
             guard (try? handle.seek(toOffset: UInt64(offset))) != nil,
                   let d = try? handle.read(upToCount: 8), d.count == 8 else { return nil }
@@ -205,9 +208,13 @@ final class HDF5File {
 
     /// Opens an HDF5 file image held in memory (e.g. `model.weights.h5` inside a `.keras` zip),
     /// through libhdf5's core driver; nothing is written to disk.
-    init(bytes: Data, name: String) throws {
+    /// `budget`: the container's (the `.keras` file), charged libhdf5's copy of the image and every
+    /// dataset read; without one the image is its own file.
+    init(bytes: Data, name: String, budget: ReadBudget? = nil) throws {
         self.name = name
         fileSize = bytes.count
+        self.budget = budget ?? ReadBudget(file: name, fileBytes: bytes.count)
+        try self.budget.charge(bytes.count, place: "", what: "libhdf5's copy of the HDF5 image")
         let found = HDF5File.superblockOffset(fileSize: bytes.count) { offset in
             guard offset >= 0, offset <= bytes.count - 8 else { return nil }
             let start = bytes.startIndex + offset
@@ -452,6 +459,7 @@ final class HDF5File {
                 if isScalar, let s = strings.first { return .string(s) }
                 return .strings(strings)
             case H5T_INTEGER, H5T_FLOAT:
+                try budget.charge(count * 8, place: place, what: "a numeric attribute of \(count) elements")
                 var values = [Double](repeating: 0, count: count)
                 if count > 0 {
                     guard H5Aread(aid, chdf5_native_double(), &values) >= 0 else {
@@ -476,6 +484,9 @@ final class HDF5File {
             defer { H5Tclose(mem) }
             guard H5Tset_size(mem, chdf5_variable()) >= 0,
                   H5Tset_cset(mem, H5Tget_cset(tid)) >= 0 else { throw failure(place, "cannot build string type") }
+            // A pointer and a String per element, before the strings themselves (charged as read).
+            try budget.charge(count.multipliedReportingOverflow(by: 24).overflow ? Int.max : count * 24, place: place,
+                              what: "a string attribute of \(count) elements")
             var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
             guard H5Aread(aid, mem, &pointers) >= 0 else { throw failure(place, "cannot read string attribute") }
             defer { _ = H5Dvlen_reclaim(mem, sid, chdf5_default(), &pointers) }
@@ -502,6 +513,7 @@ final class HDF5File {
         guard bytes <= limits.maxHeaderBytes else {
             throw limits.exceeded(.headerBytes, file: name, place: place, found: "fixed-length string attribute of \(count) × \(size) bytes")
         }
+        try budget.charge(bytes &+ count &* 16, place: place, what: "a string attribute of \(count) × \(size) bytes")
         var buffer = [UInt8](repeating: 0, count: bytes)
         guard H5Aread(aid, tid, &buffer) >= 0 else { throw failure(place, "cannot read string attribute") }
         let spacePadded = H5Tget_strpad(tid) == H5T_STR_SPACEPAD
@@ -614,12 +626,13 @@ final class HDF5File {
                     + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
         }
         guard did >= 0 else { throw failed("cannot open dataset") }   // every failed step was reported above
+        try self.budget.charge(ReadLimits.float32Bytes(count), place: path, what: "dataset \(shape) as float32", probe: false)
         let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
         if let deferred {
             bytesRead = total
             return try deferRead(path, cleanName: cleanName, info: info, shape: shape, count: count, dtype: dtype, into: deferred)
         }
-        var data = [Float](repeating: 0, count: count)
+        var data = try checkedFloatArray(count: count, file: name, place: path)
         if count > 0 {
             // libhdf5 converts any IEEE-style float (f16/bf16 included) to native float itself.
             let status = data.withUnsafeMutableBytes { raw in

@@ -11,9 +11,9 @@ import Foundation
 // zeros.
 //
 // Choices made to match what Foundation's JSONDecoder returned for the same text:
-// - duplicate object keys: the first occurrence wins (Python's json keeps the last; neither
-//   Keras nor safetensors writers produce duplicates). Foundation never decoded the shadowed
-//   later values, so it let bad numbers and strings through there; this parser checks them;
+// - duplicate object keys, at any depth, are refused: Python's json keeps the last, Foundation
+//   and serde keep the first, so a file with one would mean different things to different
+//   readers (neither Keras nor safetensors writers produce duplicates);
 // - nesting: 512 levels of arrays/objects are accepted, 513 refused;
 // - numbers are converted correctly rounded; a number whose digits overflow to ±infinity
 //   (`1e400`, 400 digits) or that is not zero but rounds to zero (`1e-400`) is refused;
@@ -26,21 +26,27 @@ import Foundation
 // (true, false, empty containers, integers below 1024) and recently seen short tokens share
 // boxes, so peak memory measured 3-6× the input for 30-70 MB arrays of numbers or strings; each
 // object is a Swift Dictionary, so an array of tiny objects (`[{"a1":1},…]`, 46 MB) peaked at
-// 14× (Foundation's JSONDecoder: 19×, and ten times slower).
+// 14× (Foundation's JSONDecoder: 19×, and ten times slower). The parser keeps an estimate of
+// what the finished value holds (every value a box and an array slot, every object
+// member a dictionary entry) and refuses text whose estimate passes ``ReadLimits/maxHeaderBytes``,
+// so a metadata block costs at most that much however it is shaped; the estimate is also charged
+// to the file's ``ReadBudget`` when one is given.
 
 /// Parses JSON text into a JSONValue, accepting Python's `NaN` / `Infinity` / `-Infinity`.
 /// Failures name `place` and the byte offset of the problem.
-func parseKerasJSON(_ data: Data, file: String, place: String) throws -> JSONValue {
-    try parseJSON(data, file: file, place: place, allowsNonFinite: true)
+func parseKerasJSON(_ data: Data, file: String, place: String, budget: ReadBudget? = nil) throws -> JSONValue {
+    try parseJSON(data, file: file, place: place, allowsNonFinite: true, budget: budget)
 }
 
 /// Parses JSON text into a JSONValue. `allowsNonFinite` admits the bare tokens Python writes for
 /// non-finite floats. Failures are `ResNetError.invalidInput` at `"<place> byte <offset>"`.
-func parseJSON(_ data: Data, file: String, place: String, allowsNonFinite: Bool) throws -> JSONValue {
+func parseJSON(_ data: Data, file: String, place: String, allowsNonFinite: Bool, budget: ReadBudget? = nil) throws -> JSONValue {
     try data.withUnsafeBytes { raw in
         var parser = JSONTextParser(bytes: raw.bindMemory(to: UInt8.self), file: file, place: place,
                                     allowsNonFinite: allowsNonFinite)
-        return try parser.parse()
+        let value = try parser.parse()
+        try budget?.charge(parser.decodedEstimate, place: place, what: "the decoded JSON", probe: false)
+        return value
     }
 }
 
@@ -90,6 +96,18 @@ private struct JSONTextParser {
     /// `"float32"`) shares one heap box instead of allocating another.
     var numberCache = TokenCache()
     var stringCache = TokenCache()
+    /// Bytes the decoded value holds, estimated, against `decodedCap`.
+    var decodedEstimate = 0
+    let decodedCap = ReadLimits.current.maxHeaderBytes
+
+    /// Adds `bytes` to the estimate; refuses the text once it passes the cap.
+    @inline(__always) mutating func account(_ bytes: Int) throws {
+        decodedEstimate &+= bytes
+        if decodedEstimate > decodedCap {
+            throw ResNetError.invalidInput(file: file, place: "\(place) byte \(i)", reason: ReadLimits.current.reason(.headerBytes,
+                found: "the JSON text decodes to more than \(decodedEstimate) bytes in memory (estimated)"))
+        }
+    }
 
     init(bytes: UnsafeBufferPointer<UInt8>, file: String, place: String, allowsNonFinite: Bool) {
         self.b = bytes
@@ -156,6 +174,7 @@ private struct JSONTextParser {
                     }
                     return value
                 }
+                try account(Self.valueBytes)
                 frames[frames.count - 1].values.append(value)
                 let isObject = frames[frames.count - 1].isObject
                 skipWhitespace()
@@ -180,17 +199,25 @@ private struct JSONTextParser {
                 }
                 i += 1
                 let frame = frames.removeLast()
-                value = isObject ? closeObject(frame) : .array(frame.values)
+                try account(Self.containerBytes + (isObject ? Self.memberBytes * frame.values.count : 0))
+                value = isObject ? try closeObject(frame) : .array(frame.values)
             }
         }
     }
 
-    func closeObject(_ frame: Frame) -> JSONValue {
+    /// Estimated bytes of one value in its container (array slot plus heap box), of a container
+    /// itself, and of one object member (dictionary entry with its key).
+    static let valueBytes = 32, containerBytes = 48, memberBytes = 48
+
+    func closeObject(_ frame: Frame) throws -> JSONValue {
         var members = [String: JSONValue](minimumCapacity: frame.values.count)
-        // Stored last to first, so that the first occurrence of a duplicate key wins, as with
-        // Foundation's JSONDecoder.
-        for k in stride(from: frame.values.count - 1, through: 0, by: -1) {
-            members[frame.keys[k]] = frame.values[k]
+        for k in 0 ..< frame.values.count {
+            guard members.updateValue(frame.values[k], forKey: frame.keys[k]) == nil else {
+                let key = frame.keys[k]
+                let shown = key.utf8.count <= 200 ? key : String(decoding: key.utf8.prefix(200), as: UTF8.self) + "… (\(key.utf8.count) bytes)"
+                throw ResNetError.invalidInput(file: file, place: "\(place) object at byte \(frame.offset)",
+                    reason: "key '\(shown)' appears twice: Python's json keeps the last, other readers the first; refusing to guess")
+            }
         }
         return .object(members)
     }
@@ -201,6 +228,7 @@ private struct JSONTextParser {
             throw fail(i, "expected a string key in double quotes, found \(found(i))")
         }
         let key = try readString()
+        if key.utf8.count > 15 { try account(key.utf8.count) }
         frames[frames.count - 1].keys.append(key)
         skipWhitespace()
         guard i < b.count, b[i] == UInt8(ascii: ":") else {
@@ -217,6 +245,7 @@ private struct JSONTextParser {
             let open = i
             let s = try readString()
             if s.isEmpty { return SharedJSON.emptyString }
+            if s.utf8.count > 15 { try account(s.utf8.count) }   // shorter strings live in the box
             // Only strings taken straight from the input (no escapes) are cached by their bytes.
             guard i - open - 2 == s.utf8.count, let key = TokenCache.key(b, open + 1, i - 1) else { return .string(s) }
             if let v = stringCache[key] { return v }

@@ -1,5 +1,4 @@
 import Foundation
-import ZIPFoundation
 
 /// Reads a Keras weight file of any of the four kinds (``KerasFileKind``), detected from its
 /// content, not its name: a legacy `.h5` full model or weights-only file, a Keras 3 `.keras`
@@ -29,9 +28,9 @@ public func readKerasFile(path: String) throws -> KerasFile {
 }
 
 /// Limits for `.keras` members, whose sizes come from the untrusted zip directory
-/// (`config.json` is bounded by ``ReadLimits/maxHeaderBytes``).
+/// (`config.json` is bounded by ``ReadLimits/maxHeaderBytes``, everything by the file's ``ReadBudget``).
 private enum KerasZipLimits {
-    static let maxWeightsBytes: UInt64 = 16 << 30
+    static let maxWeightsBytes = 16 << 30
 }
 
 // MARK: - Shared helpers
@@ -88,7 +87,7 @@ private struct KerasH5Reader {
                     reason: "full-model file has model_config but no model_weights group")
             }
             PhaseTrace.mark("config read")
-            let json = try parseKerasJSON(Data(text.utf8), file: h5.name, place: "/@model_config")
+            let json = try parseKerasJSON(Data(text.utf8), file: h5.name, place: "/@model_config", budget: h5.budget)
             PhaseTrace.mark("json parsed")
             return try legacy(kind: .legacyFullModel, root: "/model_weights", config: json, version: version)
         }
@@ -360,63 +359,45 @@ private struct V3Weights {
 private struct KerasZipReader {
     let path: String
 
-    private func member(_ archive: Archive, _ name: String, limit: UInt64) throws -> Data? {
-        guard let entry = archive[name] else { return nil }
-        let place = "\(name) (zip member)"
-        guard entry.type == .file else {
-            throw ResNetError.invalidInput(file: path, place: place, reason: "not a regular file")
-        }
-        guard entry.uncompressedSize <= limit else {
-            throw ResNetError.invalidInput(file: path, place: place,
-                reason: "declares \(entry.uncompressedSize) bytes (limit \(limit))")
-        }
-        var data = Data()
-        data.reserveCapacity(Int(entry.uncompressedSize))
-        do {
-            _ = try archive.extract(entry, skipCRC32: false) { chunk in
-                guard UInt64(data.count + chunk.count) <= entry.uncompressedSize else {
-                    throw ResNetError.invalidInput(file: path, place: place,
-                        reason: "inflates past its declared size of \(entry.uncompressedSize) bytes")
-                }
-                data.append(chunk)
-            }
-        } catch let e as ResNetError {
-            throw e
-        } catch {
-            throw ResNetError.invalidInput(file: path, place: place, reason: "cannot extract: \(error)")
-        }
-        guard UInt64(data.count) == entry.uncompressedSize else {
-            throw ResNetError.invalidInput(file: path, place: place,
-                reason: "extracted \(data.count) bytes, the zip directory says \(entry.uncompressedSize)")
-        }
-        return data
-    }
-
     func read() throws -> KerasFile {
-        let archive: Archive
-        try InputFile.requireRegular(path)   // ZIPFoundation opens by path
-        do {
-            archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
-        } catch {
-            throw ResNetError.invalidInput(file: path, place: "", reason: "not a readable zip archive: \(error)")
-        }
+        let image = try MappedFile(path: path)
+        let budget = ReadBudget(file: path, fileBytes: image.bytes.count)
+        // The directory is checked in full (local headers, duplicate names) before any member is
+        // read; members are inflated with a cap, charged to the budget first.
+        let zip = try ZipImage(bytes: image.bytes, file: path, plainSizeWithinFile: false)
         let limits = ReadLimits.current
-        if let entry = archive["config.json"], entry.uncompressedSize > UInt64(limits.maxHeaderBytes) {
-            throw limits.exceeded(.headerBytes, file: path, place: "config.json", found: "config.json declares \(entry.uncompressedSize) bytes")
+        func member(_ name: String, limit: Int, flag: ReadLimits.Limit?) throws -> ZipMember? {
+            guard let m = zip[name] else { return nil }
+            guard m.uncompressedSize <= limit else {
+                if let flag { throw limits.exceeded(flag, file: path, place: "\(name) (zip member)", found: "\(name) declares \(m.uncompressedSize) bytes") }
+                throw ResNetError.invalidInput(file: path, place: "\(name) (zip member)", reason: "declares \(m.uncompressedSize) bytes (limit \(limit))")
+            }
+            return m
         }
-        guard let configData = try member(archive, "config.json", limit: UInt64(limits.maxHeaderBytes)) else {
+        func json(_ m: ZipMember) throws -> JSONValue {
+            try zip.withMember(m, budget: budget) { raw in
+                let text = raw.isEmpty ? Data() : Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count, deallocator: .none)
+                return try parseKerasJSON(text, file: path, place: m.name, budget: budget)
+            }
+        }
+        guard let configMember = try member("config.json", limit: limits.maxHeaderBytes, flag: .headerBytes) else {
             throw ResNetError.invalidInput(file: path, place: "config.json", reason: ".keras archive has no config.json")
         }
         var version: String?
-        if let meta = try member(archive, "metadata.json", limit: 1 << 20) {
-            version = try parseKerasJSON(meta, file: path, place: "metadata.json")["keras_version"]?.string
+        if let meta = try member("metadata.json", limit: 1 << 20, flag: nil) {
+            version = try json(meta)["keras_version"]?.string
         }
-        guard let weightsData = try member(archive, "model.weights.h5", limit: KerasZipLimits.maxWeightsBytes) else {
+        guard let weights = try member("model.weights.h5", limit: KerasZipLimits.maxWeightsBytes, flag: nil) else {
             throw ResNetError.invalidInput(file: path, place: "model.weights.h5",
                 reason: ".keras archive has no model.weights.h5 (sharded or npz weights are not supported)")
         }
-        let config = try parseKerasJSON(configData, file: path, place: "config.json")
-        let h5 = try HDF5File(bytes: weightsData, name: "\(path)!model.weights.h5")
+        let config = try json(configMember)
+        let h5 = try zip.withMember(weights, budget: budget) { raw -> HDF5File in
+            guard raw.count > 0 else { throw ResNetError.invalidInput(file: path, place: "model.weights.h5 (zip member)", reason: "empty member") }
+            // libhdf5 copies the image, so a view of the mapping (or of the inflated buffer) will do.
+            let bytes = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count, deallocator: .none)
+            return try HDF5File(bytes: bytes, name: "\(path)!model.weights.h5", budget: budget)
+        }
         var builder = KerasGraphBuilder(file: path, place: "config.json")
         var (graph, origins) = try builder.build(config)
         try V3Weights(h5: h5).attach(to: &graph, origins: origins)

@@ -1,5 +1,4 @@
 import Foundation
-import ZIPFoundation
 
 /// The kinds of files `resnet-convert` reads, recognised by their first bytes, never by name.
 public enum InputFormat: String, Sendable, Codable {
@@ -116,13 +115,8 @@ private func readModel(path: String, arch: String?, mapFile: String?, weights: S
 }
 
 private func zipHasMember(path: String, named: String) throws -> Bool {
-    try InputFile.requireRegular(path)   // ZIPFoundation opens by path
-    do {
-        let archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
-        return archive[named] != nil
-    } catch {
-        throw ResNetError.invalidInput(file: path, place: "zip directory", reason: "not a readable zip archive (\(error))")
-    }
+    let image = try MappedFile(path: path)
+    return try checkedZipDirectory(image.bytes, file: path, plainSizeWithinFile: false).contains { $0.name == named }
 }
 
 func loadTorch(_ ckpt: TorchCheckpoint, arch: String?, mapFile: String?) throws -> LoadedModel {

@@ -21,6 +21,11 @@ public struct ReadLimits: Sendable, Equatable {
     /// (`config.json` or an HDF5 attribute), a safetensors JSON header, a `.rnw` manifest
     /// (`--max-header-bytes`).
     public var maxHeaderBytes: Int
+    /// What reading one file may allocate (inflated zip members, tensors as float32, decoded
+    /// configs and headers, all together) as a multiple of the file's own size, on top of
+    /// ``ReadBudget/allowanceBytes`` every file gets (`--max-expansion`). Real checkpoints need at
+    /// most 4 (int8 storages read as float32); stride-0 views and zip bombs need hundreds.
+    public var maxExpansion: Int = 16
 
     /// The defaults: tensor 2 GiB, total 8 GiB, memo 2^20 entries, depth 200, metadata 256 MiB.
     public static let standard = ReadLimits(maxTensorBytes: 2 << 30, maxTotalBytes: 8 << 30, maxPickleMemo: 1 << 20,
@@ -70,6 +75,7 @@ public struct ReadLimits: Sendable, Equatable {
         case pickleMemo = "--max-pickle-memo"
         case pickleDepth = "--max-pickle-depth"
         case headerBytes = "--max-header-bytes"
+        case expansion = "--max-expansion"
     }
 
     func value(_ limit: Limit) -> Int {
@@ -79,6 +85,7 @@ public struct ReadLimits: Sendable, Equatable {
         case .pickleMemo: return maxPickleMemo
         case .pickleDepth: return maxPickleDepth
         case .headerBytes: return maxHeaderBytes
+        case .expansion: return maxExpansion
         }
     }
 

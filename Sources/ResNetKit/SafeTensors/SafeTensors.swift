@@ -44,7 +44,7 @@ struct SafeTensorsLayout: Sendable {
 }
 
 /// Parses and validates the header of `bytes` (the whole file). Nothing in the header is trusted.
-func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throws -> SafeTensorsLayout {
+func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String, budget: ReadBudget? = nil) throws -> SafeTensorsLayout {
     func bad(_ place: String, _ reason: String) -> ResNetError {
         ResNetError.invalidInput(file: file, place: place, reason: reason)
     }
@@ -68,10 +68,11 @@ func parseSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer, file: String) throw
     guard listed <= SafeTensorsLimits.maxTensors + 1 else {   // + 1: __metadata__
         throw bad("header", "lists \(listed) entries; at most \(SafeTensorsLimits.maxTensors) tensors are read from one file")
     }
+    try budget?.charge(headerLength, place: "header", what: "a copy of the JSON header")
     let header = Data(raw)
     guard header.first == UInt8(ascii: "{") else { throw bad("header", "the JSON header does not start with '{'") }
     // Strict JSON, as the reference implementation (serde_json) reads it: no NaN / Infinity.
-    let json = try parseJSON(header, file: file, place: "header", allowsNonFinite: false)
+    let json = try parseJSON(header, file: file, place: "header", allowsNonFinite: false, budget: budget)
     guard let object = json.object else { throw bad("header", "the JSON header is not an object") }
     guard object.count <= SafeTensorsLimits.maxTensors else {
         throw bad("header", "lists \(object.count) entries; at most \(SafeTensorsLimits.maxTensors) tensors are read from one file")
@@ -182,7 +183,8 @@ public func readSafeTensors(path: String) throws -> TorchCheckpoint {
         throw ResNetError.io(file: path, reason: "cannot read: \(error.localizedDescription)")
     }
     return try data.withUnsafeBytes { raw -> TorchCheckpoint in
-        let layout = try parseSafeTensorsHeader(raw, file: path)
+        let budget = ReadBudget(file: path, fileBytes: raw.count)
+        let layout = try parseSafeTensorsHeader(raw, file: path, budget: budget)
         var tensors: [SourceTensor] = []
         var ignored: [String] = []
         for e in layout.entries {
@@ -191,6 +193,7 @@ public func readSafeTensors(path: String) throws -> TorchCheckpoint {
             let slice = UnsafeRawBufferPointer(rebasing: raw[start ..< layout.dataStart + e.end])
             let load = elementLoader(e.dtype, bigEndian: false)
             let count = e.shape.reduce(1, *)
+            try budget.charge(ReadLimits.float32Bytes(count), place: "tensor '\(e.name)'", what: "tensor \(e.shape) as float32")
             var values = [Float](repeating: 0, count: count)
             for i in 0..<count { values[i] = load(slice, i) }
             tensors.append(SourceTensor(name: e.name, sourceDType: e.dtype, tensor: Tensor(shape: e.shape, data: values)))

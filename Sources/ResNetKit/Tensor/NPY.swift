@@ -64,13 +64,15 @@ public enum NPY {
 
     /// Parses a whole `.npy` file held in `data`; `file` and `place` name it in errors.
     public static func read(_ data: Data, file: String = "<data>", place: String = "") throws -> NPYArray {
-        let bytes = [UInt8](data)
-        return try NPYParser(bytes: bytes, file: file, place: place).parse()
+        let budget = ReadBudget(file: file, fileBytes: data.count)
+        return try data.withUnsafeBytes { try NPYParser(bytes: $0, file: file, place: place, budget: budget).parse() }
     }
 
     /// Reads and parses the `.npy` file at `path`.
     public static func read(path: String) throws -> NPYArray {
-        try read(readFile(path), file: path)
+        let image = try MappedFile(path: path)
+        let budget = ReadBudget(file: path, fileBytes: image.bytes.count)
+        return try NPYParser(bytes: image.bytes, file: path, place: "", budget: budget).parse()
     }
 
     /// Serialises `array` as a version 1.0 `.npy` (little-endian `<f4` numbers or `<U` string, C order).
@@ -130,64 +132,38 @@ public struct NPZ: Sendable {
     /// Member names without `.npy`, sorted.
     public var names: [String] { arrays.keys.sorted() }
 
-    /// Largest member accepted (uncompressed). Goldens are kilobytes; this only stops zip bombs.
-    static let maxMemberSize: UInt64 = 1 << 32
+    /// Largest member accepted (uncompressed). Goldens are kilobytes; the file's budget bounds the rest.
+    static let maxMemberSize = 1 << 32
 
     /// Reads the `.npz` file at `path`.
     public static func read(path: String) throws -> NPZ {
-        try read(data: readFile(path), file: path)
+        try read(image: MappedFile(path: path), file: path)
     }
 
     /// Reads an `.npz` archive held in memory; `file` names it in errors.
     public static func read(data: Data, file: String = "<data>") throws -> NPZ {
-        // ZIPFoundation's in-memory reader traps on offsets past the end: validate the directory,
-        // every local header and every member's extent against the bytes first.
-        try data.withUnsafeBytes { _ = try checkedZipDirectory($0, file: file, plainSizeWithinFile: false) }
-        let archive: Archive
-        do {
-            archive = try Archive(data: data, accessMode: .read)
-        } catch {
-            throw ResNetError.invalidInput(file: file, place: "", reason: "not a readable zip archive (\(error))")
-        }
+        try read(image: MappedFile(copying: data), file: file)
+    }
+
+    /// The directory is checked in full first (local headers, duplicate names); each member is
+    /// inflated with a cap and decoded, both charged to the file's ``ReadBudget`` before they are
+    /// allocated, so a small archive cannot make this process allocate gigabytes.
+    static func read(image: MappedFile, file: String) throws -> NPZ {
+        let budget = ReadBudget(file: file, fileBytes: image.bytes.count)
+        let zip = try ZipImage(bytes: image.bytes, file: file, plainSizeWithinFile: false)
         var arrays: [String: NPYArray] = [:]
-        for entry in archive where entry.type == .file {
-            let member = entry.path
-            guard member.hasSuffix(".npy") else { continue }   // numpy ignores other members too
-            let place = "member '\(member)'"
-            let name = String(member.dropLast(4))
+        for m in zip.members where m.name.hasSuffix(".npy") {   // numpy ignores other members too
+            let place = "member '\(m.name)'"
+            let name = String(m.name.dropLast(4))
             guard arrays[name] == nil else {
-                throw ResNetError.invalidInput(file: file, place: place, reason: "the archive holds '\(member)' twice")
+                throw ResNetError.invalidInput(file: file, place: place, reason: "the archive holds '\(m.name)' twice")
             }
-            let declared = entry.uncompressedSize
-            guard declared <= maxMemberSize else {
-                throw ResNetError.invalidInput(file: file, place: place, reason: "declares \(declared) uncompressed bytes, over the \(maxMemberSize)-byte limit")
+            guard m.uncompressedSize <= maxMemberSize else {
+                throw ResNetError.invalidInput(file: file, place: place, reason: "declares \(m.uncompressedSize) uncompressed bytes, over the \(maxMemberSize)-byte limit")
             }
-            guard entry.compressedSize <= UInt64(data.count) else {
-                throw ResNetError.invalidInput(file: file, place: place, reason: "declares \(entry.compressedSize) compressed bytes but the archive has only \(data.count)")
+            arrays[name] = try zip.withMember(m, budget: budget) { raw in
+                try NPYParser(bytes: raw, file: file, place: place, budget: budget).parse()
             }
-            var content = Data()
-            content.reserveCapacity(Int(min(declared, 1 << 26)))   // the declared size is not trusted yet
-            let crc: CRC32
-            do {
-                crc = try archive.extract(entry) { chunk in
-                    // Never trust the declared size while inflating: stop as soon as it is exceeded.
-                    guard UInt64(content.count) + UInt64(chunk.count) <= declared else {
-                        throw ResNetError.invalidInput(file: file, place: place, reason: "inflates to more than the declared \(declared) bytes")
-                    }
-                    content.append(chunk)
-                }
-            } catch let e as ResNetError {
-                throw e
-            } catch {
-                throw ResNetError.invalidInput(file: file, place: place, reason: "cannot extract (\(error))")
-            }
-            guard UInt64(content.count) == declared else {
-                throw ResNetError.invalidInput(file: file, place: place, reason: "extracted \(content.count) bytes, the archive declares \(declared)")
-            }
-            guard crc == entry.checksum else {
-                throw ResNetError.invalidInput(file: file, place: place, reason: "CRC-32 mismatch: the member is corrupt")
-            }
-            arrays[name] = try NPY.read(content, file: file, place: place)
         }
         return NPZ(arrays: arrays)
     }
@@ -213,11 +189,6 @@ public struct NPZ: Sendable {
     }
 }
 
-/// Reads a whole file, which must be a regular one (``InputFile``).
-private func readFile(_ path: String) throws -> Data {
-    try InputFile.contents(path) { size in ResNetError.io(file: path, reason: "\(size) bytes do not fit in memory") }
-}
-
 // MARK: - Parsing
 
 /// Element kinds the reader understands.
@@ -226,9 +197,10 @@ private enum NPYKind {
 }
 
 private struct NPYParser {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
     let file: String
     let place: String
+    let budget: ReadBudget
 
     func fail(_ reason: String) -> ResNetError {
         .invalidInput(file: file, place: place.isEmpty ? "npy header" : "\(place) npy header", reason: reason)
@@ -311,6 +283,10 @@ private struct NPYParser {
             let s = try decodeString(at: dataStart, itemSize: itemSize, unicode: kind == .unicode, littleEndian: littleEndian)
             return NPYArray(descr: descr, shape: shape, values: .string(s))
         default:
+            // Fortran order needs a second array for the transpose.
+            let copies = fortran && shape.count > 1 ? 2 : 1
+            try budget.charge(ReadLimits.float32Bytes(count) &* copies, place: place.isEmpty ? "npy data" : "\(place) npy data",
+                              what: "the array \(shape) as float32")
             var values = [Float](repeating: 0, count: count)
             for i in 0..<count {
                 let raw = readUInt(at: dataStart + i * itemSize, size: itemSize, littleEndian: littleEndian)

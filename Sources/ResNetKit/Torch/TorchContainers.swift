@@ -1,5 +1,4 @@
 import Foundation
-import ZIPFoundation
 
 /// What a container yields: the unpickled object and a way to reach each storage's bytes.
 struct TorchDecoded {
@@ -35,12 +34,13 @@ struct ZipMember {
 }
 
 /// Walks the end-of-central-directory record (zip64 aware), every central directory entry and
-/// every local header, checking each offset and size against the file. It runs before
-/// ZIPFoundation sees the bytes: its in-memory reader traps on a seek past the end.
+/// every local header, checking each offset and size against the file, and that each local header
+/// agrees with its directory entry (name, method, CRC and sizes) and no name appears twice: a
+/// zip two readers could read differently is refused.
 ///
 /// `plainSizeWithinFile`: also require each member's uncompressed size to fit in the file. The
-/// torch reader wants that (it reserves the declared size); `.npz` goldens may be deflated, so
-/// their readers bound the inflated size themselves.
+/// torch reader wants that (torch stores its members uncompressed); `.keras` and `.npz` members
+/// may be deflated, and their inflated sizes are charged to the file's ``ReadBudget`` instead.
 func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWithinFile: Bool = true) throws -> [ZipMember] {
     func bad(_ place: String, _ reason: String) -> ResNetError { .invalidInput(file: file, place: place, reason: reason) }
     func u16(_ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
@@ -64,8 +64,8 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
     let hasLocator = locator >= 0 && u32(locator) == 0x0706_4B50
     guard hasLocator || !saturated else { throw bad("zip directory", "zip64 sizes without a zip64 locator") }
     if hasLocator {
-        // ZIPFoundation (used for deflated members) takes the zip64 record whenever a locator is
-        // present, so both records must be valid and agree: a directory checked here is the one it reads.
+        // Readers take the zip64 record whenever a locator is present, so both records must be
+        // valid and agree: the directory checked here is the one every reader sees.
         let record = try int(u64(locator + 8), "zip64 locator", "end record offset")
         guard record <= locator - 56, u32(record) == 0x0606_4B50 else { throw bad("zip64 end record at byte \(record)", "missing or outside the file") }
         let count64 = u64(record + 32), size64 = u64(record + 40), offset64 = u64(record + 48)
@@ -106,7 +106,9 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
             throw bad(place, "member name is not UTF-8")
         }
         let memberPlace = "\(name) (zip member)"
-        guard seen.insert(name).inserted else { throw bad(memberPlace, "appears twice in the zip directory") }
+        guard seen.insert(name).inserted else {
+            throw bad(memberPlace, "two members named '\(name)': Python's zipfile (and so Keras, numpy and torch's Python tools) reads the last, other readers the first; refusing to guess")
+        }
         guard flags & 1 == 0 else { throw bad(memberPlace, "encrypted") }
         // Zip64 extra field: the 64-bit values of whichever 32-bit fields are saturated, in this order.
         var extra = pos + 46 + nameLength
@@ -131,9 +133,52 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
         guard header <= b.count - 30, u32(header) == 0x0403_4B50 else {
             throw bad(memberPlace, "local header offset \(local) points outside the file or at bytes that are not a local header")
         }
-        let dataStart = header + 30 + u16(header + 26) + u16(header + 28)
         let stored = try int(compressed, memberPlace, "stored size")
         let plain = plainSizeWithinFile ? try int(uncompressed, memberPlace, "uncompressed size") : Int(clamping: uncompressed)
+        // The local header must tell the same story as the directory entry: readers that walk
+        // local headers (streaming unzippers) and readers that trust the directory would
+        // otherwise see different members.
+        let localNameLength = u16(header + 26), localExtraLength = u16(header + 28)
+        guard localNameLength + localExtraLength <= b.count - header - 30 else {
+            throw bad(memberPlace, "local header at byte \(header) runs past the end of the file")
+        }
+        guard localNameLength == nameLength,
+              memcmp(b.baseAddress! + header + 30, b.baseAddress! + pos - extraLength - commentLength - nameLength, nameLength) == 0 else {
+            let localName = String(decoding: UnsafeRawBufferPointer(rebasing: b[(header + 30)..<(header + 30 + localNameLength)]), as: UTF8.self)
+            throw bad(memberPlace, "its local header at byte \(header) names it '\(localName)': the directory and the local header disagree, refusing to guess")
+        }
+        let localFlags = u16(header + 6), localMethod = u16(header + 8)
+        guard localMethod == method else {
+            throw bad(memberPlace, "compression method \(method) in the directory, \(localMethod) in the local header: refusing to guess")
+        }
+        guard localFlags & 1 == 0 else { throw bad(memberPlace, "encrypted (local header)") }
+        var localCompressed = UInt64(u32(header + 18)), localPlain = UInt64(u32(header + 22))
+        let localCRC = u32(header + 14)
+        if localCompressed == 0xFFFF_FFFF || localPlain == 0xFFFF_FFFF {
+            // A local zip64 extra field holds both sizes, plain first.
+            var at = header + 30 + localNameLength
+            let localExtraEnd = at + localExtraLength
+            var found = false
+            while localExtraEnd - at >= 4 {
+                let id = u16(at), length = u16(at + 2)
+                guard length <= localExtraEnd - at - 4 else { throw bad(memberPlace, "local extra field runs past its header") }
+                if id == 0x0001 && length >= 16 {
+                    localPlain = u64(at + 4)
+                    localCompressed = u64(at + 12)
+                    found = true
+                }
+                at += 4 + length
+            }
+            guard found else { throw bad(memberPlace, "local header has saturated sizes but no zip64 extra field") }
+        }
+        // With a data descriptor (flag bit 3) the local header may leave CRC and sizes zero.
+        let deferredSizes = localFlags & 8 != 0
+        for (what, local, central) in [("CRC-32", UInt64(localCRC), UInt64(crc)), ("stored size", localCompressed, compressed),
+                                       ("plain size", localPlain, uncompressed)]
+        where local != central && !(deferredSizes && local == 0) {
+            throw bad(memberPlace, "\(what) \(central) in the directory, \(local) in the local header: refusing to guess")
+        }
+        let dataStart = header + 30 + localNameLength + localExtraLength
         guard dataStart <= b.count, stored <= b.count - dataStart else {
             throw bad(memberPlace, "data [\(dataStart), +\(stored)) extends past the end of the file (\(b.count) bytes)")
         }
@@ -149,22 +194,23 @@ func checkedZipDirectory(_ b: UnsafeRawBufferPointer, file: String, plainSizeWit
 /// A torch zip archive: `<root>/data.pkl`, `<root>/data/<key>`, `<root>/version`, optional
 /// `<root>/byteorder`, `.format_version`, `.storage_alignment`, `.data/serialization_id`.
 /// Torch stores members uncompressed: those are read in place from the mapped file and their CRC
-/// checked; deflated members (re-zipped files) are inflated by ZIPFoundation with a size cap.
+/// checked; deflated members (re-zipped files) are inflated with a cap, charged to the budget (``ZipImage``).
 final class TorchZip: TorchStorageSource {
     let file: String
     let image: MappedFile
-    private var members: [String: ZipMember] = [:]
-    /// Opened only if a member is compressed; the directory was validated first.
-    private var archive: Archive?
+    private let zip: ZipImage
+    /// What reading the archive may allocate (inflated members; the tensors are charged by the caller).
+    let budget: ReadBudget
     let root: String
     /// How many `data/` members start on a 64-byte boundary, of how many.
     let aligned: (Int, Int)
 
-    init(image: MappedFile, file: String) throws {
+    init(image: MappedFile, file: String, budget: ReadBudget) throws {
         self.file = file
         self.image = image
-        let list = try checkedZipDirectory(image.bytes, file: file)
-        for m in list { members[m.name] = m }
+        self.budget = budget
+        zip = try ZipImage(bytes: image.bytes, file: file, plainSizeWithinFile: true)
+        let list = zip.members
         let roots = list.map(\.name).filter { $0.hasSuffix("/data.pkl") && $0.split(separator: "/", omittingEmptySubsequences: false).count == 2 }
         guard roots.count == 1, let pkl = roots.first else {
             let reason = roots.isEmpty ? "no <root>/data.pkl member: not a PyTorch zip checkpoint"
@@ -173,27 +219,19 @@ final class TorchZip: TorchStorageSource {
         }
         let root = String(pkl.dropLast("data.pkl".count))
         self.root = root
-        if members["\(root)constants.pkl"] != nil || list.contains(where: { $0.name.hasPrefix("\(root)code/") }) {
+        if zip["\(root)constants.pkl"] != nil || list.contains(where: { $0.name.hasPrefix("\(root)code/") }) {
             throw ResNetError.unsupported(file: file, place: "\(root)constants.pkl",
                 reason: "a TorchScript archive (torch.jit.save); save the model's state_dict with torch.save instead")
         }
         let storages = list.filter { $0.name.hasPrefix("\(root)data/") }
         aligned = (storages.filter { $0.data.lowerBound % 64 == 0 }.count, storages.count)
-        if list.contains(where: \.compressed) {
-            let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: image.bytes.baseAddress!), count: image.bytes.count, deallocator: .none)
-            do {
-                archive = try Archive(data: data, accessMode: .read, pathEncoding: nil)
-            } catch {
-                throw ResNetError.invalidInput(file: file, place: "zip directory", reason: "not a readable zip archive (\(error))")
-            }
-        }
     }
 
     /// Calls `body` with the bytes of `<root>name`, or returns nil when the member is absent.
     /// `flag` names the ``ReadLimits`` entry `limit` comes from, for the refusal.
     func withMember<R>(_ name: String, limit: Int, flag: ReadLimits.Limit? = nil, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
         let path = root + name
-        guard let m = members[path] else { return nil }
+        guard let m = zip[path] else { return nil }
         let place = "\(path) (zip member)"
         guard m.uncompressedSize <= limit else {
             if let flag {
@@ -201,36 +239,7 @@ final class TorchZip: TorchStorageSource {
             }
             throw ResNetError.invalidInput(file: file, place: place, reason: "declares \(m.uncompressedSize) bytes (limit \(limit))")
         }
-        if !m.compressed {
-            let raw = UnsafeRawBufferPointer(rebasing: image.bytes[m.data])
-            let crc = ZipCRC32.checksum(raw)
-            guard crc == m.crc32 else {
-                throw ResNetError.invalidInput(file: file, place: place,
-                    reason: "CRC-32 is \(String(crc, radix: 16)), the zip directory says \(String(m.crc32, radix: 16)): damaged bytes")
-            }
-            return try body(raw)
-        }
-        guard let archive, let entry = archive[path] else {
-            throw ResNetError.invalidInput(file: file, place: place, reason: "ZIPFoundation does not list this member")
-        }
-        var out = [UInt8]()
-        out.reserveCapacity(m.uncompressedSize)
-        do {
-            _ = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
-                guard out.count + chunk.count <= m.uncompressedSize else {
-                    throw ResNetError.invalidInput(file: self.file, place: place, reason: "inflates past its declared \(m.uncompressedSize) bytes")
-                }
-                out.append(contentsOf: chunk)
-            }
-        } catch let e as ResNetError {
-            throw e
-        } catch {
-            throw ResNetError.invalidInput(file: file, place: place, reason: "cannot inflate (\(error))")
-        }
-        guard out.count == m.uncompressedSize else {
-            throw ResNetError.invalidInput(file: file, place: place, reason: "inflated to \(out.count) bytes, the zip directory says \(m.uncompressedSize)")
-        }
-        return try out.withUnsafeBytes(body)
+        return try zip.withMember(m, budget: budget, body)
     }
 
     func withStorage<R>(_ key: String, minimumBytes: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {

@@ -38,10 +38,11 @@ public func readTorchCheckpoint(data: Data, name: String, allowModuleRecords: Bo
 func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bool, weights: String? = nil) throws -> TorchCheckpoint {
     let policy: PicklePolicy = allowModuleRecords ? .moduleRecords : .stateDict
     let b = image.bytes
+    let budget = ReadBudget(file: name, fileBytes: b.count)
     let decoded: TorchDecoded
     let source: TorchStorageSource
     if b.count >= 4 && b[0] == 0x50 && b[1] == 0x4B && b[2] == 0x03 && b[3] == 0x04 {
-        let zip = try TorchZip(image: image, file: name)
+        let zip = try TorchZip(image: image, file: name, budget: budget)
         decoded = try zip.decode(policy: policy)
         source = zip
     } else if b.count >= 4 && b[0] == 0x80 && b[1] <= 5 && b[2] == 0x8A && b[3] == 0x0A {
@@ -82,6 +83,10 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
                                   found: "the tensors up to this one need \(ReadLimits.float32Bytes(sum)) bytes as float32")
         }
         total = sum
+        // Views count at their materialised size: a stride-0 `expand` of one stored element is
+        // as large here as the tensor it stands for.
+        try budget.charge(ReadLimits.float32Bytes(entry.tensor.shape.reduce(1, *)), place: entry.name,
+                          what: "tensor '\(entry.name)' \(entry.tensor.shape) as float32", probe: false)
     }
     if let deferred = DeferredSources.current {
         // Structure only: record where each tensor lives; its storage is read when it is written.

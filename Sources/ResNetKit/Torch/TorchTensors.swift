@@ -6,7 +6,7 @@ func materialise(_ t: TorchTensorRef, raw: UnsafeRawBufferPointer, bigEndian: Bo
                  file: String, place: String) throws -> Tensor {
     let count = t.shape.reduce(1, *) // bounded by ReadLimits.maxTensorBytes at unpickling
     if count == 0 { return Tensor(shape: t.shape, data: []) }
-    var out = [Float](repeating: 0, count: count)
+    var out = try checkedFloatArray(count: count, file: file, place: place)
     try out.withUnsafeMutableBufferPointer { dst in
         try materialise(t, raw: raw, bigEndian: bigEndian, file: file, place: place, into: dst)
     }
