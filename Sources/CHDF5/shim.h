@@ -511,4 +511,6 @@ static inline chdf5_preflight_result_t chdf5_preflight(const char *path, const v
     return result;
 }
 
+#include "sandbox.h"
+
 #endif

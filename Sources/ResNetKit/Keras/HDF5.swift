@@ -70,7 +70,8 @@ final class HDF5File {
     let name: String
     /// Size of the file image in bytes, used to bound what a dataset may claim to hold.
     let fileSize: Int
-    private let id: hid_t
+    /// The child process that runs libhdf5 on the file; this process never does.
+    private let sandbox: HDF5Sandbox
     /// The file on disk when its superblock is at byte 0, so that libhdf5's raw-data addresses are
     /// file offsets: streaming conversion then reads contiguous float32 datasets by offset.
     private(set) var rawPath: String?
@@ -190,24 +191,13 @@ final class HDF5File {
         // libhdf5 opens the file by its path again: it must still be a regular file (a FIFO
         // swapped in would block its open).
         try InputFile.requireRegular(path)
-        try HDF5File.preflight(name: path, path: path, image: nil)
+        sandbox = try HDF5Sandbox(name: path, path: path, image: nil, budget: budget, limits: limits)
         PhaseTrace.mark("preflight done")
-        var failureText = ""
-        let fid: hid_t = withHDF5 {
-            let f = H5Fopen(path, chdf5_acc_rdonly(), chdf5_default())
-            if f < 0 { failureText = HDF5File.errorStackText() }
-            return f
-        }
-        guard fid >= 0 else {
-            throw ResNetError.invalidInput(file: path, place: "",
-                reason: "libhdf5 cannot open the file (truncated or damaged?): \(failureText)")
-        }
-        id = fid
         rawPath = superblock == 0 ? path : nil
     }
 
     /// Opens an HDF5 file image held in memory (e.g. `model.weights.h5` inside a `.keras` zip),
-    /// through libhdf5's core driver; nothing is written to disk.
+    /// through libhdf5's core driver in the reader child; nothing is written to disk.
     /// `budget`: the container's (the `.keras` file), charged libhdf5's copy of the image and every
     /// dataset read; without one the image is its own file.
     init(bytes: Data, name: String, budget: ReadBudget? = nil) throws {
@@ -227,105 +217,50 @@ final class HDF5File {
         let headerStart = bytes.startIndex + superblock
         let header = [UInt8](bytes[headerStart ..< min(headerStart + 64, bytes.endIndex)])
         try HDF5File.checkSuperblock(name: name, fileSize: bytes.count, superblock: superblock, header: header)
-        try bytes.withUnsafeBytes { try HDF5File.preflight(name: name, path: name, image: $0) }
-        var failureText = ""
-        let fid: hid_t = withHDF5 {
-            let fapl = H5Pcreate(chdf5_file_access_class())
-            guard fapl >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
-            defer { H5Pclose(fapl) }
-            // No backing store: the image is never written back. H5Pset_file_image copies the
-            // buffer, so `bytes` need not outlive this call.
-            guard H5Pset_fapl_core(fapl, 1 << 16, false) >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
-            let status = bytes.withUnsafeBytes { raw -> herr_t in
-                guard let base = raw.baseAddress, raw.count > 0 else { return -1 }
-                return H5Pset_file_image(fapl, UnsafeMutableRawPointer(mutating: base), raw.count)
-            }
-            guard status >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
-            let f = H5Fopen(name, chdf5_acc_rdonly(), fapl)
-            if f < 0 { failureText = HDF5File.errorStackText() }
-            return f
+        let budget = self.budget, limits = self.limits
+        // The child gets the image with the rest of the address space at fork and copies it into
+        // libhdf5; `bytes` need not outlive this call.
+        sandbox = try bytes.withUnsafeBytes {
+            try HDF5Sandbox(name: name, path: name, image: $0, budget: budget, limits: limits)
         }
-        guard fid >= 0 else {
-            throw ResNetError.invalidInput(file: name, place: "",
-                reason: "libhdf5 cannot open the file image (truncated or damaged?): \(failureText)")
-        }
-        id = fid
-    }
-
-    deinit {
-        let fid = id
-        withHDF5 { _ = H5Fclose(fid) }
     }
 
     // MARK: - Pre-flight
 
-    /// Lets libhdf5 walk all of the file's metadata (every link, object header, attribute value,
-    /// datatype, dataspace and chunk index; no raw data) in a forked child first, so that a file
-    /// that makes libhdf5 crash or hang is refused instead of taking this process down. Only how
-    /// the child ended matters: errors libhdf5 reports are left to the in-process reader, which
-    /// words them better. The lock is held across the fork so that no other thread is inside
-    /// libhdf5 when the child is created, and OpenBLAS's fork guard so that none is inside OpenBLAS.
+    /// Starts a reader child for the file and stops it again once it has opened the file and
+    /// walked its metadata (see ``HDF5Sandbox``): the check the reader makes before anything
+    /// else, on its own.
     static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
                           timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
-        let maxAttributeBytes = ReadLimits.current.maxHeaderBytes
-        let result = withHDF5 {
-            // No OpenBLAS call may run across the fork (see copenblas_fork_guard_begin).
-            copenblas_fork_guard_begin()
-            defer { copenblas_fork_guard_end() }
-            return path.withCString { chdf5_preflight($0, image?.baseAddress, image?.count ?? 0, maxAttributeBytes, timeout) }
-        }
-        switch result.outcome {
-        case 0:
-            return
-        case 1:
-            let signal = result.signal
-            throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
-                reason: "libhdf5 crashed with signal \(signal)\(signalName(signal)) while parsing the file's metadata (checked in a child process): the file is malformed")
-        case 2:
-            throw ResNetError.invalidInput(file: name, place: "HDF5 metadata",
-                reason: "libhdf5 did not finish parsing the file's metadata within \(Double(timeout) / 1000) s (checked in a child process, which was stopped): the file is malformed or hostile")
-        default:
-            throw ResNetError.io(file: name, reason: "cannot start the child process that checks the file with libhdf5 (errno \(result.error))")
-        }
+        let size = image?.count ?? Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+        _ = try HDF5Sandbox(name: name, path: path, image: image, budget: ReadBudget(file: name, fileBytes: size),
+                            limits: .current, startTimeout: timeout)
     }
-
-    private static func signalName(_ signal: Int32) -> String {
-        let names: [Int32: String] = [SIGSEGV: "SIGSEGV", SIGBUS: "SIGBUS", SIGABRT: "SIGABRT", SIGILL: "SIGILL",
-                                      SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGTRAP: "SIGTRAP"]
-        return names[signal].map { ", \($0)" } ?? ""
-    }
-
-    /// The file's handle, for ``HDF5Group``.
-    fileprivate var fileID: hid_t { id }
 
     // MARK: - Errors
 
-    /// The current HDF5 error stack as one line, innermost failure first. Call with the lock held,
-    /// straight after the failing call (the next API call clears the stack).
-    fileprivate static func errorStackText() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        buffer.withUnsafeMutableBufferPointer { chdf5_error_stack_text($0.baseAddress, $0.count) }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    private func failure(_ place: String, _ what: String, _ stack: String) -> ResNetError {
+        .invalidInput(file: name, place: place, reason: stack.isEmpty ? what : "\(what): \(stack)")
     }
 
-    private func failure(_ place: String, _ what: String) -> ResNetError {
-        let stack = HDF5File.errorStackText()
-        return .invalidInput(file: name, place: place, reason: stack.isEmpty ? what : "\(what): \(stack)")
+    /// The refusal for an answer that reported a libhdf5 error (`what`, libhdf5's stack).
+    private func failure(_ place: String, _ answer: inout HDF5Answer) throws -> ResNetError {
+        let what = try answer.string(), stack = try answer.string()
+        return failure(place, what, stack)
     }
 
-    /// Why reading the values of the open dataset `did` failed: a filter libhdf5 cannot run
-    /// (plugins are never loaded, see `chdf5_refuse_filter_plugins`), named, or libhdf5's stack.
-    private func readFailure(_ did: hid_t, _ place: String) -> ResNetError {
-        let stack = HDF5File.errorStackText()   // before another call replaces it
-        var label = [CChar](repeating: 0, count: 64)
-        let id = label.withUnsafeMutableBufferPointer { chdf5_missing_filter(did, $0.baseAddress, $0.count) }
+    /// Why reading a dataset's values failed: a filter libhdf5 cannot run (plugins are never
+    /// loaded, see `chdf5_refuse_filter_plugins`), named, or libhdf5's stack.
+    private func readFailure(_ answer: inout HDF5Answer, _ place: String) throws -> ResNetError {
+        let stack = try answer.string()
+        let id = Int64(bitPattern: try answer.u64())
+        let label = try answer.bytes(Int(try answer.u32()))
         guard id >= 0 else {
             return .invalidInput(file: name, place: place,
                                  reason: "cannot read dataset (truncated file?)" + (stack.isEmpty ? "" : ": \(stack)"))
         }
         // The name comes from the file: printable ASCII only.
-        let text = String(decoding: label.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }.filter { (0x20..<0x7f).contains($0) },
-                          as: UTF8.self)
+        let text = String(decoding: label.prefix { $0 != 0 }.filter { (0x20..<0x7f).contains($0) }, as: UTF8.self)
         return .unsupported(file: name, place: place,
             reason: "dataset is compressed with HDF5 filter \(id)\(text.isEmpty ? "" : " (\"\(text)\")"), which libhdf5 does not "
                 + "have built in; resnet-convert does not load HDF5 filter plugins (shared libraries), so re-save the "
@@ -336,33 +271,39 @@ final class HDF5File {
 
     /// What `path` (absolute, `/a/b`) points at, or nil when it does not exist.
     func kind(at path: String) throws -> HDF5ObjectKind? {
-        try withHDF5 { try kind(in: id, base: "", relative: path) }
+        try kind(in: 0, base: "", relative: path)
     }
 
-    /// What `relative` (`a/b`, below the object `loc`, whose absolute path is `base`) points at,
-    /// or nil when it does not exist. Every component is checked: a missing or non-group
-    /// component gives nil, an external link is refused. Errors name the absolute path.
-    /// Call with the lock held.
-    fileprivate func kind(in loc: hid_t, base: String, relative: String) throws -> HDF5ObjectKind? {
+    /// What `relative` (`a/b`, below the object `loc` of the child — 0 for the file —, whose
+    /// absolute path is `base`) points at, or nil when it does not exist. Every component is
+    /// checked: a missing or non-group component gives nil, an external link is refused. Errors
+    /// name the absolute path.
+    fileprivate func kind(in loc: Int64, base: String, relative: String) throws -> HDF5ObjectKind? {
         let parts = relative.split(separator: "/", omittingEmptySubsequences: true)
         if parts.isEmpty { return .group }
         var prefix = ""   // components so far, relative to `loc`
         for (i, part) in parts.enumerated() {
             prefix += prefix.isEmpty ? String(part) : "/" + part
-            // From the file itself the name is absolute, as the error places are.
-            let found = chdf5_link_kind(loc, base.isEmpty ? "/" + prefix : prefix)
             func place() -> String { base + "/" + prefix }
+            var request = HDF5Request()
+            request.i64(loc)
+            // From the file itself the name is absolute, as the error places are.
+            request.string(base.isEmpty ? "/" + prefix : prefix)
+            var answer = try sandbox.ask(CHDF5_OP_KIND, request, place: place())
+            guard answer.status == CHDF5_ANSWER_OK else { throw try failure(place(), &answer) }
+            let found = Int32(bitPattern: try answer.u32())
+            let stack = try answer.string()
             let k: HDF5ObjectKind
             switch found {
-            case CHDF5_LINK_LOOKUP_FAILED: throw failure(place(), "cannot look up link")
-            case CHDF5_LINK_MISSING: return nil
-            case CHDF5_LINK_EXTERNAL:
+            case CHDF5_LINK_LOOKUP_FAILED.rawValue: throw failure(place(), "cannot look up link", stack)
+            case CHDF5_LINK_MISSING.rawValue: return nil
+            case CHDF5_LINK_EXTERNAL.rawValue:
                 throw ResNetError.invalidInput(file: name, place: place(),
                     reason: "an external link (to another file); links out of the file are never followed")
-            case CHDF5_LINK_GROUP: k = .group
-            case CHDF5_LINK_DATASET: k = .dataset
-            case CHDF5_LINK_OTHER: k = .other
-            default: throw failure(place(), "cannot read object header (dangling link?)")
+            case CHDF5_LINK_GROUP.rawValue: k = .group
+            case CHDF5_LINK_DATASET.rawValue: k = .dataset
+            case CHDF5_LINK_OTHER.rawValue: k = .other
+            default: throw failure(place(), "cannot read object header (dangling link?)", stack)
             }
             if i == parts.count - 1 { return k }
             if k != .group { return nil }
@@ -384,144 +325,141 @@ final class HDF5File {
     }
 
     private func members(of path: String, creationOrder: Bool) throws -> [String]? {
-        try withHDF5 {
-            let gid = H5Gopen2(id, path, chdf5_default())
-            guard gid >= 0 else { throw failure(path, "cannot open group") }
-            defer { H5Gclose(gid) }
-            var info = H5G_info_t()
-            guard H5Gget_info(gid, &info) >= 0 else { throw failure(path, "cannot read group info") }
-            guard info.nlinks <= UInt64(HDF5Limits.maxGroupMembers) else {
-                throw ResNetError.invalidInput(file: name, place: path,
-                    reason: "group claims \(info.nlinks) members (limit \(HDF5Limits.maxGroupMembers))")
+        var request = HDF5Request()
+        request.string(path)
+        request.u32(creationOrder ? 1 : 0)
+        var answer = try sandbox.ask(CHDF5_OP_MEMBERS, request, place: path)
+        switch answer.status {
+        case 16:
+            let tracked = try answer.u32()
+            let n = try answer.count(max: HDF5Limits.maxGroupMembers, what: "member count")
+            if tracked == 0 {
+                guard creationOrder, n == 0 else { throw answer.malformed("an untracked order for a name listing") }
+                return nil
             }
-            let n = Int(info.nlinks)
-            var tracked = false
-            if creationOrder {
-                let gcpl = H5Gget_create_plist(gid)
-                if gcpl >= 0 {
-                    var flags: UInt32 = 0
-                    if H5Pget_link_creation_order(gcpl, &flags) >= 0 {
-                        tracked = flags & UInt32(H5P_CRT_ORDER_TRACKED) != 0
-                    }
-                    H5Pclose(gcpl)
-                }
-            }
-            if creationOrder && !tracked { return nil }
-            let index = tracked ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME
             var names: [String] = []
             names.reserveCapacity(n)
-            for i in 0 ..< n {
-                let len = H5Lget_name_by_idx(gid, ".", index, H5_ITER_INC, hsize_t(i), nil, 0, chdf5_default())
-                guard len >= 0, len < 1 << 16 else { throw failure(path, "cannot read name of member \(i)") }
-                var buffer = [CChar](repeating: 0, count: Int(len) + 1)
-                guard H5Lget_name_by_idx(gid, ".", index, H5_ITER_INC, hsize_t(i), &buffer, buffer.count, chdf5_default()) >= 0 else {
-                    throw failure(path, "cannot read name of member \(i)")
-                }
-                names.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            }
+            for _ in 0 ..< n { names.append(try answer.string()) }
+            try answer.finish()
             return names
+        case 17:
+            throw ResNetError.invalidInput(file: name, place: path,
+                reason: "group claims \(try answer.u64()) members (limit \(HDF5Limits.maxGroupMembers))")
+        case 18:
+            throw limits.exceeded(.headerBytes, file: name, place: path,
+                                  found: "member names of more than \(try answer.u64()) bytes")
+        case CHDF5_ANSWER_ERROR:
+            throw try failure(path, &answer)
+        default:
+            throw answer.malformed("status \(answer.status)")
         }
+    }
+
+    /// The child's handle of the group `relative` below `loc` (0: the file; absolute path `base`,
+    /// "" for the root), or nil when it is not a group.
+    fileprivate func openGroup(in loc: Int64, base: String, relative: String, path: String) throws -> Int64? {
+        var request = HDF5Request()
+        request.i64(loc)
+        request.string(HDF5Group.libraryName(relative, from: base))
+        var answer = try sandbox.ask(CHDF5_OP_GROUP_OPEN, request, place: path)
+        guard answer.status == CHDF5_ANSWER_OK else { throw try failure(path, &answer) }
+        let gid = Int64(bitPattern: try answer.u64())
+        let text = try answer.string()
+        if gid > 0 { return gid }
+        guard try kind(in: loc, base: base, relative: relative) == .group else { return nil }
+        throw ResNetError.invalidInput(file: name, place: path, reason: text.isEmpty ? "cannot open group" : "cannot open group: \(text)")
+    }
+
+    /// Tells the child to close one of its handles (a group or dataset); no answer is awaited.
+    fileprivate func close(_ handle: Int64) {
+        var request = HDF5Request()
+        request.i64(handle)
+        sandbox.tell(CHDF5_OP_CLOSE, request)
     }
 
     // MARK: - Attributes
 
     /// The attribute `attribute` of the object at `path`, or nil when it is absent.
     func attribute(_ attribute: String, of path: String) throws -> HDF5Attribute? {
-        try withHDF5 { try self.attribute(attribute, of: id, named: path, place: "\(path)@\(attribute)") }
+        try self.attribute(attribute, of: 0, named: path, place: "\(path)@\(attribute)")
     }
 
     /// The attribute `attribute` of the object `object` below `loc` (`.` for `loc` itself), or
-    /// nil when it is absent; errors name `place`. Call with the lock held.
-    fileprivate func attribute(_ attribute: String, of loc: hid_t, named object: String, place: String) throws -> HDF5Attribute? {
-        do {
-            let exists = H5Aexists_by_name(loc, object, attribute, chdf5_default())
-            if exists < 0 { throw failure(place, "cannot look up attribute") }
-            if exists == 0 { return nil }
-            let aid = H5Aopen_by_name(loc, object, attribute, chdf5_default(), chdf5_default())
-            guard aid >= 0 else { throw failure(place, "cannot open attribute") }
-            defer { H5Aclose(aid) }
-            let tid = H5Aget_type(aid)
-            guard tid >= 0 else { throw failure(place, "cannot read attribute type") }
-            defer { H5Tclose(tid) }
-            let sid = H5Aget_space(aid)
-            guard sid >= 0 else { throw failure(place, "cannot read attribute dataspace") }
-            defer { H5Sclose(sid) }
-            let spaceClass = H5Sget_simple_extent_type(sid)
-            let isScalar = spaceClass == H5S_SCALAR
-            let points = spaceClass == H5S_NULL ? 0 : H5Sget_simple_extent_npoints(sid)
-            guard points >= 0, points <= HDF5Limits.maxAttributeElements else {
-                throw ResNetError.invalidInput(file: name, place: place, reason: "attribute claims \(points) elements")
-            }
-            let count = Int(points)
-            switch H5Tget_class(tid) {
-            case H5T_STRING:
-                let strings = try readStrings(aid, tid, sid, count, place)
-                if isScalar, let s = strings.first { return .string(s) }
-                return .strings(strings)
-            case H5T_INTEGER, H5T_FLOAT:
-                try budget.charge(count * 8, place: place, what: "a numeric attribute of \(count) elements")
-                var values = [Double](repeating: 0, count: count)
-                if count > 0 {
-                    guard H5Aread(aid, chdf5_native_double(), &values) >= 0 else {
-                        throw failure(place, "cannot read numeric attribute")
-                    }
-                }
-                return .numbers(values)
-            default:
-                throw ResNetError.unsupported(file: name, place: place,
-                    reason: "attribute type class \(H5Tget_class(tid).rawValue) (only strings and numbers are read)")
-            }
-        }
-    }
-
-    private func readStrings(_ aid: hid_t, _ tid: hid_t, _ sid: hid_t, _ count: Int, _ place: String) throws -> [String] {
-        if count == 0 { return [] }
-        let isVariable = H5Tis_variable_str(tid)
-        if isVariable < 0 { throw failure(place, "cannot read string type") }
-        if isVariable > 0 {
-            let mem = H5Tcopy(chdf5_c_s1())
-            guard mem >= 0 else { throw failure(place, "cannot build string type") }
-            defer { H5Tclose(mem) }
-            guard H5Tset_size(mem, chdf5_variable()) >= 0,
-                  H5Tset_cset(mem, H5Tget_cset(tid)) >= 0 else { throw failure(place, "cannot build string type") }
-            // A pointer and a String per element, before the strings themselves (charged as read).
-            try budget.charge(count.multipliedReportingOverflow(by: 24).overflow ? Int.max : count * 24, place: place,
-                              what: "a string attribute of \(count) elements")
-            var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
-            guard H5Aread(aid, mem, &pointers) >= 0 else { throw failure(place, "cannot read string attribute") }
-            defer { _ = H5Dvlen_reclaim(mem, sid, chdf5_default(), &pointers) }
+    /// nil when it is absent; errors name `place`.
+    fileprivate func attribute(_ attribute: String, of loc: Int64, named object: String, place: String) throws -> HDF5Attribute? {
+        var request = HDF5Request()
+        request.i64(loc)
+        request.string(object)
+        request.string(attribute)
+        var answer = try sandbox.ask(CHDF5_OP_ATTRIBUTE, request, place: place)
+        switch answer.status {
+        case 16:
+            return nil
+        case 17:
+            throw ResNetError.invalidInput(file: name, place: place, reason: "attribute claims \(Int64(bitPattern: try answer.u64())) elements")
+        case 18:
+            throw ResNetError.unsupported(file: name, place: place,
+                reason: "attribute type class \(Int32(bitPattern: try answer.u32())) (only strings and numbers are read)")
+        case 19:
+            let isScalar = try answer.u32() != 0
+            let count = try answer.count(max: HDF5Limits.maxAttributeElements, what: "string count")
+            // A String per element, before the strings themselves (whose bytes the answer holds).
+            try budget.charge(count * 24, place: place, what: "a string attribute of \(count) elements")
+            var strings: [String] = []
+            strings.reserveCapacity(count)
             var total = 0
-            var result: [String] = []
-            result.reserveCapacity(count)
-            for p in pointers {
-                guard let p else { result.append(""); continue }
-                let len = strlen(p)
-                total += len
+            for _ in 0 ..< count {
+                let s = try answer.bytes(Int(try answer.u32()))
+                total += s.count
                 guard total <= limits.maxHeaderBytes else {
                     throw limits.exceeded(.headerBytes, file: name, place: place, found: "string attribute of more than \(total) bytes")
                 }
-                result.append(String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self))
+                strings.append(String(decoding: s, as: UTF8.self))
             }
-            return result
-        }
-        let size = H5Tget_size(tid)
-        let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
-        guard size > 0, !overflow else {
-            throw ResNetError.invalidInput(file: name, place: place,
-                reason: "fixed-length string attribute of \(count) × \(size) bytes is too large")
-        }
-        guard bytes <= limits.maxHeaderBytes else {
+            try answer.finish()
+            if isScalar, let s = strings.first { return .string(s) }
+            return .strings(strings)
+        case 20:
+            throw limits.exceeded(.headerBytes, file: name, place: place, found: "string attribute of more than \(try answer.u64()) bytes")
+        case 21:
+            let isScalar = try answer.u32() != 0
+            let count = try answer.count(max: HDF5Limits.maxAttributeElements, what: "string count")
+            let size = try answer.count(max: limits.maxHeaderBytes, what: "string size")
+            let spacePadded = try answer.u32() != 0
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+            guard size > 0, !overflow, bytes <= limits.maxHeaderBytes else { throw answer.malformed("fixed strings of \(count) × \(size) bytes") }
+            try budget.charge(bytes &+ count &* 16, place: place, what: "a string attribute of \(count) × \(size) bytes")
+            let buffer = try answer.bytes(bytes)
+            try answer.finish()
+            let strings: [String] = (0 ..< count).map { i in
+                var item = buffer[buffer.startIndex + i * size ..< buffer.startIndex + (i + 1) * size]
+                if let nul = item.firstIndex(of: 0) { item = item[..<nul] }
+                if spacePadded { while item.last == 0x20 { item = item.dropLast() } }
+                return String(decoding: item, as: UTF8.self)
+            }
+            if isScalar, let s = strings.first { return .string(s) }
+            return .strings(strings)
+        case 22:
+            let count = try answer.u64(), size = try answer.u64()
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+            guard size > 0, !overflow, bytes <= UInt64(Int.max) else {
+                throw ResNetError.invalidInput(file: name, place: place,
+                    reason: "fixed-length string attribute of \(count) × \(size) bytes is too large")
+            }
             throw limits.exceeded(.headerBytes, file: name, place: place, found: "fixed-length string attribute of \(count) × \(size) bytes")
-        }
-        try budget.charge(bytes &+ count &* 16, place: place, what: "a string attribute of \(count) × \(size) bytes")
-        var buffer = [UInt8](repeating: 0, count: bytes)
-        guard H5Aread(aid, tid, &buffer) >= 0 else { throw failure(place, "cannot read string attribute") }
-        let spacePadded = H5Tget_strpad(tid) == H5T_STR_SPACEPAD
-        return (0 ..< count).map { i in
-            var item = buffer[i * size ..< (i + 1) * size]
-            if let nul = item.firstIndex(of: 0) { item = item[..<nul] }
-            if spacePadded { while item.last == 0x20 { item = item.dropLast() } }
-            return String(decoding: item, as: UTF8.self)
+        case 23:
+            _ = try answer.u32()
+            let count = try answer.count(max: HDF5Limits.maxAttributeElements, what: "number count")
+            try budget.charge(count * 8, place: place, what: "a numeric attribute of \(count) elements")
+            let raw = try answer.bytes(count * 8)
+            try answer.finish()
+            return .numbers(raw.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) })
+        case 24:
+            throw limits.exceeded(.headerBytes, file: name, place: place, found: "numeric attribute of \(try answer.u64()) elements (8 bytes each)")
+        case CHDF5_ANSWER_ERROR:
+            throw try failure(place, &answer)
+        default:
+            throw answer.malformed("status \(answer.status)")
         }
     }
 
@@ -530,49 +468,48 @@ final class HDF5File {
     /// Reads the floating-point dataset at `path` (f16, bf16, f32 or f64 in the file) as float32
     /// in the file's own layout. Other element types are refused.
     func readTensor(at path: String) throws -> SourceTensor {
-        try withHDF5 {
-            guard let t = try readTensor(in: id, named: path, path: path, isDataset: { true }) else {
-                throw ResNetError.invalidInput(file: name, place: path, reason: "not a dataset")   // not reached: `isDataset` is true
-            }
-            return t
+        guard let t = try readTensor(in: 0, named: path, path: path, isDataset: { true }) else {
+            throw ResNetError.invalidInput(file: name, place: path, reason: "not a dataset")   // not reached: `isDataset` is true
         }
+        return t
     }
 
-    /// ``readTensor(at:)`` for the dataset `object` below `loc`, whose absolute path is `path`.
-    /// When it cannot be opened, `isDataset` decides between nil (not a dataset; it may throw
-    /// what is wrong with the path instead) and reporting the failed open. Call with the lock held.
-    fileprivate func readTensor(in loc: hid_t, named object: String, path: String,
+    /// ``readTensor(at:)`` for the dataset `object` below `loc` (0: the file), whose absolute path
+    /// is `path`. When it cannot be opened, `isDataset` decides between nil (not a dataset; it may
+    /// throw what is wrong with the path instead) and reporting the failed open.
+    fileprivate func readTensor(in loc: Int64, named object: String, path: String,
                                 isDataset: () throws -> Bool) throws -> SourceTensor? {
         let deferred = DeferredSources.current
-        var info = chdf5_dataset_info_t()
-        var stack = [CChar](repeating: 0, count: 4096)
-        let did = stack.withUnsafeMutableBufferPointer { buffer in
-            chdf5_dataset_open_info(loc, object, deferred != nil && rawPath != nil ? 1 : 0, &info, buffer.baseAddress, buffer.count)
-        }
-        defer { if did >= 0 { H5Dclose(did) } }
+        var request = HDF5Request()
+        request.i64(loc)
+        request.string(object)
+        request.u32(deferred != nil && rawPath != nil ? 1 : 0)
+        var answer = try sandbox.ask(CHDF5_OP_DATASET_INFO, request, place: path)
+        guard answer.status == CHDF5_ANSWER_OK else { throw try failure(path, &answer) }
+        var info = try HDF5DatasetInfo(&answer)
+        // The child's dataset handle, closed here unless handed back for the read.
+        var did = info.did
+        defer { if did > 0 { close(did) } }
         // The checks come in the order the values were read, so a damaged dataset is reported by
         // its first problem, as libhdf5's own error when a call failed.
-        func failed(_ what: String) -> ResNetError {
-            let text = String(decoding: stack.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            return .invalidInput(file: name, place: path, reason: text.isEmpty ? what : "\(what): \(text)")
-        }
-        if info.step == CHDF5_DS_FAILED_OPEN {
+        func failed(_ what: String) -> ResNetError { failure(path, what, info.stack) }
+        let step = info.step
+        if step == CHDF5_DS_FAILED_OPEN.rawValue {
             guard try isDataset() else { return nil }
             throw failed("cannot open dataset")
         }
-        if info.step == CHDF5_DS_FAILED_TYPE { throw failed("cannot read dataset type") }
-        let typeClass = info.type_class
-        let size = info.type_size
-        guard typeClass == H5T_FLOAT else {
-            let what = typeClass == H5T_INTEGER ? "integer (\(size) bytes)" : "type class \(typeClass.rawValue)"
+        if step == CHDF5_DS_FAILED_TYPE.rawValue { throw failed("cannot read dataset type") }
+        let size = info.typeSize
+        guard info.typeClass == H5T_FLOAT.rawValue else {
+            let what = info.typeClass == H5T_INTEGER.rawValue ? "integer (\(size) bytes)" : "type class \(info.typeClass)"
             throw ResNetError.unsupported(file: name, place: path,
                 reason: "dataset holds \(what) elements; weights must be f16, bf16, f32 or f64")
         }
         let dtype: DType
         switch size {
         case 2:
-            if info.step == CHDF5_DS_FAILED_FIELDS { throw failed("cannot read float type fields") }
-            let (esize, msize) = (info.exponent_bits, info.mantissa_bits)
+            if step == CHDF5_DS_FAILED_FIELDS.rawValue { throw failed("cannot read float type fields") }
+            let (esize, msize) = (info.exponentBits, info.mantissaBits)
             if esize == 5 && msize == 10 { dtype = .float16 }
             else if esize == 8 && msize == 7 { dtype = .bfloat16 }
             else {
@@ -584,14 +521,14 @@ final class HDF5File {
         default:
             throw ResNetError.unsupported(file: name, place: path, reason: "\(size * 8)-bit floating point elements")
         }
-        if info.step == CHDF5_DS_FAILED_SPACE { throw failed("cannot read dataset dataspace") }
-        if info.step == CHDF5_DS_STOPPED_NULL_SPACE {
+        if step == CHDF5_DS_FAILED_SPACE.rawValue { throw failed("cannot read dataset dataspace") }
+        if step == CHDF5_DS_STOPPED_NULL_SPACE.rawValue {
             throw ResNetError.invalidInput(file: name, place: path, reason: "dataset has a null dataspace (no elements)")
         }
-        let rank = Int(info.rank)
-        if info.step == CHDF5_DS_FAILED_RANK { throw failed("cannot read dataset rank (\(rank))") }
-        if info.step == CHDF5_DS_FAILED_DIMS { throw failed("cannot read dataset shape") }
-        let dims = withUnsafeBytes(of: info.dims) { Array($0.bindMemory(to: hsize_t.self).prefix(rank)) }
+        let rank = info.rank
+        if step == CHDF5_DS_FAILED_RANK.rawValue { throw failed("cannot read dataset rank (\(rank))") }
+        if step == CHDF5_DS_FAILED_DIMS.rawValue { throw failed("cannot read dataset shape") }
+        let dims = info.dims
         var shape: [Int] = []
         shape.reserveCapacity(rank)
         var count = 1
@@ -616,46 +553,43 @@ final class HDF5File {
                 found: "the datasets up to this one need \(total) bytes as float32")
         }
         let storedBytes = count * dtype.size
-        if info.step == CHDF5_DS_FAILED_PLIST { throw failed("cannot read dataset creation properties") }
-        if info.step == CHDF5_DS_FAILED_FILTERS { throw failed("cannot read dataset filters") }
-        let filters = Int(info.filters)
+        if step == CHDF5_DS_FAILED_PLIST.rawValue { throw failed("cannot read dataset creation properties") }
+        if step == CHDF5_DS_FAILED_FILTERS.rawValue { throw failed("cannot read dataset filters") }
+        let filters = info.filters
         let (budget, budgetOverflow) = fileSize.multipliedReportingOverflow(by: filters == 0 ? 1 : HDF5Limits.maxCompressionRatio)
         guard budgetOverflow || storedBytes <= budget else {
             throw ResNetError.invalidInput(file: name, place: path,
                 reason: "shape \(shape) needs \(storedBytes) bytes but the whole file has \(fileSize)"
                     + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
         }
-        guard did >= 0 else { throw failed("cannot open dataset") }   // every failed step was reported above
+        guard step == CHDF5_DS_DONE.rawValue, did > 0 else { throw failed("cannot open dataset") }   // every failed step was reported above
         try self.budget.charge(ReadLimits.float32Bytes(count), place: path, what: "dataset \(shape) as float32", probe: false)
         let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
         if let deferred {
             bytesRead = total
+            if !(rawPath != nil && dtype == .float32) { info.isIEEEf32le = false }
             return try deferRead(path, cleanName: cleanName, info: info, shape: shape, count: count, dtype: dtype, into: deferred)
         }
         var data = try checkedFloatArray(count: count, file: name, place: path)
-        if count > 0 {
-            // libhdf5 converts any IEEE-style float (f16/bf16 included) to native float itself.
-            let status = data.withUnsafeMutableBytes { raw in
-                H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), raw.baseAddress)
-            }
-            guard status >= 0 else { throw readFailure(did, path) }
-        }
+        let handle = did
+        did = 0   // the read closes it in the child
+        try data.withUnsafeMutableBufferPointer { try readFloats(handle: handle, path, into: $0) }
         bytesRead = total
         return SourceTensor(name: cleanName, sourceDType: dtype, tensor: Tensor(shape: shape, data: data))
     }
 
     /// Records the dataset in `deferred` and returns a placeholder (streaming conversion). A
     /// contiguous, unfiltered little-endian float32 dataset is later read straight from the file at
-    /// the address libhdf5 reports, after checking that address and the storage size against the
-    /// file; every other dataset is read through libhdf5 when its turn comes.
-    private func deferRead(_ path: String, cleanName: String, info: chdf5_dataset_info_t, shape: [Int], count: Int,
+    /// the address the child reports, after checking that address and the storage size against the
+    /// file (the answer is not trusted); every other dataset is read through the child when its turn comes.
+    private func deferRead(_ path: String, cleanName: String, info: HDF5DatasetInfo, shape: [Int], count: Int,
                            dtype: DType, into deferred: DeferredSources) throws -> SourceTensor {
         var offset: Int?
         #if _endian(little)
-        // `is_ieee_f32le` is set only for unfiltered datasets of a file read by path (`rawPath`).
-        if rawPath != nil, dtype == .float32, info.is_ieee_f32le != 0, count > 0, info.contiguous != 0 {
+        // `isIEEEf32le` is set only for unfiltered datasets of a file read by path (`rawPath`).
+        if rawPath != nil, dtype == .float32, info.isIEEEf32le, count > 0, info.contiguous {
             let address = info.address   // HADDR_UNDEF (all ones) when not allocated
-            if address < UInt64(Int.max), info.storage_size == UInt64(count * 4),
+            if address < UInt64(Int.max), info.storageSize == UInt64(count * 4),
                case let (end, overflow) = Int(address).addingReportingOverflow(count * 4), !overflow, end <= fileSize {
                 offset = Int(address)
             }
@@ -676,35 +610,310 @@ final class HDF5File {
             deferred.add(cleanName, entry)
         } else {
             deferred.add(cleanName, .init(shape: shape, dtype: dtype) { [self] out in
-                try readFloats(path, into: out)
+                try readFloats(handle: -1, path, into: out)
             })
         }
         return SourceTensor(name: cleanName, sourceDType: dtype, tensor: placeholderTensor(shape: shape))
     }
 
-    /// Reads the dataset at `path` as float32 into `out`, which must match its element count.
-    private func readFloats(_ path: String, into out: UnsafeMutableBufferPointer<Float>) throws {
-        try withHDF5 {
-            let did = H5Dopen2(id, path, chdf5_default())
-            guard did >= 0 else { throw failure(path, "cannot open dataset") }
-            defer { H5Dclose(did) }
-            let sid = H5Dget_space(did)
-            guard sid >= 0 else { throw failure(path, "cannot read dataset dataspace") }
-            defer { H5Sclose(sid) }
-            guard H5Sget_simple_extent_npoints(sid) == out.count else {
-                throw ResNetError.invalidInput(file: name, place: path, reason: "dataset changed size between reads")
-            }
-            if out.isEmpty { return }
-            guard H5Dread(did, chdf5_native_float(), chdf5_s_all(), chdf5_s_all(), chdf5_default(), out.baseAddress) >= 0 else {
-                throw readFailure(did, path)
-            }
+    /// Reads a dataset as float32 into `out`, which must match its element count: the child's open
+    /// dataset `handle` (which the child then closes), or with -1 the dataset at `path`.
+    private func readFloats(handle: Int64, _ path: String, into out: UnsafeMutableBufferPointer<Float>) throws {
+        var request = HDF5Request()
+        request.i64(handle)
+        request.string(path)
+        request.u64(UInt64(out.count))
+        var answer = try sandbox.ask(CHDF5_OP_DATASET_READ, request, place: path, into: UnsafeMutableRawBufferPointer(out))
+        switch answer.status {
+        case CHDF5_ANSWER_OK: return
+        case 16: throw ResNetError.invalidInput(file: name, place: path, reason: "dataset changed size between reads")
+        case 17: throw try readFailure(&answer, path)
+        case CHDF5_ANSWER_ERROR: throw try failure(path, &answer)
+        default: throw answer.malformed("status \(answer.status)")
         }
     }
 }
 
-/// A group of an ``HDF5File`` held open, so that the lookups below it (a Keras layer's attributes,
-/// links and datasets) start from it instead of walking the whole path from the root each time.
-/// Places in errors are the same absolute paths the file's own methods report.
+/// What the child reports about a dataset before its values are read (`chdf5_sb_dataset_info`).
+private struct HDF5DatasetInfo {
+    var did: Int64
+    var step: UInt32
+    var typeClass: Int32
+    var typeSize: Int
+    var exponentBits: UInt64
+    var mantissaBits: UInt64
+    var rank: Int
+    var dims: [UInt64]
+    var filters: Int
+    var isIEEEf32le: Bool
+    var contiguous: Bool
+    var address: UInt64
+    var storageSize: UInt64
+    var stack: String
+
+    init(_ a: inout HDF5Answer) throws {
+        did = Int64(bitPattern: try a.u64())
+        step = try a.u32()
+        typeClass = Int32(bitPattern: try a.u32())
+        typeSize = try a.count(max: 1 << 20, what: "element size")
+        exponentBits = try a.u64()
+        mantissaBits = try a.u64()
+        let r = Int32(bitPattern: try a.u32())
+        rank = Int(r)
+        let stored = min(max(rank, 0), HDF5Limits.maxRank)
+        dims = try (0 ..< stored).map { _ in try a.u64() }
+        filters = Int(Int32(bitPattern: try a.u32()))
+        isIEEEf32le = try a.u32() != 0
+        contiguous = try a.u32() != 0
+        address = try a.u64()
+        storageSize = try a.u64()
+        stack = try a.string()
+        try a.finish()
+        // A rank outside 0…32 is legal in an answer only with the step that reports it.
+        if rank != stored && step != CHDF5_DS_FAILED_RANK.rawValue { throw a.malformed("rank \(rank)") }
+    }
+}
+
+// MARK: - The reader child
+
+/// A request to the reader child (see Sources/CHDF5/sandbox.h for the layout of each).
+struct HDF5Request {
+    var bytes: [UInt8] = []
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    /// NUL-terminated, as libhdf5 takes names (a name with a NUL in it ends there, as before).
+    mutating func string(_ s: String) {
+        let utf8 = Array(s.utf8.prefix { $0 != 0 })
+        u32(UInt32(utf8.count + 1))
+        bytes += utf8
+        bytes.append(0)
+    }
+}
+
+/// An answer from the reader child: as untrusted as the file it describes. Every read is bounds-
+/// checked; anything that does not fit the layout refuses the file.
+struct HDF5Answer {
+    let status: Int
+    let bytes: [UInt8]
+    let file: String
+    let place: String
+    private var at = 0
+
+    init(status: Int, bytes: [UInt8], file: String, place: String) {
+        self.status = status
+        self.bytes = bytes
+        self.file = file
+        self.place = place
+    }
+
+    func malformed(_ what: String) -> ResNetError {
+        .invalidInput(file: file, place: place, reason: "the sandboxed libhdf5 reader sent a malformed answer (\(what)): the file is malformed or hostile")
+    }
+
+    mutating func bytes(_ n: Int) throws -> ArraySlice<UInt8> {
+        guard n >= 0, n <= bytes.count - at else { throw malformed("\(n) bytes wanted, \(bytes.count - at) left") }
+        defer { at += n }
+        return bytes[at ..< at + n]
+    }
+    mutating func u32() throws -> UInt32 {
+        try bytes(4).reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    }
+    mutating func u64() throws -> UInt64 {
+        try bytes(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+    /// A count at most `max`.
+    mutating func count(max: Int, what: String) throws -> Int {
+        let v = try u64()
+        guard v <= UInt64(max) else { throw malformed("\(what) \(v) over \(max)") }
+        return Int(v)
+    }
+    mutating func string() throws -> String {
+        String(decoding: try bytes(Int(try u32())), as: UTF8.self)
+    }
+    /// Checks that nothing is left over.
+    func finish() throws {
+        guard at == bytes.count else { throw malformed("\(bytes.count - at) bytes left over") }
+    }
+}
+
+/// The child process that runs libhdf5 on one untrusted file (Sources/CHDF5/sandbox.h): started
+/// when the file is opened, asked one request at a time, stopped when the file is closed. A child
+/// that crashes, breaks its limits or stops answering refuses the file, naming what happened.
+final class HDF5Sandbox {
+    let name: String
+    private var child: chdf5_sandbox_t
+    /// Set once the child has ended or misbehaved: every later request throws it.
+    private var ended: ResNetError?
+    private let lock = NSLock()
+    /// CPU seconds the child may use in all (RLIMIT_CPU); requests wait this long plus a margin.
+    let cpuSeconds: Int
+    /// Bytes the child's address space may grow by after the fork (RLIMIT_AS).
+    let addressSpaceExtra: Int
+    /// Most bytes of one answer that is not a dataset's values.
+    private let maxAnswerBytes: Int
+
+    /// Starts the child for `path` (opened by libhdf5 in the child) or for `image`, waits for it to
+    /// open the file and walk its metadata (at most `startTimeout` ms), and refuses the file when it
+    /// cannot. The limits scale with the file's read budget: the child may allocate what reading
+    /// the file may allocate in this process, plus a constant for libhdf5 itself.
+    init(name: String, path: String, image: UnsafeRawBufferPointer?, budget: ReadBudget, limits: ReadLimits,
+         startTimeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
+        self.name = name
+        let (extra, overflow) = budget.capacity.addingReportingOverflow(256 << 20)
+        addressSpaceExtra = overflow ? Int.max : extra
+        cpuSeconds = min(30 + budget.capacity / (64 << 20), 3600)
+        maxAnswerBytes = limits.maxHeaderBytes.addingReportingOverflow(1 << 20).overflow ? Int.max : limits.maxHeaderBytes + (1 << 20)
+        let childLimits = chdf5_sb_limits_t(max_header_bytes: UInt64(max(limits.maxHeaderBytes, 0)),
+                                            max_group_members: UInt64(HDF5Limits.maxGroupMembers),
+                                            max_attribute_elements: UInt64(HDF5Limits.maxAttributeElements))
+        let (extraBytes, cpu) = (UInt64(addressSpaceExtra), UInt64(cpuSeconds))
+        child = withHDF5 {
+            // No OpenBLAS call may run across the fork (see copenblas_fork_guard_begin), and the
+            // lock keeps in-process libhdf5 (the writers) out of the child's copy.
+            copenblas_fork_guard_begin()
+            defer { copenblas_fork_guard_end() }
+            return chdf5_sandbox_start(path, image?.baseAddress, image?.count ?? 0, childLimits, extraBytes, cpu)
+        }
+        guard child.pid > 0 else {
+            throw ResNetError.io(file: name, reason: "cannot start the child process that reads the file with libhdf5 (errno \(child.error))")
+        }
+        var answer: HDF5Answer
+        do {
+            answer = try receive(place: "HDF5 metadata", deadline: chdf5_monotonic_ms() + Int64(startTimeout), into: nil,
+                                 during: "parsing the file's metadata", timeoutText: "did not finish parsing the file's metadata within \(Double(startTimeout) / 1000) s")
+        } catch {
+            stop()
+            throw error
+        }
+        guard answer.status == CHDF5_ANSWER_OK else {
+            stop()
+            guard answer.status == CHDF5_ANSWER_ERROR else { throw answer.malformed("status \(answer.status)") }
+            _ = try answer.string()
+            let stack = try answer.string()
+            throw ResNetError.invalidInput(file: name, place: "",
+                reason: "libhdf5 cannot open the file\(image == nil ? "" : " image") (truncated or damaged?): \(stack)")
+        }
+    }
+
+    deinit { stop() }
+
+    private func stop() {
+        if child.pid > 0 || child.fd >= 0 {
+            _ = chdf5_sandbox_finish(child, 1)
+            child.pid = -1
+            child.fd = -1
+        }
+    }
+
+    /// Sends a request that gets no answer; a child that is gone is noticed by the next request.
+    func tell(_ op: Int, _ request: HDF5Request) {
+        lock.withLock {
+            guard ended == nil, child.fd >= 0 else { return }
+            _ = send(op, request)
+        }
+    }
+
+    private func send(_ op: Int, _ request: HDF5Request) -> Int32 {
+        var message = HDF5Request()
+        message.u32(UInt32(op))
+        message.u32(0)
+        message.u64(UInt64(request.bytes.count))
+        message.bytes += request.bytes
+        return message.bytes.withUnsafeBytes { chdf5_sandbox_send(child.fd, $0.baseAddress, $0.count) }
+    }
+
+    /// Sends a request and waits for its answer. With `into`, an OK answer's payload must be exactly
+    /// that buffer's size and is received straight into it (a dataset's values).
+    func ask(_ op: Int, _ request: HDF5Request, place: String, into: UnsafeMutableRawBufferPointer? = nil) throws -> HDF5Answer {
+        try lock.withLock {
+            if let ended { throw ended }
+            guard send(op, request) == 0 else {
+                // The child is gone; how it ended says why.
+                throw fail(place: place, during: "reading the file", reaped: true)
+            }
+            let deadline = chdf5_monotonic_ms() + Int64(cpuSeconds + 10) * 1000
+            return try receive(place: place, deadline: deadline, into: into, during: "reading the file",
+                               timeoutText: "did not answer within \(cpuSeconds + 10) s")
+        }
+    }
+
+    private func receive(place: String, deadline: Int64, into: UnsafeMutableRawBufferPointer?,
+                         during: String, timeoutText: String) throws -> HDF5Answer {
+        var header = [UInt32](repeating: 0, count: 4)
+        let got = header.withUnsafeMutableBytes { chdf5_sandbox_receive(child.fd, $0.baseAddress, $0.count, deadline) }
+        if got == -2 { throw fail(place: place, during: during, timeout: timeoutText) }
+        if got != 0 { throw fail(place: place, during: during, reaped: true) }
+        let status = Int(UInt32(littleEndian: header[0]))
+        let length = UInt64(UInt32(littleEndian: header[2])) | UInt64(UInt32(littleEndian: header[3])) << 32
+        if let into, status == CHDF5_ANSWER_OK {
+            guard length == UInt64(into.count) else {
+                throw fail(place: place, malformed: "\(length) bytes of values for a buffer of \(into.count)")
+            }
+            if into.count > 0 {
+                let r = chdf5_sandbox_receive(child.fd, into.baseAddress, into.count, deadline)
+                if r == -2 { throw fail(place: place, during: during, timeout: timeoutText) }
+                if r != 0 { throw fail(place: place, during: during, reaped: true) }
+            }
+            return HDF5Answer(status: status, bytes: [], file: name, place: place)
+        }
+        guard length <= UInt64(maxAnswerBytes) else {
+            throw fail(place: place, malformed: "an answer of \(length) bytes, at most \(maxAnswerBytes) expected")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(length))
+        if length > 0 {
+            let r = bytes.withUnsafeMutableBytes { chdf5_sandbox_receive(child.fd, $0.baseAddress, $0.count, deadline) }
+            if r == -2 { throw fail(place: place, during: during, timeout: timeoutText) }
+            if r != 0 { throw fail(place: place, during: during, reaped: true) }
+        }
+        return HDF5Answer(status: status, bytes: bytes, file: name, place: place)
+    }
+
+    /// Ends the child and records (and returns) why the file is refused.
+    private func fail(place: String, during: String = "", reaped: Bool = false, timeout: String? = nil,
+                      malformed: String? = nil) -> ResNetError {
+        let end = chdf5_sandbox_finish(child, 1)
+        child.pid = -1
+        child.fd = -1
+        let error: ResNetError
+        if let malformed {
+            error = .invalidInput(file: name, place: place,
+                                  reason: "the sandboxed libhdf5 reader sent a malformed answer (\(malformed)): the file is malformed or hostile")
+        } else if let timeout {
+            error = .invalidInput(file: name, place: place,
+                reason: "libhdf5 \(timeout) (checked in a child process, which was stopped): the file is malformed or hostile")
+        } else if end.signal == SIGSYS {
+            error = .invalidInput(file: name, place: place,
+                reason: "libhdf5 made a system call its sandbox forbids while \(during) (the child process was stopped with SIGSYS): the file is malformed or hostile")
+        } else if end.signal == SIGXCPU {
+            error = .invalidInput(file: name, place: place,
+                reason: "libhdf5 used up its CPU-time limit of \(cpuSeconds) s while \(during) (checked in a child process, stopped with SIGXCPU): the file is malformed or hostile")
+        } else if end.signal == SIGKILL {
+            error = .invalidInput(file: name, place: place,
+                reason: "the child process reading the file with libhdf5 was killed (SIGKILL: out of memory or past its CPU-time limit) while \(during): the file is malformed or hostile")
+        } else if end.signal != 0 {
+            error = .invalidInput(file: name, place: place,
+                reason: "libhdf5 crashed with signal \(end.signal)\(HDF5Sandbox.signalName(end.signal)) while \(during) (checked in a child process): the file is malformed")
+        } else if end.code == 3 {
+            error = .io(file: name, reason: "cannot confine the child process that reads the file with libhdf5 (this kernel refused the seccomp filter)")
+        } else {
+            error = .invalidInput(file: name, place: place,
+                reason: "the child process reading the file with libhdf5 ended (exit status \(end.code)) while \(during): the file is malformed or hostile")
+        }
+        ended = error
+        return error
+    }
+
+    private static func signalName(_ signal: Int32) -> String {
+        let names: [Int32: String] = [SIGSEGV: "SIGSEGV", SIGBUS: "SIGBUS", SIGABRT: "SIGABRT", SIGILL: "SIGILL",
+                                      SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGTRAP: "SIGTRAP"]
+        return names[signal].map { ", \($0)" } ?? ""
+    }
+}
+
+/// A group of an ``HDF5File`` held open in the reader child, so that the lookups below it (a Keras
+/// layer's attributes, links and datasets) start from it instead of walking the whole path from
+/// the root each time. Places in errors are the same absolute paths the file's own methods report.
 ///
 /// Opening a member optimistically saves most of libhdf5's work per member: a group or dataset
 /// that opens is one, reached only through hard and soft links (the external-link class is
@@ -716,12 +925,13 @@ final class HDF5Group {
     let file: HDF5File
     /// Absolute path of the group, `/a/b` (`/` for the root).
     let path: String
-    private let id: hid_t
+    /// The child's handle.
+    private let id: Int64
     /// The path as ``HDF5File/kind(at:)`` spells it in errors (components joined by single
     /// slashes; "" for the root).
     private let base: String
 
-    private init(file: HDF5File, path: String, id: hid_t) {
+    private init(file: HDF5File, path: String, id: Int64) {
         self.file = file
         self.path = path
         self.id = id
@@ -730,56 +940,43 @@ final class HDF5Group {
 
     /// The group at `path` (absolute) of `file`, or nil when `path` is not a group.
     static func open(_ file: HDF5File, path: String) throws -> HDF5Group? {
-        try withHDF5 { try open(file, in: file.fileID, base: "", relative: path, path: path) }
+        guard let gid = try file.openGroup(in: 0, base: "", relative: path, path: path) else { return nil }
+        return HDF5Group(file: file, path: path.isEmpty ? "/" : path, id: gid)
     }
 
-    /// The group `relative` below `loc` (absolute path `base`, "" for the root), or nil when it is
-    /// not a group. Call with the lock held.
-    private static func open(_ file: HDF5File, in loc: hid_t, base: String, relative: String, path: String) throws -> HDF5Group? {
-        let gid = H5Gopen2(loc, libraryName(relative, from: base), chdf5_default())
-        if gid >= 0 { return HDF5Group(file: file, path: path.isEmpty ? "/" : path, id: gid) }
-        let text = HDF5File.errorStackText()
-        guard try file.kind(in: loc, base: base, relative: relative) == .group else { return nil }
-        throw ResNetError.invalidInput(file: file.name, place: path, reason: text.isEmpty ? "cannot open group" : "cannot open group: \(text)")
-    }
-
-    deinit {
-        let gid = id
-        withHDF5 { _ = H5Gclose(gid) }
-    }
+    deinit { file.close(id) }
 
     /// The name libhdf5 is given for `relative`: absolute from the file itself, else relative to
     /// the group (a leading `/` would make it absolute, which `join`ed paths never meant).
-    private static func libraryName(_ relative: String, from base: String) -> String {
+    fileprivate static func libraryName(_ relative: String, from base: String) -> String {
         if base.isEmpty { return relative.hasPrefix("/") ? relative : "/" + relative }
         return relative.hasPrefix("/") ? String(relative.drop { $0 == "/" }) : relative
     }
-
 
     /// Absolute path of `relative`, joined as the Keras reader joins paths.
     private func absolute(_ relative: String) -> String { path.hasSuffix("/") ? path + relative : path + "/" + relative }
 
     /// ``HDF5File/kind(at:)`` for `relative` (`a/b`) below this group.
     func kind(of relative: String) throws -> HDF5ObjectKind? {
-        try withHDF5 { try file.kind(in: id, base: base, relative: relative) }
+        try file.kind(in: id, base: base, relative: relative)
     }
 
     /// The group `relative` below this one, or nil when that is not a group.
     func group(_ relative: String) throws -> HDF5Group? {
-        try withHDF5 { try HDF5Group.open(file, in: id, base: base, relative: relative, path: absolute(relative)) }
+        let full = absolute(relative)
+        guard let gid = try file.openGroup(in: id, base: base, relative: relative, path: full) else { return nil }
+        return HDF5Group(file: file, path: full.isEmpty ? "/" : full, id: gid)
     }
 
     /// ``HDF5File/attribute(_:of:)`` for an attribute of this group.
     func attribute(_ attribute: String) throws -> HDF5Attribute? {
-        try withHDF5 { try file.attribute(attribute, of: id, named: ".", place: "\(path)@\(attribute)") }
+        try file.attribute(attribute, of: id, named: ".", place: "\(path)@\(attribute)")
     }
 
     /// ``HDF5File/readTensor(at:)`` for `relative` below this group, or nil when that is not a dataset.
     func readTensorIfDataset(at relative: String) throws -> SourceTensor? {
-        try withHDF5 {
-            try file.readTensor(in: id, named: HDF5Group.libraryName(relative, from: base), path: absolute(relative)) {
-                try file.kind(in: id, base: base, relative: relative) == .dataset
-            }
+        try file.readTensor(in: id, named: HDF5Group.libraryName(relative, from: base), path: absolute(relative)) {
+            try file.kind(in: id, base: base, relative: relative) == .dataset
         }
     }
 }
