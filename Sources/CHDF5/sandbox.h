@@ -432,11 +432,11 @@ static inline void chdf5_sb_dataset_read(int fd, chdf5_sb_buf_t *b, hid_t fid, h
 #define CHDF5_SB_LD_ARG(i) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[i]))
 #define CHDF5_SB_RET(v) BPF_STMT(BPF_RET | BPF_K, (v))
 #define CHDF5_SB_ALLOW_NR(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), CHDF5_SB_RET(SECCOMP_RET_ALLOW)
-/// Allows `nr` when argument `arg` (low 32 bits) equals `value`; kills the process otherwise.
-#define CHDF5_SB_ALLOW_IF_EQ(nr, arg, value) \
+/// Allows `nr` when argument `arg` (low 32 bits) equals `value`; answers `otherwise` else.
+#define CHDF5_SB_ALLOW_IF_EQ(nr, arg, value, otherwise) \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 4), CHDF5_SB_LD_ARG(arg), \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (value), 0, 1), CHDF5_SB_RET(SECCOMP_RET_ALLOW), \
-    CHDF5_SB_RET(SECCOMP_RET_KILL_PROCESS)
+    CHDF5_SB_RET(otherwise)
 /// For `nr`: when argument `arg` has any of `bits`, answers `refused`, else `allowed`.
 #define CHDF5_SB_UNLESS_BITS(nr, arg, bits, refused, allowed) \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 4), CHDF5_SB_LD_ARG(arg), \
@@ -496,7 +496,11 @@ static inline int chdf5_sb_install_filter(int answer_fd, int may_open) {
         CHDF5_SB_ALLOW_NR(__NR_exit_group),
         // Only to add the second filter: a filter can only narrow what the first one allows.
         CHDF5_SB_ALLOW_NR(__NR_seccomp),
-        CHDF5_SB_ALLOW_IF_EQ(__NR_write, 0, (uint32_t)answer_fd),
+        CHDF5_SB_ALLOW_NR(__NR_getcwd),   // the core driver records the directory with the image's name
+        // Writes go to the answer socket only. Others fail rather than kill the child, so that
+        // glibc's report of a corrupted heap ends in its abort (SIGABRT, a crash) instead.
+        CHDF5_SB_ALLOW_IF_EQ(__NR_write, 0, (uint32_t)answer_fd, SECCOMP_RET_ERRNO | EBADF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_writev, 0, 1), CHDF5_SB_RET(SECCOMP_RET_ERRNO | EBADF),
         CHDF5_SB_UNLESS_BITS(__NR_mmap, 2, PROT_EXEC, SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ALLOW),
         CHDF5_SB_UNLESS_BITS(__NR_mprotect, 2, PROT_EXEC, SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ALLOW),
         CHDF5_SB_UNLESS_BITS(__NR_openat, 2, CHDF5_SB_WRITE_FLAGS, SECCOMP_RET_ERRNO | EPERM, open_allowed),
@@ -538,10 +542,13 @@ static inline uint64_t chdf5_sb_address_space(void) {
     return strtoull(text, NULL, 10) * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/// Prepares the child's limits and filter, opens the file, walks its metadata (the pre-flight,
-/// so that a file that crashes libhdf5 is refused before it is used), announces itself ready and
-/// serves requests until the parent closes its end. Never returns.
-static inline void chdf5_sb_child(int fd, const char *path, const void *image, size_t image_size,
+/// Prepares the child's limits and filter, opens the file, announces itself ready and serves
+/// requests until the parent closes its end. With `walk_only` (the pre-flight), it walks all of
+/// the file's metadata instead, announces that it finished, and exits: a file that crashes
+/// libhdf5 is refused before it is used, and the child that serves the reader starts from a
+/// libhdf5 that has not seen the damage yet, so errors read as libhdf5 reports them first.
+/// Never returns.
+static inline void chdf5_sb_child(int fd, const char *path, const void *image, size_t image_size, int walk_only,
                                   chdf5_sb_limits_t limits, uint64_t address_space_extra, uint64_t cpu_seconds) {
     // Let a crash end the child with its signal, whatever handlers the parent installed.
     int crashes[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGXCPU };
@@ -590,14 +597,17 @@ static inline void chdf5_sb_child(int fd, const char *path, const void *image, s
     }
     if (fapl != H5P_DEFAULT) H5Pclose(fapl);
     if (chdf5_sb_forbid_open() != 0) _exit(3);
-    hid_t root = H5Oopen(fid, "/", H5P_DEFAULT);
-    if (root >= 0) {
-        chdf5_walk_t walk = { 0, 0, NULL, 0, (hsize_t)limits.max_header_bytes };
-        chdf5_walk_object(root, &walk);
-        free(walk.seen);
-        H5Oclose(root);
+    if (walk_only) {
+        hid_t root = H5Oopen(fid, "/", H5P_DEFAULT);
+        if (root >= 0) {
+            chdf5_walk_t walk = { 0, 0, NULL, 0, (hsize_t)limits.max_header_bytes };
+            chdf5_walk_object(root, &walk);
+            free(walk.seen);
+            H5Oclose(root);
+        }
+        chdf5_sb_answer(fd, CHDF5_ANSWER_OK, &b);
+        _exit(0);
     }
-    (void)H5Eclear2(H5E_DEFAULT);
     chdf5_sb_answer(fd, CHDF5_ANSWER_OK, &b);
     for (;;) {
         uint64_t header[2];
@@ -694,9 +704,9 @@ typedef struct {
     int error;
 } chdf5_sandbox_t;
 
-/// Starts a reader child for the file at `path` (or the in-memory `image`). Call with the libhdf5
+/// Starts a reader child for the file at `path` (or the in-memory `image`); see `chdf5_sb_child`. Call with the libhdf5
 /// lock held and no other library call under way that the child could inherit half-done.
-static inline chdf5_sandbox_t chdf5_sandbox_start(const char *path, const void *image, size_t image_size,
+static inline chdf5_sandbox_t chdf5_sandbox_start(const char *path, const void *image, size_t image_size, int walk_only,
                                                   chdf5_sb_limits_t limits, uint64_t address_space_extra,
                                                   uint64_t cpu_seconds) {
     chdf5_sandbox_t result = { -1, -1, 0 };
@@ -705,7 +715,7 @@ static inline chdf5_sandbox_t chdf5_sandbox_start(const char *path, const void *
     pid_t pid = fork();
     if (pid < 0) { result.error = errno; close(fds[0]); close(fds[1]); return result; }
     if (pid == 0) {
-        chdf5_sb_child(fds[1], path, image, image_size, limits, address_space_extra, cpu_seconds);
+        chdf5_sb_child(fds[1], path, image, image_size, walk_only, limits, address_space_extra, cpu_seconds);
         _exit(0);
     }
     close(fds[1]);
@@ -781,7 +791,8 @@ static inline chdf5_sandbox_end_t chdf5_sandbox_finish(chdf5_sandbox_t child, in
 
 /// Test support: forks a child that installs the reader's filter (after opening nothing) and then
 /// tries one forbidden thing: 1 execve of /bin/true, 2 opening `path` for writing (creating it),
-/// 3 creating a socket, 4 writing to stderr, 5 an executable mapping, 0 nothing. Returns how
+/// 3 creating a socket, 4 writing to stderr (refused with an error), 5 an executable mapping,
+/// 0 nothing but a write to its own socket. Returns how
 /// the child ended: the signal that killed it, or 1000 + its exit code (exit 0: the forbidden call
 /// failed with an error; exit 1: it succeeded).
 static inline int chdf5_sandbox_selftest(int what, const char *path) {

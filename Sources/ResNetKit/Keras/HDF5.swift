@@ -191,6 +191,7 @@ final class HDF5File {
         // libhdf5 opens the file by its path again: it must still be a regular file (a FIFO
         // swapped in would block its open).
         try InputFile.requireRegular(path)
+        try HDF5File.preflight(name: path, path: path, image: nil)
         sandbox = try HDF5Sandbox(name: path, path: path, image: nil, budget: budget, limits: limits)
         PhaseTrace.mark("preflight done")
         rawPath = superblock == 0 ? path : nil
@@ -221,20 +222,23 @@ final class HDF5File {
         // The child gets the image with the rest of the address space at fork and copies it into
         // libhdf5; `bytes` need not outlive this call.
         sandbox = try bytes.withUnsafeBytes {
-            try HDF5Sandbox(name: name, path: name, image: $0, budget: budget, limits: limits)
+            try HDF5File.preflight(name: name, path: name, image: $0)
+            return try HDF5Sandbox(name: name, path: name, image: $0, budget: budget, limits: limits)
         }
     }
 
     // MARK: - Pre-flight
 
-    /// Starts a reader child for the file and stops it again once it has opened the file and
-    /// walked its metadata (see ``HDF5Sandbox``): the check the reader makes before anything
-    /// else, on its own.
+    /// Lets libhdf5 walk all of the file's metadata (every link, object header, attribute value,
+    /// datatype, dataspace and chunk index; no raw data) in a sandboxed child of its own before the
+    /// child that serves the reader starts, so that a file that makes libhdf5 crash or hang is
+    /// refused up front, as one whose metadata is malformed. Only how the child ended matters:
+    /// errors libhdf5 reports are left to the reader, which words them better.
     static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
                           timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
         let size = image?.count ?? Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
         _ = try HDF5Sandbox(name: name, path: path, image: image, budget: ReadBudget(file: name, fileBytes: size),
-                            limits: .current, startTimeout: timeout)
+                            limits: .current, walkOnly: true, startTimeout: timeout)
     }
 
     // MARK: - Errors
@@ -758,7 +762,7 @@ final class HDF5Sandbox {
     /// cannot. The limits scale with the file's read budget: the child may allocate what reading
     /// the file may allocate in this process, plus a constant for libhdf5 itself.
     init(name: String, path: String, image: UnsafeRawBufferPointer?, budget: ReadBudget, limits: ReadLimits,
-         startTimeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
+         walkOnly: Bool = false, startTimeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
         self.name = name
         let (extra, overflow) = budget.capacity.addingReportingOverflow(256 << 20)
         addressSpaceExtra = overflow ? Int.max : extra
@@ -773,7 +777,7 @@ final class HDF5Sandbox {
             // lock keeps in-process libhdf5 (the writers) out of the child's copy.
             copenblas_fork_guard_begin()
             defer { copenblas_fork_guard_end() }
-            return chdf5_sandbox_start(path, image?.baseAddress, image?.count ?? 0, childLimits, extraBytes, cpu)
+            return chdf5_sandbox_start(path, image?.baseAddress, image?.count ?? 0, walkOnly ? 1 : 0, childLimits, extraBytes, cpu)
         }
         guard child.pid > 0 else {
             throw ResNetError.io(file: name, reason: "cannot start the child process that reads the file with libhdf5 (errno \(child.error))")
@@ -781,7 +785,9 @@ final class HDF5Sandbox {
         var answer: HDF5Answer
         do {
             answer = try receive(place: "HDF5 metadata", deadline: chdf5_monotonic_ms() + Int64(startTimeout), into: nil,
-                                 during: "parsing the file's metadata", timeoutText: "did not finish parsing the file's metadata within \(Double(startTimeout) / 1000) s")
+                                 during: walkOnly ? "parsing the file's metadata" : "opening the file",
+                                 timeoutText: walkOnly ? "did not finish parsing the file's metadata within \(Double(startTimeout) / 1000) s"
+                                     : "did not open the file within \(Double(startTimeout) / 1000) s")
         } catch {
             stop()
             throw error
