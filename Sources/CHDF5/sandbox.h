@@ -553,6 +553,10 @@ static inline void chdf5_sb_child(int fd, const char *path, const void *image, s
     // Let a crash end the child with its signal, whatever handlers the parent installed.
     int crashes[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGXCPU };
     for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++) signal(crashes[i], SIG_DFL);
+    // The forking thread's mask is inherited; SIGXCPU (the CPU limit) must not be blocked.
+    sigset_t unblocked;
+    sigemptyset(&unblocked);
+    (void)sigprocmask(SIG_SETMASK, &unblocked, NULL);
     // No PR_SET_PDEATHSIG: it fires when the forking *thread* ends, and pool threads come and go
     // while the file is still being read. A dead parent closes its end of the socket instead,
     // which ends the child at its next read.

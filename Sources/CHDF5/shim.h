@@ -244,12 +244,9 @@ static inline hid_t chdf5_dataset_open_info(hid_t loc, const char *name, int wan
 // MARK: - Pre-flight walk in a child process
 //
 // libhdf5 is not hardened against crafted files: a damaged heap or object header can make it
-// crash (SIGSEGV) or loop instead of returning an error. Before the in-process reader touches a
-// file, `chdf5_preflight` forks a child that opens the file the same way and touches every piece
-// of metadata the Keras reader will touch; the parent only looks at how the child ended. The child
-// runs nothing but this C code, libc and libhdf5 (no Swift runtime), and leaves with _exit.
-// The caller must hold the lock that serialises libhdf5 calls, so that no other thread is inside
-// libhdf5 when the process forks.
+// crash (SIGSEGV) or loop instead of returning an error. Before the reader child (sandbox.h)
+// serves a file, a first child opens it the same way and touches every piece of metadata the
+// Keras reader will touch (`chdf5_walk_object`); the parent only looks at how that child ended.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -265,12 +262,10 @@ static inline hid_t chdf5_dataset_open_info(hid_t loc, const char *name, int wan
 
 /// Bounds the child keeps to, so that a damaged count cannot make the check itself run or
 /// allocate without limit (attribute sizes are bounded by the caller's `max_attribute_bytes`,
-/// the limit the in-process reader refuses larger ones with).
+/// the limit the reader refuses larger ones with).
 #define CHDF5_PREFLIGHT_MAX_OBJECTS 4000000
 #define CHDF5_PREFLIGHT_MAX_DEPTH 256
 
-/// Not declared by <unistd.h> without _GNU_SOURCE, which must come before the first system header.
-int pipe2(int pipefd[2], int flags);
 
 /// Walk state: object-header addresses already visited (open addressing), so that an object
 /// reached by several hard links, or a hard-link cycle, is walked once.
@@ -424,91 +419,6 @@ static inline herr_t chdf5_walk_link(hid_t group, const char *name, const H5L_in
     chdf5_walk_object(oid, walk);
     H5Oclose(oid);
     return 0;
-}
-
-/// Opens the file (from `path`, or from the in-memory `image` of `image_size` bytes through the
-/// core driver) and walks all of it. Runs in the child only.
-static inline int chdf5_preflight_walk(const char *path, const void *image, size_t image_size, size_t max_attribute_bytes) {
-    (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t fapl = H5P_DEFAULT;
-    if (image != NULL) {
-        fapl = H5Pcreate(H5P_FILE_ACCESS);
-        if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 16, 0) < 0 ||
-            H5Pset_file_image(fapl, (void *)image, image_size) < 0) return 1;
-    }
-    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (fid < 0) return 1;
-    hid_t root = H5Oopen(fid, "/", H5P_DEFAULT);
-    if (root >= 0) {
-        chdf5_walk_t walk = { 0, 0, NULL, 0, (hsize_t)max_attribute_bytes };
-        chdf5_walk_object(root, &walk);
-        free(walk.seen);
-        H5Oclose(root);
-    }
-    H5Fclose(fid);
-    return 0;
-}
-
-/// How a pre-flight check ended.
-typedef struct {
-    /// 0: the child finished the walk (libhdf5 may have reported errors; the in-process reader
-    /// reports them properly). 1: the child was killed by `signal`. 2: it did not finish within
-    /// the timeout and was killed. 3: the check could not run (`error` holds errno).
-    int outcome;
-    int signal;
-    int error;
-} chdf5_preflight_result_t;
-
-/// Forks a child that runs `chdf5_preflight_walk` and waits at most `timeout_ms` for it.
-/// Attribute values over `max_attribute_bytes` are not read (the reader refuses them).
-/// Call with the libhdf5 lock held.
-static inline chdf5_preflight_result_t chdf5_preflight(const char *path, const void *image, size_t image_size,
-                                                       size_t max_attribute_bytes, int timeout_ms) {
-    chdf5_preflight_result_t result = { 3, 0, 0 };
-    int fds[2];
-    // The pipe's write end is held by the child only; its closing (at exit or death) wakes poll.
-    if (pipe2(fds, O_CLOEXEC) != 0) { result.error = errno; return result; }
-    pid_t pid = fork();
-    if (pid < 0) { result.error = errno; close(fds[0]); close(fds[1]); return result; }
-    if (pid == 0) {
-        close(fds[0]);
-        // Let a crash end the child with its signal, whatever handlers the parent installed
-        // (the Swift backtracer catches SIGSEGV and would run Swift code here).
-        int crashes[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP };
-        for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++) signal(crashes[i], SIG_DFL);
-        // No core file for an expected crash, and no orphan if the parent dies first.
-        struct rlimit none = { 0, 0 };
-        (void)setrlimit(RLIMIT_CORE, &none);
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        _exit(chdf5_preflight_walk(path, image, image_size, max_attribute_bytes));
-    }
-    close(fds[1]);
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    int timed_out = 0;
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed = (long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed >= timeout_ms) { timed_out = 1; break; }
-        struct pollfd p = { fds[0], POLLIN, 0 };
-        int r = poll(&p, 1, (int)(timeout_ms - elapsed));
-        if (r < 0 && errno == EINTR) continue;
-        if (r == 0) { timed_out = 1; break; }
-        if (r < 0) break;
-        char byte;
-        ssize_t n = read(fds[0], &byte, 1);
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;  // EOF: the child is gone
-    }
-    close(fds[0]);
-    if (timed_out) kill(pid, SIGKILL);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) { result.error = errno; return result; }
-    }
-    if (timed_out) { result.outcome = 2; result.signal = SIGKILL; return result; }
-    if (WIFSIGNALED(status)) { result.outcome = 1; result.signal = WTERMSIG(status); return result; }
-    result.outcome = 0;
-    return result;
 }
 
 #include "sandbox.h"

@@ -71,7 +71,7 @@ final class HDF5File {
     /// Size of the file image in bytes, used to bound what a dataset may claim to hold.
     let fileSize: Int
     /// The child process that runs libhdf5 on the file; this process never does.
-    private let sandbox: HDF5Sandbox
+    let sandbox: HDF5Sandbox
     /// The file on disk when its superblock is at byte 0, so that libhdf5's raw-data addresses are
     /// file offsets: streaming conversion then reads contiguous float32 datasets by offset.
     private(set) var rawPath: String?
@@ -803,6 +803,21 @@ final class HDF5Sandbox {
     }
 
     deinit { stop() }
+
+    /// The child's process id (-1 once it has ended), for tests.
+    var processID: Int32 { lock.withLock { child.pid } }
+
+    /// Runs `chdf5_sandbox_selftest`: a child under the reader's filter tries one forbidden thing
+    /// (1 execve, 2 open `path` for writing, 3 a socket, 4 a write to stderr, 5 an executable
+    /// mapping, 0 nothing). Returns the signal that ended it, or 1000 + its exit code (1000: the
+    /// call failed with an error, 1001: it succeeded).
+    static func selfTest(_ what: Int32, path: String) -> Int32 {
+        withHDF5 {
+            copenblas_fork_guard_begin()
+            defer { copenblas_fork_guard_end() }
+            return chdf5_sandbox_selftest(what, path)
+        }
+    }
 
     private func stop() {
         if child.pid > 0 || child.fd >= 0 {
