@@ -14,15 +14,21 @@ each other file differs from it in exactly one way, so each test names one reaso
                                     LZF, HDF5 filter 32000, which h5py registers in its own process but
                                     libhdf5 does not have built in: it must be refused naming the filter, and
                                     no filter plugin may be loaded for it
+  fixtures/bad/external-storage.h5  the first kernel's raw data lives in another file, external-storage.bin
+                                    (HDF5 external storage; the very same values, so a reader that opened it
+                                    would succeed): the libhdf5 child may not open files once the input is
+                                    open, so it must be refused
 And one that is not broken:
   fixtures/bad/gzip-kernels.h5      every kernel chunked and compressed with shuffle + deflate (filters
                                     built into libhdf5): it must convert to exactly good.h5's values
 
 Run with the fixtures venv (tools/requirements-fixtures.txt):  python tools/make_bad_fixtures.py
+(`--only external-storage` writes that file from the existing good.h5 without saving good.h5 again)
 """
 import json
 import os
 import shutil
+import sys
 
 import h5py
 
@@ -65,8 +71,33 @@ def first_conv(cfg):
     return next(l for l in cfg["config"]["layers"] if l["class_name"] == "Conv2D")
 
 
+def write_external_storage():
+    with h5py.File(copy("external-storage.h5"), "r+") as f:
+        name = first_conv(config(f))["config"]["name"]
+        group = f["model_weights"][name][name]
+        kernel = [k for k in group.keys() if k.startswith("kernel")][0]
+        values = group[kernel][()]
+        del group[kernel]
+        outside = os.path.join(OUT, "external-storage.bin")
+        if os.path.exists(outside):
+            os.remove(outside)
+        # The name is stored relative; libhdf5 resolves it against HDF5_EXTFILE_PREFIX (or the
+        # working directory), which the test points at this directory.
+        dataset = group.create_dataset(kernel, shape=values.shape, dtype=values.dtype,
+                                       external=[("external-storage.bin", 0, h5py.h5f.UNLIMITED)])
+        cwd = os.getcwd()
+        os.chdir(OUT)
+        try:
+            dataset[...] = values
+        finally:
+            os.chdir(cwd)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["--only", "external-storage"]:
+        write_external_storage()
+        return
     write_good()
 
     with h5py.File(copy("missing-dataset.h5"), "r+") as f:
@@ -115,6 +146,8 @@ def main():
                     del group[key]
                     group.create_dataset(key, data=values, chunks=values.shape, shuffle=True,
                                          compression="gzip", compression_opts=6)
+
+    write_external_storage()
 
     for name in sorted(os.listdir(OUT)):
         print(name, os.path.getsize(os.path.join(OUT, name)))

@@ -351,7 +351,7 @@ static inline void chdf5_sb_attribute(int fd, chdf5_sb_buf_t *b, hid_t loc, cons
 static inline void chdf5_sb_dataset_info(int fd, chdf5_sb_buf_t *b, hid_t loc, const char *name, int want_location) {
     // Answer (OK): i64 did (-1 when a step stopped), u32 step, i32 class, u64 size, u64 exponent
     // bits, u64 mantissa bits, i32 rank, u64 dims[rank], i32 filters, i32 f32le, i32 contiguous,
-    // u64 address, u64 storage size, str stack.
+    // u64 address, u64 storage size, u32 external files, str stack.
     chdf5_dataset_info_t info;
     char stack[CHDF5_SB_STACK];
     hid_t did = chdf5_dataset_open_info(loc, name, want_location, &info, stack, sizeof stack);
@@ -369,6 +369,13 @@ static inline void chdf5_sb_dataset_info(int fd, chdf5_sb_buf_t *b, hid_t loc, c
     chdf5_sb_u32(b, (uint32_t)info.contiguous);
     chdf5_sb_u64(b, info.address);
     chdf5_sb_u64(b, info.storage_size);
+    // Values kept in other files (external storage) are refused by the parent before any read.
+    int external = 0;
+    if (did >= 0) {
+        hid_t dcpl = H5Dget_create_plist(did);
+        if (dcpl >= 0) { external = H5Pget_external_count(dcpl); H5Pclose(dcpl); }
+    }
+    chdf5_sb_u32(b, (uint32_t)(external > 0 ? external : 0));
     chdf5_sb_str(b, stack);
     chdf5_sb_answer(fd, CHDF5_ANSWER_OK, b);
 }

@@ -91,6 +91,7 @@ import Testing
         ("bad-json.h5", "JSON"),
         ("external-link.h5", "external link"),
         ("lzf-kernel.h5", "HDF5 filter 32000"),
+        ("external-storage.h5", "HDF5 external storage"),
     ]
 
     @Test("bad input exits 3 with a clear error and no output", arguments: badFiles)

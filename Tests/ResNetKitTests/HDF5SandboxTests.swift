@@ -81,3 +81,53 @@ import Testing
         #expect(read > 100)
     }
 }
+
+/// `fixtures/bad/external-storage.h5` keeps its first kernel's values in another file (HDF5
+/// external storage; `tools/make_bad_fixtures.py`). The reader refuses it by name, and even when
+/// asked directly the child cannot open that file: opens are refused once the input is open.
+/// `h5dump`, given the same directory, reads the values: the file and its companion are sound.
+@Suite(.serialized) struct HDF5ExternalStorageTests {
+    static let dir = Paths.fixtures.appendingPathComponent("bad").path
+    static let file = dir + "/external-storage.h5"
+    static let kernel = "/model_weights/stem_conv/stem_conv/kernel:0"
+
+    @Test func theChildCannotOpenTheOtherFile() throws {
+        setenv("HDF5_EXTFILE_PREFIX", Self.dir, 1)
+        defer { unsetenv("HDF5_EXTFILE_PREFIX") }
+        let h5 = try HDF5File(path: Self.file)
+        #expect {
+            _ = try h5.readTensor(at: Self.kernel)
+        } throws: { error in
+            (error as? ResNetError)?.description.contains("HDF5 external storage") == true
+        }
+        var values = [Float](repeating: 0, count: 3 * 3 * 3 * 4)
+        #expect {
+            try values.withUnsafeMutableBufferPointer { try h5.readFloats(handle: -1, Self.kernel, into: $0) }
+        } throws: { error in
+            guard let e = error as? ResNetError else { return false }
+            return e.exitCode == 3 && e.description.contains("unable to open external raw data file")
+        }
+        #expect(values.allSatisfy { $0 == 0 })
+    }
+
+    @Test func h5dumpReadsTheValues() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/h5dump") else {
+            print("SKIPPED: h5dump not installed")
+            return
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/h5dump")
+        p.arguments = ["-d", Self.kernel, Self.file]
+        var environment = ProcessInfo.processInfo.environment
+        environment["HDF5_EXTFILE_PREFIX"] = Self.dir
+        p.environment = environment
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = Pipe()
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        #expect(text.contains("DATA {") && text.contains("(0,0,0,0):"), "\(text)")
+    }
+}

@@ -567,6 +567,11 @@ final class HDF5File {
                     + (filters == 0 ? "" : " (compressed; allowed ratio \(HDF5Limits.maxCompressionRatio))"))
         }
         guard step == CHDF5_DS_DONE.rawValue, did > 0 else { throw failed("cannot open dataset") }   // every failed step was reported above
+        guard info.externalFiles == 0 else {
+            throw ResNetError.invalidInput(file: name, place: path,
+                reason: "the dataset's values are stored in \(info.externalFiles) other file(s) (HDF5 external storage); "
+                    + "no file but the input is ever opened")
+        }
         try self.budget.charge(ReadLimits.float32Bytes(count), place: path, what: "dataset \(shape) as float32", probe: false)
         let cleanName = path.hasPrefix("/") ? String(path.dropFirst()) : path
         if let deferred {
@@ -621,8 +626,9 @@ final class HDF5File {
     }
 
     /// Reads a dataset as float32 into `out`, which must match its element count: the child's open
-    /// dataset `handle` (which the child then closes), or with -1 the dataset at `path`.
-    private func readFloats(handle: Int64, _ path: String, into out: UnsafeMutableBufferPointer<Float>) throws {
+    /// dataset `handle` (which the child then closes), or with -1 the dataset at `path`. Internal
+    /// for tests, which use it to reach the child without the parent's checks.
+    func readFloats(handle: Int64, _ path: String, into out: UnsafeMutableBufferPointer<Float>) throws {
         var request = HDF5Request()
         request.i64(handle)
         request.string(path)
@@ -653,6 +659,8 @@ private struct HDF5DatasetInfo {
     var contiguous: Bool
     var address: UInt64
     var storageSize: UInt64
+    /// Files other than the input that hold the values (HDF5 external storage).
+    var externalFiles: Int
     var stack: String
 
     init(_ a: inout HDF5Answer) throws {
@@ -671,6 +679,7 @@ private struct HDF5DatasetInfo {
         contiguous = try a.u32() != 0
         address = try a.u64()
         storageSize = try a.u64()
+        externalFiles = Int(try a.u32())
         stack = try a.string()
         try a.finish()
         // A rank outside 0…32 is legal in an answer only with the step that reports it.
