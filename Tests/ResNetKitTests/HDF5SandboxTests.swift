@@ -59,6 +59,42 @@ import Testing
         }
     }
 
+    /// A child that stops answering (here stopped with SIGSTOP, and a short timeout standing in for
+    /// the real one, its CPU allowance + 10 s) is killed and the file refused with exit 3.
+    @Test func aChildThatStopsAnsweringRefusesTheFile() throws {
+        let h5 = try HDF5File(path: Self.good)
+        h5.sandbox.requestTimeoutMilliseconds = 200
+        let pid = h5.sandbox.processID
+        kill(pid, SIGSTOP)
+        #expect {
+            _ = try h5.members(of: "/model_weights")
+        } throws: { error in
+            guard let e = error as? ResNetError else { return false }
+            return e.exitCode == 3 && e.description.contains("did not answer within 0.2 s") && e.description.contains("stopped")
+        }
+        #expect(kill(pid, 0) != 0, "the stopped child was killed and reaped")
+    }
+
+    /// Answers are bounds-checked like file input: a length past the payload, a count over its
+    /// limit or bytes left over refuse the file instead of being trusted.
+    @Test func aMalformedAnswerIsRefused() throws {
+        func answer(_ bytes: [UInt8]) -> HDF5Answer { HDF5Answer(status: 0, bytes: bytes, file: "x.h5", place: "/p") }
+        var a = answer([5, 0, 0, 0, 0x41])
+        #expect(throws: ResNetError.self) { _ = try a.string() }   // 5 bytes claimed, 1 there
+        a = answer([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+        #expect(throws: ResNetError.self) { _ = try a.count(max: 1_000_000, what: "member count") }
+        a = answer([1, 0, 0, 0, 0x41, 0])
+        #expect(try a.string() == "A")
+        #expect(throws: ResNetError.self) { try a.finish() }   // one byte left over
+        do {
+            var b = answer([2, 0, 0, 0])
+            _ = try b.u64()
+            Issue.record("a short answer was read")
+        } catch let e as ResNetError {
+            #expect(e.exitCode == 3 && e.description.contains("x.h5") && e.description.contains("malformed answer"))
+        }
+    }
+
     /// Values come back through the child exactly as the file holds them (float32 read by libhdf5
     /// in the child, then checked against the shape the parent expects).
     @Test func datasetsReadThroughTheChildMatchTheirShape() throws {

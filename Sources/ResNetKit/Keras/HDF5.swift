@@ -765,6 +765,9 @@ final class HDF5Sandbox {
     let addressSpaceExtra: Int
     /// Most bytes of one answer that is not a dataset's values.
     private let maxAnswerBytes: Int
+    /// How long one answer may take, in wall time: the child's whole CPU allowance plus 10 s, so
+    /// that only a child that is stuck (not one that is working) runs into it. Settable for tests.
+    var requestTimeoutMilliseconds: Int
 
     /// Starts the child for `path` (opened by libhdf5 in the child) or for `image`, waits for it to
     /// open the file and walk its metadata (at most `startTimeout` ms), and refuses the file when it
@@ -776,6 +779,7 @@ final class HDF5Sandbox {
         let (extra, overflow) = budget.capacity.addingReportingOverflow(256 << 20)
         addressSpaceExtra = overflow ? Int.max : extra
         cpuSeconds = min(30 + budget.capacity / (64 << 20), 3600)
+        requestTimeoutMilliseconds = (cpuSeconds + 10) * 1000
         maxAnswerBytes = limits.maxHeaderBytes.addingReportingOverflow(1 << 20).overflow ? Int.max : limits.maxHeaderBytes + (1 << 20)
         let childLimits = chdf5_sb_limits_t(max_header_bytes: UInt64(max(limits.maxHeaderBytes, 0)),
                                             max_group_members: UInt64(HDF5Limits.maxGroupMembers),
@@ -862,9 +866,9 @@ final class HDF5Sandbox {
                 // The child is gone; how it ended says why.
                 throw fail(place: place, during: "reading the file", reaped: true)
             }
-            let deadline = chdf5_monotonic_ms() + Int64(cpuSeconds + 10) * 1000
+            let deadline = chdf5_monotonic_ms() + Int64(requestTimeoutMilliseconds)
             return try receive(place: place, deadline: deadline, into: into, during: "reading the file",
-                               timeoutText: "did not answer within \(cpuSeconds + 10) s")
+                               timeoutText: "did not answer within \(Double(requestTimeoutMilliseconds) / 1000) s")
         }
     }
 
