@@ -28,6 +28,14 @@ public func readKerasFile(path: String) throws -> KerasFile {
     return try KerasH5Reader(h5: h5, path: path).read()
 }
 
+/// Reads a legacy Keras `.h5` held in memory; errors name `name`. Export reads its written file
+/// back this way: libhdf5 cannot open an unnamed file by its `/proc/self/fd` path (it resolves
+/// the file's real path, which an unnamed file does not have).
+func readKerasH5(bytes: Data, name: String) throws -> KerasFile {
+    let h5 = try HDF5File(bytes: bytes, name: name)
+    return try KerasH5Reader(h5: h5, path: name).read()
+}
+
 /// Limits for `.keras` members, whose sizes come from the untrusted zip directory
 /// (`config.json` is bounded by ``ReadLimits/maxHeaderBytes``).
 private enum KerasZipLimits {
