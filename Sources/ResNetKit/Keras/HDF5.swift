@@ -207,8 +207,9 @@ final class HDF5File {
     }
 
     /// Opens an HDF5 file image held in memory (e.g. `model.weights.h5` inside a `.keras` zip),
-    /// through libhdf5's core driver; nothing is written to disk.
-    init(bytes: Data, name: String) throws {
+    /// through libhdf5's core driver; nothing is written to disk. `label` is the name libhdf5
+    /// gets (`name` when nil); the core driver refuses an image whose label names an existing file.
+    init(bytes: Data, name: String, label: String? = nil) throws {
         self.name = name
         fileSize = bytes.count
         let found = HDF5File.superblockOffset(fileSize: bytes.count) { offset in
@@ -237,7 +238,7 @@ final class HDF5File {
                 return H5Pset_file_image(fapl, UnsafeMutableRawPointer(mutating: base), raw.count)
             }
             guard status >= 0 else { failureText = HDF5File.errorStackText(); return -1 }
-            let f = H5Fopen(name, chdf5_acc_rdonly(), fapl)
+            let f = H5Fopen(label ?? name, chdf5_acc_rdonly(), fapl)
             if f < 0 { failureText = HDF5File.errorStackText() }
             return f
         }

@@ -32,7 +32,8 @@ public func readKerasFile(path: String) throws -> KerasFile {
 /// back this way: libhdf5 cannot open an unnamed file by its `/proc/self/fd` path (it resolves
 /// the file's real path, which an unnamed file does not have).
 func readKerasH5(bytes: Data, name: String) throws -> KerasFile {
-    let h5 = try HDF5File(bytes: bytes, name: name)
+    // A label under the destination cannot exist: the destination is a regular file or absent.
+    let h5 = try HDF5File(bytes: bytes, name: name, label: name + "/written-image")
     return try KerasH5Reader(h5: h5, path: name).read()
 }
 

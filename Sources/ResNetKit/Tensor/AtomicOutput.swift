@@ -37,9 +37,11 @@ public final class AtomicOutput {
     private let destinationExisted: Bool
 
     /// Where the next outputs go: `.unnamed` uses `O_TMPFILE` when available, `.named` always the
-    /// fallback (tests prove both paths).
+    /// fallback. `RESNET_CONVERT_NAMED_TEMP=1` in the environment selects the fallback, so tests
+    /// and tools/signal_sweep.py can prove the signal handler's cleanup on any file system.
     enum Strategy { case unnamed, named }
-    nonisolated(unsafe) static var strategy = Strategy.unnamed
+    nonisolated(unsafe) static var strategy: Strategy =
+        ProcessInfo.processInfo.environment["RESNET_CONVERT_NAMED_TEMP"] == "1" ? .named : .unnamed
 
     /// Opens the unfinished file in `destination`'s directory.
     /// - Throws: ``ResNetError/io(file:reason:)`` when the destination is not a file name or no
