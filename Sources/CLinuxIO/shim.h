@@ -130,6 +130,10 @@ static inline void clinuxio_cleanup_set_state(int slot, int state) {
     if (slot >= 0 && slot < CLINUXIO_CLEANUP_SLOTS) atomic_store(&clinuxio_state()->slots[slot].state, state);
 }
 
+/// Nonzero once a handler has started. A thread that sets a slot to 2 and then sees this must not
+/// link or rename: the handler may have passed that slot already.
+static inline int clinuxio_interrupt_begun(void) { return atomic_load(&clinuxio_state()->handling); }
+
 static inline void clinuxio_mark_written(void) { atomic_store(&clinuxio_state()->written, 1); }
 
 /// Blocks (block != 0) or unblocks the three signals in the calling thread, so the thread that
@@ -169,7 +173,8 @@ static inline void clinuxio_on_interrupt(int sig) {
     if (atomic_exchange(&clinuxio_state()->handling, 1)) return;   // a second signal: the first handler finishes
     for (int i = 0; i < CLINUXIO_CLEANUP_SLOTS; i++) {
         while (atomic_load(&clinuxio_state()->slots[i].state) == 2) sched_yield();
-        if (atomic_load(&clinuxio_state()->slots[i].state) == 1) (void)unlink(clinuxio_state()->slots[i].path);
+        if (atomic_load(&clinuxio_state()->slots[i].state) == 1 && clinuxio_state()->slots[i].path[0])
+            (void)unlink(clinuxio_state()->slots[i].path);
     }
     clinuxio_put("interrupted: ");
     clinuxio_put(atomic_load(&clinuxio_state()->activity_ready) ? clinuxio_state()->activity : "resnet-convert");

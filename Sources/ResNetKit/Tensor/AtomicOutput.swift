@@ -125,15 +125,24 @@ public final class AtomicOutput {
         clinuxio_block_interrupts(1)
         defer { clinuxio_block_interrupts(0) }
         if unnamed {
-            if !destinationExisted && linkat(AT_FDCWD, path, AT_FDCWD, destination, AT_SYMLINK_FOLLOW) == 0 {
-                clinuxio_mark_written()
-                finish()
-                return
+            if !destinationExisted {
+                // A slot without a path makes a handler on another thread wait for the link too,
+                // so its message cannot say "nothing was written" once the file is there.
+                let s = clinuxio_cleanup_register("", 2)
+                AtomicOutput.holdIfInterrupted(s, restoring: 0)
+                if linkat(AT_FDCWD, path, AT_FDCWD, destination, AT_SYMLINK_FOLLOW) == 0 {
+                    clinuxio_mark_written()
+                    clinuxio_cleanup_set_state(s, 0)
+                    finish()
+                    return
+                }
+                clinuxio_cleanup_set_state(s, 0)
             }
             var lastError: Int32 = 0
             for _ in 0..<16 {
                 let candidate = AtomicOutput.temporaryName(in: directory)
                 let s = clinuxio_cleanup_register(candidate, 2)
+                AtomicOutput.holdIfInterrupted(s, restoring: 0)
                 if linkat(AT_FDCWD, path, AT_FDCWD, candidate, AT_SYMLINK_FOLLOW) == 0 {
                     temporary = candidate; slot = s
                     break
@@ -147,6 +156,7 @@ public final class AtomicOutput {
             }
         } else {
             clinuxio_cleanup_set_state(slot, 2)
+            AtomicOutput.holdIfInterrupted(slot, restoring: 1)
         }
         guard rename(temporary!, destination) == 0 else {
             let reason = errnoText()
@@ -157,6 +167,16 @@ public final class AtomicOutput {
         clinuxio_cleanup_set_state(slot, 0)
         temporary = nil
         finish()
+    }
+
+    /// Called with `slot` just set to 2 (the signals blocked in this thread): when a handler has
+    /// begun meanwhile on another thread, it may have passed the slot already, so nothing may be
+    /// linked or renamed. The slot goes back to `state` (1: the handler removes the named file)
+    /// and this thread waits for the handler to end the process.
+    private static func holdIfInterrupted(_ slot: Int32, restoring state: Int32) {
+        guard clinuxio_interrupt_begun() != 0 else { return }
+        clinuxio_cleanup_set_state(slot, state)
+        while true { pause() }
     }
 
     /// Closes the file and makes the new directory entry durable. The file is complete and in
