@@ -116,10 +116,11 @@ public final class AtomicOutput {
     /// Flushes the file to disk and puts it in place; afterwards the destination holds it.
     public func commit() throws {
         precondition(!finished, "AtomicOutput committed or discarded already")
-        guard fsync(fd) == 0 else { throw ResNetError.io(file: destination, reason: "fsync failed: \(errnoText())") }
+        // The mode first, so the fsync makes it durable with the data.
         if let keptMode, fchmod(fd, keptMode) != 0 {
             throw ResNetError.io(file: destination, reason: "cannot keep the replaced file's permissions: \(errnoText())")
         }
+        guard fsync(fd) == 0 else { throw ResNetError.io(file: destination, reason: "fsync failed: \(errnoText())") }
         // The link and rename run with the signals blocked in this thread; a handler on another
         // thread waits for them (slot state 2), then reports whether the output was written.
         clinuxio_block_interrupts(1)
