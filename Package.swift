@@ -46,7 +46,8 @@ let package = Package(
         // Vector kernels built for AVX2/FMA or AVX-512 (the Swift code is built for baseline x86-64),
         // each called only after the CPU check in cpu.c, with a Swift fallback.
         .target(name: "CKernels"),
-        // Linux file calls Swift's Glibc module hides (sync_file_range). Only RNWStreamWriter.swift imports it.
+        // Linux file calls Swift's Glibc module hides (sync_file_range, O_TMPFILE) and the interrupt handler
+        // that removes unfinished outputs. Imported by RNWStreamWriter.swift and Tensor/AtomicOutput.swift.
         .systemLibrary(name: "CLinuxIO"),
         // zlib: CRC-32 for zip members (3× our table-driven Swift version) and capped inflation of deflated
         // members. Only Tensor/CRC32.swift and Tensor/ZipImage.swift import it.

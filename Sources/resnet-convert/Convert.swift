@@ -42,7 +42,11 @@ struct Convert: ParsableCommand {
         if !output.hasSuffix(".rnw") { throw ValidationError("the output must be a .rnw file (got \(output))") }
     }
 
-    func run() throws { try limits.readLimits.apply(runWithLimits) }
+    func run() throws {
+        // Ctrl-C, SIGTERM, SIGHUP: one line saying nothing was written, then the signal's own exit.
+        Interruption.install(activity: "conversion to \(output.displayed)")
+        try limits.readLimits.apply(runWithLimits)
+    }
 
     private func runWithLimits() throws {
         let report = try ResNetKit.convert(input: input, output: output,

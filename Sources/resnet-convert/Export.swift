@@ -37,7 +37,11 @@ struct Export: ParsableCommand {
         return parts.count == 2 && parts.allSatisfy({ $0 > 0 && $0 <= 65_536 }) ? parts : nil
     }
 
-    func run() throws { try limits.readLimits.apply(runWithLimits) }
+    func run() throws {
+        // Ctrl-C, SIGTERM, SIGHUP: one line saying nothing was written, then the signal's own exit.
+        Interruption.install(activity: "export to \(output.displayed)")
+        try limits.readLimits.apply(runWithLimits)
+    }
 
     private func runWithLimits() throws {
         let report = try exportModel(input: input, output: output,

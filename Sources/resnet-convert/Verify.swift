@@ -25,7 +25,10 @@ struct Verify: ParsableCommand {
 
     @OptionGroup(title: "Limits") var limits: LimitOptions
 
-    func run() throws { try limits.readLimits.apply(runWithLimits) }
+    func run() throws {
+        if let report { Interruption.install(activity: "verification writing \(report.displayed)") }
+        try limits.readLimits.apply(runWithLimits)
+    }
 
     private func runWithLimits() throws {
         Terminal.progress("reading \(model)")

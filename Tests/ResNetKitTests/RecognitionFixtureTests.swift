@@ -43,11 +43,10 @@ import Testing
     }
 
     /// Layouts whose one wrong choice the statistics cannot see (measured; see the "Recognising
-    /// architectures" article): whether a zero-channel shortcut average-pools or subsamples, and
-    /// which conv of a bottleneck strides. The notes must say the choice was not checked.
+    /// architectures" article): whether a zero-channel shortcut average-pools or subsamples. The
+    /// notes must say the choice was not checked.
     static let notSettledWithoutGoldens: [String: String] = [
         "avgpool-zeropad": "zero-channel shortcut: subsample",
-        "bottleneck-v1": "bottleneck stride on the 3x3 conv",
     ]
 
     @Test("without goldens, BatchNorm plausibility settles on the structure the goldens confirm", arguments: cases)

@@ -74,27 +74,20 @@ private func exportFile(input: String, output: String, options: ExportOptions,
     let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
     let model = loaded.model
     try model.validate(file: input)
-    let dir = (output as NSString).deletingLastPathComponent
-    let staged = (dir.isEmpty ? "." : dir) + "/." + (output as NSString).lastPathComponent + ".export-\(getpid())"
-    unlink(staged)
+    let out = try AtomicOutput(destination: output)
+    defer { out.discard() }
+    let staged = out.path
     var result: (layout: String, check: String, notes: [String])
-    do {
-        progress?("writing \(output)")
-        switch format {
-        case .pth, .safetensors:
-            result = try exportTorchLayout(model, to: staged, format: format, display: output)
-        case .h5:
-            result = try exportKerasWeights(model, to: staged, display: output, inputSize: options.inputSize)
-        case .onnx:
-            result = try exportONNX(model, to: staged, display: output, inputSize: options.inputSize, batch: options.batch)
-        }
-        guard rename(staged, output) == 0 else {
-            throw ResNetError.io(file: output, reason: String(cString: strerror(errno)))
-        }
-    } catch {
-        unlink(staged)
-        throw error
+    progress?("writing \(output)")
+    switch format {
+    case .pth, .safetensors:
+        result = try exportTorchLayout(model, to: staged, format: format, display: output)
+    case .h5:
+        result = try exportKerasWeights(model, to: staged, display: output, inputSize: options.inputSize)
+    case .onnx:
+        result = try exportONNX(model, to: staged, display: output, inputSize: options.inputSize, batch: options.batch)
     }
+    try out.commit()
     return ExportReport(input: input, output: output, format: format.rawValue, layout: result.layout,
                         tensors: model.tensors.count, check: result.check, notes: loaded.notes + result.notes)
 }
@@ -170,9 +163,7 @@ func exportTorchLayout(_ model: ResNetModel, to path: String, format: ExportForm
     } else {
         data = try safeTensorsBytes(raw, metadata: ["format": "pt"])
     }
-    do { try data.write(to: URL(fileURLWithPath: path)) } catch {
-        throw ResNetError.io(file: display, reason: error.localizedDescription)
-    }
+    try writeWholeFile(data, to: path, display: display)
 
     // Read back with our own reader: every tensor under its written name, bit for bit.
     var ckpt = format == .pth ? try readTorchCheckpoint(path: path) : try readSafeTensors(path: path)

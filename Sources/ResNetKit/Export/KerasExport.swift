@@ -95,7 +95,7 @@ func exportKerasWeights(_ model: ResNetModel, to path: String, display: String, 
     var bySource: [String: TensorOrigin] = [:]
     for o in origins { bySource[o.source] = o }
 
-    let writer = try HDF5Writer(path: path)
+    let writer = try HDF5Writer(path: path, display: display)
     let order = builder.kerasLayerOrder()
     let nodes = builder.nodes
     try writer.setStringAttribute("layer_names", of: "/", order.map { nodes[$0].path })
@@ -129,8 +129,7 @@ func exportKerasWeights(_ model: ResNetModel, to path: String, display: String, 
     }
 
     // Read back exactly as a user's weights-only file would be read: through the preset.
-    var file = try readKerasFile(path: path)
-    file.path = display
+    let file = try readKerasH5(bytes: try readWholeFile(path, display: display), name: display)
     let back = try loadKeras(file, arch: layout.preset)
     guard sameStructure(back.model.spec, model.spec) else {
         throw ResNetError.parityFailed(reason: "read-back of \(display): preset \(layout.preset) sees a different structure")

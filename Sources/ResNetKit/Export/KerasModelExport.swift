@@ -376,7 +376,7 @@ func exportKerasModel(_ model: ResNetModel, to path: String, display: String, in
     let modelName = model.spec.family.replacingOccurrences(of: ".", with: "_")
     let json = try functionalConfig(name: modelName.isEmpty ? "resnet" : modelName, nodes: nodes, order: order, input: 0, output: output)
 
-    let writer = try HDF5Writer(path: path)
+    let writer = try HDF5Writer(path: path, display: display)
     try writer.setTextAttribute("backend", of: "/", "tensorflow")
     // The layout version Keras' loaders check (they only special-case Keras 1 files).
     try writer.setTextAttribute("keras_version", of: "/", "2.20.1")
@@ -407,8 +407,7 @@ func exportKerasModel(_ model: ResNetModel, to path: String, display: String, in
     }
 
     // Read back exactly as a user's file is read: model_config through the graph walker.
-    var file = try readKerasFile(path: path)
-    file.path = display
+    let file = try readKerasH5(bytes: try readWholeFile(path, display: display), name: display)
     let back = try loadKeras(file, arch: nil)
     var backBySource: [String: String] = [:]
     for o in back.mapping {

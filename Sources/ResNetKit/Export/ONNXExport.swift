@@ -136,9 +136,7 @@ func exportONNX(_ model: ResNetModel, to path: String, display: String, inputSiz
     -> (layout: String, check: String, notes: [String]) {
     let built = try onnxModel(model, inputSize: inputSize, batch: batch)
     let bytes = try packONNX(built, file: display)
-    do { try Data(bytes).write(to: URL(fileURLWithPath: path)) } catch {
-        throw ResNetError.io(file: display, reason: error.localizedDescription)
-    }
+    try bytes.withUnsafeBytes { try writeWholeFile($0, to: path, display: display) }
     guard let readBytes = FileManager.default.contents(atPath: path) else {
         throw ResNetError.io(file: display, reason: "cannot read the written file back")
     }

@@ -200,8 +200,9 @@ final class HDF5File {
     /// Opens an HDF5 file image held in memory (e.g. `model.weights.h5` inside a `.keras` zip),
     /// through libhdf5's core driver in the reader child; nothing is written to disk.
     /// `budget`: the container's (the `.keras` file), charged libhdf5's copy of the image and every
-    /// dataset read; without one the image is its own file.
-    init(bytes: Data, name: String, budget: ReadBudget? = nil) throws {
+    /// dataset read; without one the image is its own file. `label` is the name libhdf5 gets (`name`
+    /// when nil); the core driver refuses an image whose label names an existing file.
+    init(bytes: Data, name: String, label: String? = nil, budget: ReadBudget? = nil) throws {
         self.name = name
         fileSize = bytes.count
         self.budget = budget ?? ReadBudget(file: name, fileBytes: bytes.count)
@@ -219,11 +220,13 @@ final class HDF5File {
         let header = [UInt8](bytes[headerStart ..< min(headerStart + 64, bytes.endIndex)])
         try HDF5File.checkSuperblock(name: name, fileSize: bytes.count, superblock: superblock, header: header)
         let budget = self.budget, limits = self.limits
+        // The name libhdf5 gets for the image (the core driver refuses one that names an existing file).
+        let libraryName = label ?? name
         // The child gets the image with the rest of the address space at fork and copies it into
         // libhdf5; `bytes` need not outlive this call.
         sandbox = try bytes.withUnsafeBytes {
-            try HDF5File.preflight(name: name, path: name, image: $0)
-            return try HDF5Sandbox(name: name, path: name, image: $0, budget: budget, limits: limits)
+            try HDF5File.preflight(name: name, path: libraryName, image: $0)
+            return try HDF5Sandbox(name: name, path: libraryName, image: $0, budget: budget, limits: limits)
         }
     }
 
@@ -1018,32 +1021,51 @@ final class HDF5Group {
 /// An HDF5 file being written (created or truncated). Writers stage to a temporary path and
 /// rename, so a half-written file never carries the final name.
 final class HDF5Writer {
+    /// The file errors name.
     let name: String
+    private let path: String
     private var id: hid_t
 
-    /// Creates (or truncates) the file at `path`.
-    init(path: String) throws {
-        name = path
+    /// Starts a file that ``close()`` writes to `path` (created or truncated). libhdf5 builds it in
+    /// memory (the core driver, no backing store) and never writes to disk itself: when its own
+    /// write failed (a full file system), a later `H5Fclose` failed too and libhdf5's exit-time
+    /// cleanup crashed on the half-closed file. The finished image is written by ``close()``.
+    init(path: String, display: String? = nil) throws {
+        name = display ?? path
+        self.path = path
         var text = ""
         let fid: hid_t = withHDF5 {
-            let f = H5Fcreate(path, chdf5_acc_trunc(), chdf5_default(), chdf5_default())
+            let fapl = H5Pcreate(chdf5_file_access_class())
+            guard fapl >= 0 else { text = HDF5Writer.stack(); return -1 }
+            defer { H5Pclose(fapl) }
+            guard H5Pset_fapl_core(fapl, 4 << 20, false) >= 0 else { text = HDF5Writer.stack(); return -1 }
+            let f = H5Fcreate(path, chdf5_acc_trunc(), chdf5_default(), fapl)
             if f < 0 { text = HDF5Writer.stack() }
             return f
         }
-        guard fid >= 0 else { throw ResNetError.io(file: path, reason: "libhdf5 cannot create the file: \(text)") }
+        guard fid >= 0 else { throw ResNetError.io(file: name, reason: "libhdf5 cannot create the file: \(text)") }
         id = fid
     }
 
     deinit { if id >= 0 { let fid = id; withHDF5 { _ = H5Fclose(fid) } } }
 
-    /// Flushes and closes the file; errors surface here rather than being lost in `deinit`.
+    /// Finishes the file in memory and writes it to the path; errors surface here.
     func close() throws {
         guard id >= 0 else { return }
         let fid = id
         id = -1
-        try withHDF5 {
-            guard H5Fclose(fid) >= 0 else { throw ResNetError.io(file: name, reason: "closing: \(HDF5Writer.stack())") }
+        let image: [UInt8] = try withHDF5 {
+            defer { H5Fclose(fid) }
+            guard H5Fflush(fid, H5F_SCOPE_GLOBAL) >= 0 else { throw ResNetError.io(file: name, reason: "closing: \(HDF5Writer.stack())") }
+            let size = H5Fget_file_image(fid, nil, 0)
+            guard size >= 0 else { throw ResNetError.io(file: name, reason: "closing: \(HDF5Writer.stack())") }
+            var bytes = [UInt8](repeating: 0, count: size)
+            guard H5Fget_file_image(fid, &bytes, size) == size else {
+                throw ResNetError.io(file: name, reason: "closing: \(HDF5Writer.stack())")
+            }
+            return bytes
         }
+        try image.withUnsafeBytes { try writeWholeFile($0, to: path, display: name) }
     }
 
     private static func stack() -> String {

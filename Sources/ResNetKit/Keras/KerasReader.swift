@@ -27,6 +27,15 @@ public func readKerasFile(path: String) throws -> KerasFile {
     return try KerasH5Reader(h5: h5, path: path).read()
 }
 
+/// Reads a legacy Keras `.h5` held in memory; errors name `name`. Export reads its written file
+/// back this way: libhdf5 cannot open an unnamed file by its `/proc/self/fd` path (it resolves
+/// the file's real path, which an unnamed file does not have).
+func readKerasH5(bytes: Data, name: String) throws -> KerasFile {
+    // A label under the destination cannot exist: the destination is a regular file or absent.
+    let h5 = try HDF5File(bytes: bytes, name: name, label: name + "/written-image")
+    return try KerasH5Reader(h5: h5, path: name).read()
+}
+
 /// Limits for `.keras` members, whose sizes come from the untrusted zip directory
 /// (`config.json` is bounded by ``ReadLimits/maxHeaderBytes``, everything by the file's ``ReadBudget``).
 private enum KerasZipLimits {

@@ -55,9 +55,9 @@ public struct ConversionOptions: Sendable {
 ///
 /// Checks before writing: the goldens when given, and for files with a Keras graph an independent
 /// interpretation of that graph. A failed check throws ``ResNetError/parityFailed(reason:)`` and
-/// writes nothing unless `force` is set. The file is written next to `output` under a temporary
-/// name, read back and compared bit for bit (a streamed `skipVerification` conversion reopens its
-/// header and manifest only, see ``ConversionOptions/skipVerification``), then renamed over
+/// writes nothing unless `force` is set. The file is written unnamed in `output`'s directory
+/// (``AtomicOutput``), read back and compared bit for bit (a streamed `skipVerification` conversion reopens its
+/// header and manifest only, see ``ConversionOptions/skipVerification``), then put in place at
 /// `output`; a failure at any step leaves no output and does not touch an existing one.
 public func convert(input: String, output: String, options: ConversionOptions = .init(),
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
@@ -140,26 +140,19 @@ private func convertFile(input: String, output: String, options: ConversionOptio
                                    sourceSHA256: try sourceHash.value(), scheme: model.spec.family,
                                    unwrappingNotes: loaded.notes, toolVersion: toolVersion)
     let records = checks.compactMap { RNWParityRecord(check: $0) }
-    let dir = (output as NSString).deletingLastPathComponent
-    let staged = (dir.isEmpty ? "." : dir) + "/." + (output as NSString).lastPathComponent + ".verify-\(getpid())"
     var metadata: [String: String] = [:]
     if options.dtype != .float32 { metadata["dtype"] = options.dtype.rawValue }
     if options.foldBatchNorm { metadata["bn_folded"] = "true" }
+    let out = try AtomicOutput(destination: output)
+    defer { out.discard() }
     // The writer narrows `transformed` itself; re-narrowing the already narrowed `model` could move an
     // int8 scale by an ulp.
-    try RNWWriter.write(transformed, to: staged, dtype: options.dtype, provenance: provenance, parity: records, metadata: metadata)
-    do {
-        progress?("reading back")
-        // `model` already went through the dtype's encode/decode, so the file must reproduce it bit for bit.
-        let back = try RNWReader(path: staged).model()
-        try compareBitExact(model, back, file: output)
-        guard rename(staged, output) == 0 else {
-            throw ResNetError.io(file: output, reason: String(cString: strerror(errno)))
-        }
-    } catch {
-        unlink(staged)
-        throw error
-    }
+    try RNWWriter.write(transformed, into: out, dtype: options.dtype, provenance: provenance, parity: records, metadata: metadata)
+    progress?("reading back")
+    // `model` already went through the dtype's encode/decode, so the file must reproduce it bit for bit.
+    let back = try RNWReader(path: out.path).model()
+    try compareBitExact(model, back, file: output)
+    try out.commit()
     checks.append(ParityCheck(reference: "read-back", passed: true, report: nil,
                               detail: "reopened \(output): spec and all \(model.tensors.count) tensors bit-identical to the verified model"))
     return ConversionReport(input: input, output: output, format: loaded.format, family: model.spec.family,
@@ -216,20 +209,7 @@ extension RNWParityRecord {
     }
 }
 
-/// Writes `data` to a temporary file next to `path` and renames it into place, so `path` is either
-/// untouched or complete.
+/// Writes `data` to `path` through ``AtomicOutput``, so `path` is either untouched or complete.
 public func writeFileAtomically(_ data: Data, to path: String) throws {
-    let dir = (path as NSString).deletingLastPathComponent
-    let temp = (dir.isEmpty ? "." : dir) + "/." + (path as NSString).lastPathComponent + ".partial-\(getpid())"
-    do {
-        try data.write(to: URL(fileURLWithPath: temp), options: .withoutOverwriting)
-    } catch {
-        unlink(temp)
-        throw ResNetError.io(file: path, reason: "\(error.localizedDescription)")
-    }
-    guard rename(temp, path) == 0 else {
-        let reason = String(cString: strerror(errno))
-        unlink(temp)
-        throw ResNetError.io(file: path, reason: reason)
-    }
+    try AtomicOutput.write(data, to: path)
 }

@@ -64,23 +64,24 @@ private func settle(_ loaded: LoadedModel, goldens: Goldens?, arch: String?, pro
 /// step compares the current reading with the candidates that differ from it in one choice; a
 /// candidate replaces it only when it fits decisively better (``Plausibility/decisiveMargin``) and
 /// decisively better than the other options of that choice, else the file is refused with the
-/// candidates and how to decide. Choices the statistics cannot see (the head's softmax, where a
-/// bottleneck strides) stay as read.
+/// candidates and how to decide. Choices the statistics cannot see (the stem's stride, the head's
+/// softmax; see ``visibleToStatistics(_:)``) stay as read, and a note names them.
 func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((String) -> Void)?) throws -> LoadedModel {
     let candidates = loaded.candidates
     guard candidates.count > 1 else { return loaded }
     progress?("checking the structure against the BatchNorm statistics (\(candidates.count) candidates)")
     var cache: [Int: PlausibilityResult] = [:]
-    // Only the stem sets the scale the blocks see; candidates with the same stem are judged at the
-    // resolution that fitted the first of them best, which saves the other sizes' forward passes.
-    var sizeForStem: [[Op]: [Int]] = [:]
+    // Where a reading downsamples sets the scale each layer sees; readings that downsample at the
+    // same places (they differ in a ReLU, a zero-channel split, …) are judged at the resolution that
+    // fitted the first of them best, which saves the other sizes' forward passes.
+    var sizeForSchedule: [[String]: [Int]] = [:]
     func result(_ i: Int) -> PlausibilityResult {
         if let r = cache[i] { return r }
-        let stem = candidates[i].model.spec.stem
+        let schedule = downsamplingSchedule(candidates[i].model.spec)
         var options = Plausibility.Options()
-        options.size = sizeForStem[stem]
+        options.size = sizeForSchedule[schedule]
         let r = Plausibility.rank(candidates: [candidates[i].model], options: options).results[0]
-        if r.evidence, r.imageShape.count == 4, sizeForStem[stem] == nil { sizeForStem[stem] = Array(r.imageShape.suffix(2)) }
+        if r.evidence, r.imageShape.count == 4, sizeForSchedule[schedule] == nil { sizeForSchedule[schedule] = Array(r.imageShape.suffix(2)) }
         cache[i] = r
         return r
     }
@@ -148,16 +149,40 @@ func settleByPlausibility(_ loaded: LoadedModel, arch: String?, progress: ((Stri
     return out
 }
 
+/// Every op that changes the resolution, in order, with where it sits: two readings with the same
+/// schedule see the same scale at every layer.
+func downsamplingSchedule(_ spec: ResNetSpec) -> [String] {
+    func ops(_ list: [Op], _ place: String) -> [String] {
+        list.enumerated().compactMap { i, op in
+            switch op {
+            case let .conv(c) where c.stride != [1, 1]: return "\(place).\(i) conv \(c.stride)"
+            case let .maxPool(p): return "\(place).\(i) max \(p.stride)"
+            case let .avgPool(p): return "\(place).\(i) avg \(p.stride)"
+            case let .subsample(s): return "\(place).\(i) sub \(s)"
+            default: return nil
+            }
+        }
+    }
+    var out = ops(spec.stem, "stem")
+    for (s, stage) in spec.stages.enumerated() {
+        for (b, block) in stage.blocks.enumerated() {
+            out += ops(block.pre + block.residual, "\(s).\(b).r") + ops(block.shortcut, "\(s).\(b).s")
+        }
+    }
+    return out
+}
+
 /// A best plausibility score above this means the running statistics describe no reading of the
 /// model on natural images (see ``settleByPlausibility``).
 let plausibilityEvidenceBound = 1.0
 
 /// Whether BatchNorm statistics can decide a choice. Not: the stem's stride (it trades off against the
 /// unknown training resolution, see ``Plausibility/imageSizes(for:)``), what comes after the last batch
-/// norm (the head's activation, a ReLU before the head's pooling), where a bottleneck strides, and whether a
-/// zero-channel shortcut subsamples or average-pools; the measurements that say so are in the
-/// "Recognising architectures" article. Goldens decide those.
+/// norm (the head's activation, a ReLU before the head's pooling), and whether a zero-channel shortcut
+/// subsamples or average-pools; the measurements that say so are in the "Recognising architectures"
+/// article. Goldens decide those. Where a bottleneck strides is left to the statistics: a reading
+/// only changes on a decisive margin, and the stride position never reached one on a trained model.
 func visibleToStatistics(_ choice: String) -> Bool {
-    !(choice.hasPrefix("head:") || choice.hasPrefix("stem stride") || choice.contains("head's pooling") || choice.contains("bottleneck stride")
+    !(choice.hasPrefix("head:") || choice.hasPrefix("stem stride") || choice.contains("head's pooling")
       || choice.hasPrefix("zero-channel shortcut:"))
 }

@@ -12,8 +12,8 @@ import Foundation
 /// few 64-byte steps at most), the data is moved within the file and every tensor is checked
 /// again against its checksum.
 ///
-/// The write is atomic like ``RNWWriter``'s: a temporary file beside the destination, flushed,
-/// checked by `verify`, then renamed; any failure removes it and leaves the destination alone.
+/// The write is atomic like ``RNWWriter``'s (``AtomicOutput``): the unfinished file is flushed,
+/// checked by `verify`, then put in place; any failure leaves the destination alone and nothing else.
 enum RNWStreamWriter {
     /// What ``write(spec:to:provenance:sourceHash:fill:verify:failAfterBytes:)`` did.
     struct Outcome {
@@ -49,7 +49,7 @@ enum RNWStreamWriter {
     /// Writes `spec`'s parameters in the spec's order, parameter `i` as `produce(i)` says.
     /// `provenance` is stored with its `sourceSHA256` replaced by `sourceHash()`, which is called once,
     /// after the last tensor (the hash may still be running on another thread until then).
-    /// `verify` sees the finished temporary file before it is renamed over `path`.
+    /// `verify` gets a path to the finished, unnamed file before it is put in place at `path`.
     static func write(spec: ResNetSpec, to path: String, provenance: RNWProvenance?, sourceHash: () throws -> String,
                       produce: (Int) -> Producer,
                       verify: (String, [RNWTensorEntry]) throws -> Void,
@@ -83,17 +83,9 @@ enum RNWStreamWriter {
                                          parity: [], metadata: [:], file: path).entries
             .map { e -> RNWTensorEntry in var e = e; e.offset = UInt64(Int(e.offset) + guessBias); return e }
 
-        let (directory, base) = RNWWriter.split(path)
-        guard !base.isEmpty, base != ".", base != ".." else {
-            throw ResNetError.io(file: path, reason: "destination is not a file name")
-        }
-        let (fd, tempPath) = try RNWWriter.createTemporary(directory: directory, base: base, for: path)
-        var closed = false
-        var renamed = false
-        defer {
-            if !closed { close(fd) }
-            if !renamed { unlink(tempPath) }
-        }
+        let output = try AtomicOutput(destination: path)
+        defer { output.discard() }
+        let fd = output.fd
         // Each tensor is produced straight into small aligned staging buffers at its place in the
         // file, a few rows at a time; full buffers are written in file order by a writer thread,
         // with direct I/O where the file system supports it (see ChunkWriter).
@@ -202,18 +194,11 @@ enum RNWStreamWriter {
 
         PhaseTrace.mark("header and manifest written")
         guard fsync(fd) == 0 else { throw ResNetError.io(file: path, reason: "fsync of temporary file failed: \(errnoText())") }
-        closed = true
-        guard close(fd) == 0 else { throw ResNetError.io(file: path, reason: "close of temporary file failed: \(errnoText())") }
         PhaseTrace.mark("fsynced")
-        try verify(tempPath, final.entries)
+        try verify(output.path, final.entries)
         PhaseTrace.mark("verified")
-        guard rename(tempPath, path) == 0 else {
-            throw ResNetError.io(file: path, reason: "cannot replace destination: \(errnoText())")
-        }
-        renamed = true
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
-        PhaseTrace.mark("renamed, directory synced")
+        try output.commit()
+        PhaseTrace.mark("in place, directory synced")
         return Outcome(entries: final.entries, moved: moved, direct: staged.direct)
     }
 

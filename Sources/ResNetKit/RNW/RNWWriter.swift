@@ -2,9 +2,8 @@ import Foundation
 
 /// Writes a ``ResNetModel`` as a `.rnw` file.
 ///
-/// The write is atomic: bytes go to a new temporary file in the destination's directory, which is
-/// flushed to disk and then renamed over the destination. On any failure the temporary file is
-/// removed and an existing destination is left as it was.
+/// The write is atomic (``AtomicOutput``): the destination is either left as it was or replaced by
+/// the complete, flushed file; nothing else is left in its directory.
 public enum RNWWriter {
     /// Writes `model` to `path`, tensors in the spec's parameter order.
     ///
@@ -26,40 +25,28 @@ public enum RNWWriter {
     static func write(_ model: ResNetModel, to path: String, dtype: DType = .float32, provenance: RNWProvenance?,
                       parity: [RNWParityRecord], metadata: [String: String], failAfterBytes: Int?) throws {
         try model.validate(file: path)
+        let out = try AtomicOutput(destination: path)
+        defer { out.discard() }
+        try write(model, into: out, dtype: dtype, provenance: provenance, parity: parity, metadata: metadata, failAfterBytes: failAfterBytes)
+        try out.commit()
+    }
+
+    /// Writes the file into `out` without putting it in place: the caller reads it back through
+    /// `out.path` first, then commits.
+    static func write(_ model: ResNetModel, into out: AtomicOutput, dtype: DType = .float32, provenance: RNWProvenance?,
+                      parity: [RNWParityRecord], metadata: [String: String], failAfterBytes: Int? = nil) throws {
+        let path = out.destination
+        try model.validate(file: path)
         let ordered = try encodeModel(model, dtype: dtype, file: path)
         let (header, manifest, entries) = try layout(spec: model.spec, tensors: ordered, provenance: provenance,
                                                       parity: parity, metadata: metadata, file: path)
-
-        let (directory, base) = split(path)
-        guard !base.isEmpty, base != ".", base != ".." else {
-            throw ResNetError.io(file: path, reason: "destination is not a file name")
-        }
-        let (fd, tempPath) = try createTemporary(directory: directory, base: base, for: path)
-        var sink = FileSink(fd: fd, file: path, failAfter: failAfterBytes)
-        var closed = false
-        var renamed = false
-        defer {
-            if !closed { close(fd) }
-            if !renamed { unlink(tempPath) }
-        }
-
+        var sink = FileSink(fd: out.fd, file: path, failAfter: failAfterBytes)
         try sink.write(header)
         try sink.write(manifest)
         for (entry, item) in zip(entries, ordered) {
             try sink.writeZeros(Int(entry.offset) - sink.position)
             try sink.write(item.bytes)
         }
-        guard fsync(fd) == 0 else { throw ResNetError.io(file: path, reason: "fsync of temporary file failed: \(errnoText())") }
-        closed = true
-        guard close(fd) == 0 else { throw ResNetError.io(file: path, reason: "close of temporary file failed: \(errnoText())") }
-        guard rename(tempPath, path) == 0 else {
-            throw ResNetError.io(file: path, reason: "cannot replace destination: \(errnoText())")
-        }
-        renamed = true
-        // Makes the rename itself durable. The new file is complete and in place already, so a
-        // failure here is not reported: it could only turn a successful write into a false error.
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirFD >= 0 { _ = fsync(dirFD); close(dirFD) }
     }
 
     /// Computes the header, manifest bytes and tensor entries. Tensor offsets depend on the
@@ -112,27 +99,6 @@ public enum RNWWriter {
             }
             dataStart = needed
         }
-    }
-
-    /// Splits a path into its directory (`.` when none) and last component.
-    static func split(_ path: String) -> (String, String) {
-        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
-        let dir = String(path[..<slash])
-        return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
-    }
-
-    /// Creates a fresh file beside the destination; O_EXCL guarantees it is ours alone.
-    static func createTemporary(directory: String, base: String, for path: String) throws -> (Int32, String) {
-        var lastError: Int32 = 0
-        for _ in 0..<16 {
-            let tag = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-            let candidate = (directory == "/" ? "" : directory) + "/.\(base).\(getpid()).\(tag).tmp"
-            let fd = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)   // RDWR: the streaming writer reads back
-            if fd >= 0 { return (fd, candidate) }
-            lastError = errno
-            if lastError != EEXIST { break }
-        }
-        throw ResNetError.io(file: path, reason: "cannot create temporary file in \(directory): \(errnoText(lastError))")
     }
 }
 
