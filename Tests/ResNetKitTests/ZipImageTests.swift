@@ -32,7 +32,7 @@ import Testing
     /// Reads the member back, or returns the refusal's text.
     static func read(_ data: Data, limits: ReadLimits = .standard) -> Result<[UInt8], Error> {
         Result {
-            let image = MappedFile(copying: data)
+            let image = try MappedFile(copying: data, name: "t.zip")
             let zip = try ZipImage(bytes: image.bytes, file: "t.zip", plainSizeWithinFile: false)
             let budget = ReadBudget(file: "t.zip", fileBytes: data.count, limits: limits)
             return try zip.withMember(try #require(zip["m"]), budget: budget) { Array($0) }

@@ -36,7 +36,7 @@ public final class RNWReader: @unchecked Sendable {
     /// Validates an `.rnw` image held in memory (the bytes are copied); `name` stands for the file
     /// in messages. Checks exactly what ``init(path:verifyChecksums:)`` checks.
     public convenience init(data: Data, name: String, verifyChecksums: Bool = true) throws {
-        try self.init(storage: MappedFile(copying: data), name: name, verifyChecksums: verifyChecksums)
+        try self.init(storage: MappedFile(copying: data, name: name), name: name, verifyChecksums: verifyChecksums)
     }
 
     /// The checks both public initialisers share, on bytes already mapped or copied.

@@ -44,12 +44,15 @@ final class MappedFile: @unchecked Sendable {
     }
 
     /// A heap copy of `data`, aligned like a mapping so tensor reads see the same alignment.
-    init(copying data: Data) {
+    /// - Throws: ``ResNetError/io(file:reason:)`` when the copy cannot be allocated (a failed Swift
+    ///   allocation would trap).
+    init(copying data: Data, name: String) throws {
         mapped = false
         guard !data.isEmpty else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
         }
+        try ensureAllocatable(data.count + 64, file: name, place: "the bytes given in memory", what: "an aligned copy")
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: data.count, alignment: 64)
         data.copyBytes(to: buffer.assumingMemoryBound(to: UInt8.self), count: data.count)
         bytes = UnsafeRawBufferPointer(start: buffer, count: data.count)

@@ -142,7 +142,7 @@ public struct NPZ: Sendable {
 
     /// Reads an `.npz` archive held in memory; `file` names it in errors.
     public static func read(data: Data, file: String = "<data>") throws -> NPZ {
-        try read(image: MappedFile(copying: data), file: file)
+        try read(image: MappedFile(copying: data, name: file), file: file)
     }
 
     /// The directory is checked in full first (local headers, duplicate names); each member is

@@ -32,7 +32,7 @@ public func readTorchCheckpoint(path: String, allowModuleRecords: Bool = true, w
 /// Behaves exactly like ``readTorchCheckpoint(path:allowModuleRecords:weights:)``.
 public func readTorchCheckpoint(data: Data, name: String, allowModuleRecords: Bool = true, weights: String? = nil) throws -> TorchCheckpoint {
     guard !data.isEmpty else { throw ResNetError.invalidInput(file: name, place: "", reason: "empty file") }
-    return try readTorchCheckpoint(image: MappedFile(copying: data), name: name, allowModuleRecords: allowModuleRecords, weights: weights)
+    return try readTorchCheckpoint(image: MappedFile(copying: data, name: name), name: name, allowModuleRecords: allowModuleRecords, weights: weights)
 }
 
 func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bool, weights: String? = nil) throws -> TorchCheckpoint {
