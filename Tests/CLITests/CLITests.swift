@@ -37,6 +37,43 @@ import Testing
         return Run(code: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
+    /// One run of `executable` with a generous deadline: a run past it is killed and reported as
+    /// a hang (durations are never asserted). Both streams go to files, so nothing blocks on a pipe
+    /// while tests share a small thread pool.
+    struct DeadlineRun {
+        var exited: Bool
+        var code: Int32
+        var stdout: Data
+        var stderr: Data
+        var timedOut: Bool
+    }
+
+    static func runWithDeadline(_ executable: URL, _ args: [String], seconds: Double, in dir: URL? = nil) throws -> DeadlineRun {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("deadline-\(UUID().uuidString)")
+        let outURL = base.appendingPathExtension("out"), errURL = base.appendingPathExtension("err")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
+        let outHandle = try FileHandle(forWritingTo: outURL), errHandle = try FileHandle(forWritingTo: errURL)
+        defer { try? outHandle.close(); try? errHandle.close() }
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = args
+        if let dir { p.currentDirectoryURL = dir }
+        p.standardOutput = outHandle
+        p.standardError = errHandle
+        try p.run()
+        let deadline = Date().addingTimeInterval(seconds)
+        var timedOut = false
+        while p.isRunning {
+            if Date() > deadline { timedOut = true; p.terminate(); break }
+            usleep(20_000)
+        }
+        p.waitUntilExit()
+        return DeadlineRun(exited: p.terminationReason == .exit, code: p.terminationStatus,
+                           stdout: (try? Data(contentsOf: outURL)) ?? Data(), stderr: (try? Data(contentsOf: errURL)) ?? Data(), timedOut: timedOut)
+    }
+
     static func tempDir() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("cli-tests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)

@@ -13,29 +13,8 @@ import Testing
     /// Runs the binary with a generous deadline (a hang is killed and reported, durations are not
     /// asserted); both streams go to files, so nothing blocks on a pipe.
     static func run(_ args: [String], in dir: URL, seconds: Double = 120) throws -> Outcome {
-        let outURL = dir.appendingPathComponent("run-\(UUID().uuidString).out")
-        let errURL = dir.appendingPathComponent("run-\(UUID().uuidString).err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
-        let outHandle = try FileHandle(forWritingTo: outURL), errHandle = try FileHandle(forWritingTo: errURL)
-        defer { try? outHandle.close(); try? errHandle.close() }
-        let p = Process()
-        p.executableURL = CLITests.binary
-        p.arguments = args
-        p.currentDirectoryURL = dir
-        p.standardOutput = outHandle
-        p.standardError = errHandle
-        try p.run()
-        let deadline = Date().addingTimeInterval(seconds)
-        var timedOut = false
-        while p.isRunning {
-            if Date() > deadline { timedOut = true; p.terminate(); break }
-            usleep(20_000)
-        }
-        p.waitUntilExit()
-        return Outcome(code: p.terminationStatus, stdout: (try? Data(contentsOf: outURL)) ?? Data(),
-                       stderr: (try? Data(contentsOf: errURL)) ?? Data(), timedOut: timedOut)
+        let r = try CLITests.runWithDeadline(CLITests.binary, args, seconds: seconds, in: dir)
+        return Outcome(code: r.code, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut)
     }
 
     static let model = CLITests.fixtures.appendingPathComponent("torch/cifar-resnet20-optionA/cifar-resnet20-optionA.pth").path

@@ -34,26 +34,9 @@ import Testing
 
     /// Runs the binary through `/bin/sh -c 'ulimit -v N; exec …'` with a generous deadline.
     static func runLimited(_ args: [String], kib: Int = addressSpaceKiB, seconds: Double = 300) throws -> Outcome {
-        let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("budget-\(UUID().uuidString).err")
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: errURL) }
-        let errHandle = try FileHandle(forWritingTo: errURL)
-        defer { try? errHandle.close() }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "ulimit -v \(kib) && exec \"$0\" \"$@\"", CLITests.binary.path] + args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = errHandle
-        try p.run()
-        let deadline = Date().addingTimeInterval(seconds)
-        var timedOut = false
-        while p.isRunning {
-            if Date() > deadline { timedOut = true; p.terminate(); break }
-            usleep(20_000)
-        }
-        p.waitUntilExit()
-        let e = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
-        return Outcome(exited: p.terminationReason == .exit, code: p.terminationStatus, stderr: e, timedOut: timedOut)
+        let r = try CLITests.runWithDeadline(URL(fileURLWithPath: "/bin/sh"),
+                                             ["-c", "ulimit -v \(kib) && exec \"$0\" \"$@\"", CLITests.binary.path] + args, seconds: seconds)
+        return Outcome(exited: r.exited, code: r.code, stderr: String(decoding: r.stderr, as: UTF8.self), timedOut: r.timedOut)
     }
 
     @Test("each crafted file is refused with exit 3 under an address-space limit", arguments: names)

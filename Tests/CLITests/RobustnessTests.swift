@@ -10,26 +10,8 @@ import Testing
     /// Runs the binary with a deadline; a run past it is killed and reported as a hang. Stderr
     /// goes to a file so nothing here blocks on a pipe (tests share a small thread pool).
     static func run(_ args: [String], seconds: Double = 120) throws -> Outcome {
-        let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("robustness-\(UUID().uuidString).err")
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: errURL) }
-        let errHandle = try FileHandle(forWritingTo: errURL)
-        defer { try? errHandle.close() }
-        let p = Process()
-        p.executableURL = CLITests.binary
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = errHandle
-        try p.run()
-        let deadline = Date().addingTimeInterval(seconds)
-        var timedOut = false
-        while p.isRunning {
-            if Date() > deadline { timedOut = true; p.terminate(); break }
-            usleep(20_000)
-        }
-        p.waitUntilExit()
-        let e = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
-        return Outcome(exited: p.terminationReason == .exit, code: p.terminationStatus, stderr: e, timedOut: timedOut)
+        let r = try CLITests.runWithDeadline(CLITests.binary, args, seconds: seconds)
+        return Outcome(exited: r.exited, code: r.code, stderr: String(decoding: r.stderr, as: UTF8.self), timedOut: r.timedOut)
     }
 
     /// Deterministic offsets (SplitMix64 seeded with the name), half of them near either end.
