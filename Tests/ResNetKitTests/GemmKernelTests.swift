@@ -15,7 +15,7 @@ struct GemmKernelTests {
     /// row strides lda ≥ K and ldc ≥ O; returns the whole (P, ldc) output buffer plus a guard row.
     func product(_ kernel: GemmKernel, P: Int, K: Int, O: Int, lda: Int, ldc: Int, a: [Float], w: [Float], bias: [Float],
                  shortcut: [Float]?, relu: Bool, splitRows: Int?, splitPanels: Int?, sentinel: Float) -> [Float] {
-        let packed = w.withUnsafeBufferPointer { PackedWeights($0, K: K, O: O, kernel: kernel) }
+        let packed = w.withUnsafeBufferPointer { PackedWeights($0, K: K, O: O, width: kernel.panelWidth) }
         var c = [Float](repeating: sentinel, count: (P + 1) * ldc)
         let nr = kernel.panelWidth
         let rowCuts = splitRows.map { [0..<$0, $0..<P] } ?? [0..<P]
@@ -23,7 +23,7 @@ struct GemmKernelTests {
         c.withUnsafeMutableBufferPointer { c in
             for rows in rowCuts {
                 for columns in colCuts {
-                    packed.run(a: a, lda: lda, bias: bias, shortcut: shortcut, relu: relu, c: c.baseAddress!, ldc: ldc,
+                    packed.run(kernel: kernel, a: a, lda: lda, bias: bias, shortcut: shortcut, relu: relu, c: c.baseAddress!, ldc: ldc,
                                rows: rows, columns: columns)
                 }
             }
@@ -31,7 +31,7 @@ struct GemmKernelTests {
         return c
     }
 
-    @Test("the kernel asked for is the one that packs when the CPU has it (Winograd's points too); `.blas` parallelism and grouped layers keep OpenBLAS's layout")
+    @Test("the kernel pinned is the one the schedule runs and the layout it keeps (Winograd's points too); `.blas` parallelism and grouped layers keep OpenBLAS's layout")
     func kernelChoice() throws {
         for kernel in GemmKernel.allCases {
             #expect(kernel.resolved.available)
@@ -46,18 +46,18 @@ struct GemmKernelTests {
                 var t = PlanTuning()
                 t.gemmKernel = kernel
                 let plan = try ForwardPlan(model, threads: 2, parallelism: parallelism, tuning: t)
-                let packed = plan.stem.map { step -> GemmKernel? in
-                    if case let .conv(c) = step { return c.packed?.kernel }
+                let expected: GemmKernel = parallelism == .blas ? .blas : kernel
+                // 20×20 → 10×10 after the stride: 18 F(4×4) tiles at batch 2, enough for Winograd.
+                let chosen = try plan.algorithms(inputShape: [2, 8, 20, 20])
+                #expect(chosen == [.gemm(expected), .gemm(expected), .direct(GroupedKernel.best),
+                                   .winograd(m: 4, product: expected, transform: WinogradKernel.best)], "\(kernel), \(parallelism)")
+                // Each convolution keeps only the layout its algorithm reads.
+                let held = plan.stem.compactMap { step -> Set<WeightLayout>? in
+                    if case let .conv(c) = step { return c.store.held }
                     return nil
                 }
-                let expected: GemmKernel? = parallelism == .blas || kernel == .blas ? nil : kernel
-                #expect(packed == [expected, expected, nil, expected], "\(kernel), \(parallelism)")
-                // The Winograd layer's transform points are packed alongside (or kept as (α², C, O)).
-                if case let .conv(c) = plan.stem[3], let w = c.winograd {
-                    #expect(w.points?.first?.kernel == expected && w.points.map { $0.count == 36 } ?? !w.u.isEmpty, "\(kernel), \(parallelism)")
-                } else {
-                    Issue.record("the 3×3 stride-1 layer should have Winograd weights")
-                }
+                let panels: WeightLayout = expected == .blas ? .plain : .panels(width: expected.panelWidth)
+                #expect(held == [[panels], [panels], [.plain], [.winograd(m: 4, width: expected.panelWidth), .plain]], "\(kernel), \(parallelism)")
             }
         }
     }
@@ -141,12 +141,15 @@ struct GemmKernelTests {
     }
 
     /// How many of the plan's convolutions run on packed weights (Winograd's transform points included).
-    func packedCount(_ plan: ForwardPlan) -> Int {
-        let steps = plan.stem + plan.blocks.flatMap { $0.pre + $0.residual + $0.shortcut + $0.post } + plan.head
-        return steps.filter {
-            if case let .conv(c) = $0 { return c.packed != nil || c.winograd?.points != nil }
-            return false
-        }.count
+    /// The matrix kernels a schedule multiplies with (directly or at Winograd's points).
+    static func products(_ algorithms: [ConvAlgorithm]) -> Set<GemmKernel> {
+        Set(algorithms.compactMap { a -> GemmKernel? in
+            switch a {
+            case let .gemm(k): k
+            case let .winograd(_, p, _): p
+            case .direct: nil
+            }
+        })
     }
 
     @Test("the small ResNet and random bottlenecks agree with the reference on every kernel, batch 1–3, one and two threads, with and without Winograd",
@@ -184,7 +187,7 @@ struct GemmKernelTests {
             t.winogradWideLayer = .max
             t.winogradBlockRows = winograd == 0 ? nil : 1 + seed % 3 * 3
             let plan = try ForwardPlan(model, threads: threads, parallelism: .own, tuning: t)
-            #expect((packedCount(plan) > 0) == (kernel != .blas), "\(kernel): the plan should run \(kernel)")
+            #expect(Self.products(try plan.algorithms(inputShape: x.shape)) == [kernel], "\(kernel): the plan should run \(kernel)")
             try expectClose(try plan.run(x), reference, relative: 1e-5,
                             "\(kernel), seed \(seed), \(threads) threads, Winograd \(winograd), input \(x.shape)")
         }

@@ -50,8 +50,9 @@ struct WinogradTests {
         for kernel in Self.kernels {
             let tuning = forced(m, blockRows: blockRows, kernel: kernel)
             let plan = try ForwardPlan(model, threads: 1 + seed % 3 / 2, parallelism: .own, tuning: tuning)
-            guard case let .conv(step)? = plan.stem.first else { Issue.record("no convolution step"); return }
-            #expect(step.winograd?.m == m, "the convolution should have Winograd weights")
+            guard case let .winograd(chosen, _, _)? = try plan.algorithms(inputShape: x.shape).first, chosen == m else {
+                Issue.record("the convolution should run Winograd F(\(m))"); return
+            }
             try expectAgrees(model, x, threads: plan.threads, tuning: tuning,
                              "seed \(seed) \(kernel): F(\(m)) \(c)->\(o) \(h)x\(w) \(padding) blocks \(blockRows.map(String.init) ?? "auto")")
         }
@@ -180,8 +181,8 @@ struct WinogradTests {
                           conv("s", 8, 8, k: 3, s: 2, padding: .same), conv("w", 8, 8, k: 3, padding: .same)]
         let model = randomModel(spec(channels: 8, stem: stem), seed: 77)
         let plan = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: forced(4))
-        let transformed = plan.stem.map { step -> Bool in
-            if case let .conv(c) = step { return c.winograd != nil }
+        let transformed = try plan.algorithms(inputShape: [2, 8, 11, 9]).map { a -> Bool in
+            if case .winograd = a { return true }
             return false
         }
         #expect(transformed == [false, false, false, true])
@@ -219,11 +220,11 @@ struct WinogradTests {
                 let w = (0..<(O * C * 9)).map { _ in Double(rng.float()) }
                 let weight: (Int, Int, Int, Int) -> Double = { o, c, kh, kw in w[((o * C + c) * 3 + kh) * 3 + kw] }
                 let plain = WinogradWeights(m: m, C: C, O: O, weight: weight)
-                let direct = WinogradWeights(m: m, C: C, O: O, packing: kernel, weight: weight)
-                let later = plain.packed(for: kernel, C: C, O: O)
+                let direct = WinogradWeights(m: m, C: C, O: O, width: kernel.panelWidth, weight: weight)
+                let later = plain.packed(width: kernel.panelWidth, C: C, O: O)
                 #expect(direct.u.isEmpty && plain.points == nil)
                 #expect(direct.points?.map(\.data) == later.points?.map(\.data), "\(kernel) F(\(m)) \(C)->\(O)")
-                #expect(direct.points?.allSatisfy { $0.kernel == kernel && $0.K == C && $0.O == O } == true)
+                #expect(direct.points?.allSatisfy { $0.width == kernel.panelWidth && $0.K == C && $0.O == O } == true)
             }
         }
     }

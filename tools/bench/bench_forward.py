@@ -145,6 +145,20 @@ def time_all(out_dir, name, batch, threads, iterations, variant):
     print(json.dumps({"runtime": f"onnxruntime {ort.__version__}", "model": name, "batch": batch, "threads": threads,
                       "median_ms": med, "min_ms": low}), flush=True)
 
+    # OpenVINO on the same ONNX file, reshaped to this batch (static shapes are its fast path), one
+    # stream, `threads` inference threads, f32 arithmetic: on CPUs with bf16 or AMX units its default
+    # precision hint may be bf16, which is not the f32 computation the others do.
+    import openvino as ov
+    core = ov.Core()
+    ov_model = core.read_model(os.path.join(out_dir, f"{name}.onnx"))
+    ov_model.reshape([batch, 3, 224, 224])
+    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                    "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    med, low = timed(lambda: request.infer({0: x}), iterations)
+    print(json.dumps({"runtime": f"openvino {ov.__version__.split('-')[0]}", "model": name, "batch": batch,
+                      "threads": threads, "median_ms": med, "min_ms": low}), flush=True)
+
 
 def table(path):
     """Prints the side-by-side table from the JSON lines run.sh collected."""

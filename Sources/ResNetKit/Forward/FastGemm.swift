@@ -19,8 +19,9 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
     /// The same C kernel built for AVX-512: 12×32 register tiles.
     case avx512
 
-    /// The default: AVX2 wherever the CPU has it, also with AVX-512, whose build measured no faster on
-    /// whole ResNet-50 runs (it won on the few-row 7×7 layers and lost on the large 56×56 ones; README).
+    /// The choice when nothing is measured (`PlanTuning.measured` empty, as in tests that pin kernels):
+    /// AVX2 wherever the CPU has it. Plans built for use measure every available kernel per layer instead
+    /// (KernelChoice.swift), because which build wins depends on the CPU and the layer's shape.
     static let best: GemmKernel = CPUFeatures.avx2FMA ? .avx2 : .blas
 
     /// Whether this CPU and OS can run it.
@@ -29,6 +30,15 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
         case .blas: true
         case .avx2: CPUFeatures.avx2FMA
         case .avx512: CPUFeatures.avx512
+        }
+    }
+
+    /// The C entry point (nil for OpenBLAS).
+    var entry: (@convention(c) (UnsafePointer<ckernels_gemm_job>?, Int, Int, Int, Int) -> Void)! {
+        switch self {
+        case .blas: nil
+        case .avx2: ckernels_gemm_avx2
+        case .avx512: ckernels_gemm_avx512
         }
     }
 
@@ -42,17 +52,18 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
     }
 }
 
-/// A convolution's (K, O) weights packed for one of the C kernels.
+/// A convolution's (K, O) weights packed into panels of `width` columns, the layout the C kernels of
+/// that panel width read; which of them multiplies is chosen per call.
 struct PackedWeights {
-    let kernel: GemmKernel
+    /// Columns per panel (`GemmKernel.panelWidth` of the kernels that read it).
+    let width: Int
     let K: Int, O: Int
     /// ⌈O / NR⌉ panels of K rows of NR floats: data[(j·K + k)·NR + c] = W[k][j·NR + c], 0 past O.
     let data: [Float]
 
-    /// - weights: (K, O) row-major. `kernel` must be a C kernel (`panelWidth > 0`).
-    init(_ weights: UnsafeBufferPointer<Float>, K: Int, O: Int, kernel: GemmKernel) {
-        precondition(kernel.panelWidth > 0 && weights.count == K * O, "packing needs a C kernel and (K, O) weights")
-        let nr = kernel.panelWidth
+    /// - weights: (K, O) row-major.
+    init(_ weights: UnsafeBufferPointer<Float>, K: Int, O: Int, width nr: Int) {
+        precondition(nr > 0 && weights.count == K * O, "packing needs a panel width and (K, O) weights")
         let panels = (O + nr - 1) / nr
         var data = [Float](repeating: 0, count: panels * K * nr)
         data.withUnsafeMutableBufferPointer { d in
@@ -67,30 +78,48 @@ struct PackedWeights {
                 }
             }
         }
-        (self.kernel, self.K, self.O, self.data) = (kernel, K, O, data)
+        (self.width, self.K, self.O, self.data) = (nr, K, O, data)
     }
 
-    /// Weights already in the panel layout of `data` (the plan packs convolutions as it folds them).
-    init(panels: [Float], K: Int, O: Int, kernel: GemmKernel) {
-        let nr = kernel.panelWidth
+    /// Weights already in the panel layout of `data`.
+    init(panels: [Float], K: Int, O: Int, width nr: Int) {
         precondition(nr > 0 && panels.count == (O + nr - 1) / nr * K * nr, "panels must be ⌈O / NR⌉ × K × NR floats")
-        (self.kernel, self.K, self.O, self.data) = (kernel, K, O, panels)
+        (self.width, self.K, self.O, self.data) = (nr, K, O, panels)
+    }
+
+    /// The (K, O) row-major weights again: packing only moves floats, so this is exact.
+    func unpacked() -> [Float] {
+        let nr = width
+        var out = [Float](repeating: 0, count: K * O)
+        out.withUnsafeMutableBufferPointer { o in
+            data.withUnsafeBufferPointer { d in
+                for j in 0..<((O + nr - 1) / nr) {
+                    let first = j * nr, n = min(nr, O - first)
+                    for k in 0..<K {
+                        let panel = d.baseAddress! + (j * K + k) * nr
+                        for c in 0..<n { o[k * O + first + c] = panel[c] }
+                    }
+                }
+            }
+        }
+        return out
     }
 
     /// Rows `rows` and columns `columns` of c = epilogue(a · W): c[r][o] = max0((Σ_k a[r][k]·W[k][o] + bias[o])
     /// + shortcut[r][o]), as `Executor.finish` computes it (max0 only when `relu`, keeping NaN and -0).
     /// `columns.lowerBound` must be a multiple of the panel width. Writes only those rows and columns.
+    /// - kernel: a C kernel whose panel width is `width`.
     /// - a: rows of K floats at stride lda;  bias: (O) or nil;  shortcut, c: rows of O floats at stride ldc.
-    func run(a: UnsafePointer<Float>, lda: Int, bias: UnsafePointer<Float>?, shortcut: UnsafePointer<Float>?, relu: Bool,
-             c: UnsafeMutablePointer<Float>, ldc: Int, rows: Range<Int>, columns: Range<Int>) {
-        precondition(lda >= K && ldc >= O && columns.lowerBound % kernel.panelWidth == 0 && columns.lowerBound >= 0
+    func run(kernel: GemmKernel, a: UnsafePointer<Float>, lda: Int, bias: UnsafePointer<Float>?, shortcut: UnsafePointer<Float>?,
+             relu: Bool, c: UnsafeMutablePointer<Float>, ldc: Int, rows: Range<Int>, columns: Range<Int>) {
+        precondition(kernel.panelWidth == width && kernel.available, "the kernel must read this panel width and run here")
+        precondition(lda >= K && ldc >= O && columns.lowerBound % width == 0 && columns.lowerBound >= 0
                      && columns.upperBound <= O && rows.lowerBound >= 0, "gemm block outside the product")
         if rows.isEmpty || columns.isEmpty { return }
         data.withUnsafeBufferPointer { packed in
             var job = ckernels_gemm_job(K: K, O: O, a: a, lda: lda, packed: packed.baseAddress!, bias: bias,
                                         shortcut: shortcut, c: c, ldc: ldc, relu: relu ? 1 : 0)
-            let entry = kernel == .avx512 ? ckernels_gemm_avx512 : ckernels_gemm_avx2
-            entry(&job, rows.lowerBound, rows.upperBound, columns.lowerBound, columns.upperBound)
+            kernel.entry(&job, rows.lowerBound, rows.upperBound, columns.lowerBound, columns.upperBound)
         }
     }
 }

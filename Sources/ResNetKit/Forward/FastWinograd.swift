@@ -42,7 +42,7 @@ struct WinogradWeights {
     let m: Int
     /// (α², C, O); empty when `points` holds them.
     let u: [Float]
-    /// Each point's (C, O) packed for the C matrix kernel, when the plan runs one (then `u` is empty).
+    /// Each point's (C, O) packed in panels for the C matrix kernels (then `u` is empty).
     let points: [PackedWeights]?
 
     var alpha: Int { m + 2 }
@@ -64,15 +64,14 @@ struct WinogradWeights {
     }
 
     /// - weight: (O, C, 3, 3) folded, in double, as `weight(o, c, kh, kw)`.
-    /// - packing: a C kernel writes each point straight into its panels (`points`, the layout `packed(for:C:O:)`
-    ///   gives, without the (α², C, O) pass in between); `.blas` keeps `u`.
-    init(m: Int, C: Int, O: Int, packing kernel: GemmKernel = .blas, weight: (Int, Int, Int, Int) -> Double) {
+    /// - width: a panel width writes each point straight into panels of that width (`points`, the layout
+    ///   `packed(width:C:O:)` gives, without the (α², C, O) pass in between); 0 keeps `u` for OpenBLAS.
+    init(m: Int, C: Int, O: Int, width nr: Int = 0, weight: (Int, Int, Int, Int) -> Double) {
         precondition(m == 2 || m == 4, "Winograd tile must be 2 or 4")
         self.m = m
         let a = m + 2
         let G = WinogradWeights.kernelTransform(m: m)
         // Point t's (c, o) goes to u[t·size + index(c, o)]: (C, O) row-major, or the panels of NR columns.
-        let nr = kernel.panelWidth
         let size = nr > 0 ? (O + nr - 1) / nr * C * nr : C * O
         var u = [Float](repeating: 0, count: a * a * size)
         var g = [Double](repeating: 0, count: 9)
@@ -93,7 +92,7 @@ struct WinogradWeights {
         }
         if nr > 0 {
             self.u = []
-            points = (0..<(a * a)).map { t in PackedWeights(panels: Array(u[(t * size)..<((t + 1) * size)]), K: C, O: O, kernel: kernel) }
+            points = (0..<(a * a)).map { t in PackedWeights(panels: Array(u[(t * size)..<((t + 1) * size)]), K: C, O: O, width: nr) }
         } else {
             self.u = u
             points = nil
@@ -102,12 +101,12 @@ struct WinogradWeights {
 
     private init(m: Int, u: [Float], points: [PackedWeights]?) { (self.m, self.u, self.points) = (m, u, points) }
 
-    /// The same weights with each point's (C, O) packed for `kernel` (a C kernel) instead of kept as they are.
-    func packed(for kernel: GemmKernel, C: Int, O: Int) -> WinogradWeights {
+    /// The same weights with each point's (C, O) packed in panels of `width` instead of kept as they are.
+    func packed(width: Int, C: Int, O: Int) -> WinogradWeights {
         precondition(u.count == alpha * alpha * C * O, "Winograd weights are (α², C, O)")
         let points = u.withUnsafeBufferPointer { u in
             (0..<(alpha * alpha)).map { t in
-                PackedWeights(UnsafeBufferPointer(rebasing: u[(t * C * O)..<((t + 1) * C * O)]), K: C, O: O, kernel: kernel)
+                PackedWeights(UnsafeBufferPointer(rebasing: u[(t * C * O)..<((t + 1) * C * O)]), K: C, O: O, width: width)
             }
         }
         return WinogradWeights(m: m, u: [], points: points)
@@ -125,11 +124,15 @@ struct WinogradConv {
     let threads: Int
     /// What runs the tile transforms: the one asked for if this CPU runs it, else Swift.
     let kernel: WinogradKernel
+    /// What multiplies at each transform point: a C kernel reading the weights' panels, or OpenBLAS on `u`.
+    let product: GemmKernel
 
-    init(_ g: WindowGeometry, m: Int, threads: Int, blockRows: Int? = nil, kernel: WinogradKernel = .best) {
+    init(_ g: WindowGeometry, m: Int, threads: Int, blockRows: Int? = nil, kernel: WinogradKernel = .best,
+         product: GemmKernel = .blas) {
         self.g = g
         self.m = m
         self.kernel = kernel.resolved
+        self.product = product.resolved
         alpha = m + 2
         TH = (g.OH + m - 1) / m
         TW = (g.OW + m - 1) / m
@@ -203,7 +206,7 @@ struct WinogradConv {
     private func multiply(point t: Int, rows: Int, v: UnsafeMutablePointer<Float>, weights: WinogradWeights,
                           u: UnsafeBufferPointer<Float>, m: UnsafeMutablePointer<Float>) {
         if let points = weights.points {
-            points[t].run(a: v + t * rows * g.C, lda: g.C, bias: nil, shortcut: nil, relu: false, c: m + t * rows * g.O, ldc: g.O,
+            points[t].run(kernel: product, a: v + t * rows * g.C, lda: g.C, bias: nil, shortcut: nil, relu: false, c: m + t * rows * g.O, ldc: g.O,
                           rows: 0..<rows, columns: 0..<g.O)
             return
         }

@@ -60,6 +60,9 @@ public final class ForwardPlan: @unchecked Sendable {
     let tuning: PlanTuning
     private let lock = NSLock()
     private var arenas: [Arena] = []      // guarded by lock
+    /// Serialises preparing schedules (a measurement must not run beside another).
+    private let scheduleLock = NSLock()
+    private var schedules: [[Int]: Schedule] = [:]   // by input shape; guarded by scheduleLock
 
     /// Compiles `model`. Throws `ResNetError.mapping` for a missing or misshapen tensor or an invalid op.
     /// - Parameter threads: threads per run; default: the active processor count.
@@ -73,7 +76,7 @@ public final class ForwardPlan: @unchecked Sendable {
         spec = model.spec
         var tuning = tuning
         // With `.blas` OpenBLAS threads each product; the C kernel runs on the plan's threads only.
-        if parallelism == .blas { tuning.gemmKernel = .blas }
+        if parallelism == .blas { tuning.gemmKernel = .blas; tuning.measured.remove(.gemm) }
         self.tuning = tuning
         self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
         self.parallelism = parallelism
@@ -103,17 +106,104 @@ public final class ForwardPlan: @unchecked Sendable {
         let checker = ForwardRunner(tensors: [:], engine: .fast, capture: nil)
         let x = try checker.checkedInput(input, spec: spec)
         try requireOpenBLAS()
-        let blasThreads = Int32(parallelism == .own ? 1 : threads)
-        if copenblas_get_num_threads() != blasThreads { copenblas_set_num_threads(blasThreads) }
-        var sizing = Executor(plan: self, arena: nil)
+        setBLASThreads()
+        let schedule = try self.schedule(for: x.shape)
+        var sizing = Executor(plan: self, arena: nil, mode: .schedule(schedule))
         let sizedOutput = try sizing.runAll(inputShape: x.shape, input: nil)
         let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns)
         defer { giveBack(arena) }
-        var executor = Executor(plan: self, arena: arena)
+        var executor = Executor(plan: self, arena: arena, mode: .schedule(schedule))
         let out = try x.data.withUnsafeBufferPointer { try executor.runAll(inputShape: x.shape, input: $0.baseAddress!) }
         precondition(out.flat == sizedOutput.flat && out.count == sizedOutput.count, "sizing and running passes disagree")
         if tuning.profile { executor.reportProfile() }
         return executor.output(out)
+    }
+
+    private func setBLASThreads() {
+        let blasThreads = Int32(parallelism == .own ? 1 : threads)
+        if copenblas_get_num_threads() != blasThreads { copenblas_set_num_threads(blasThreads) }
+    }
+
+    /// Settles every layer's algorithm for inputs of `shape` (N, C, H, W) now rather than at the first
+    /// `run`: from the cache file, or by timing the candidates (KernelChoice.swift).
+    /// - Throws: what `run` throws for an input of that shape.
+    func prepare(inputShape shape: [Int]) throws {
+        let x = try ForwardRunner(tensors: [:], engine: .fast, capture: nil).checkedInput(Tensor(zeros: shape), spec: spec)
+        try requireOpenBLAS()
+        setBLASThreads()
+        _ = try schedule(for: x.shape)
+    }
+
+    /// What the plan runs for each convolution at input `shape` (N, C, H, W), settling it first if needed:
+    /// the candidates timed, their times and the choice. For `resnet-convert bench --explain`.
+    /// - Throws: what `run` throws for an input of that shape.
+    public func explain(inputShape shape: [Int]) throws -> [LayerChoice] {
+        try prepare(inputShape: shape)
+        return scheduleLock.withLock { schedules[shape]!.choices }
+    }
+
+    /// The algorithm of each convolution at input `shape`, in plan order (tests check what was chosen).
+    func algorithms(inputShape shape: [Int]) throws -> [ConvAlgorithm] {
+        try prepare(inputShape: shape)
+        return scheduleLock.withLock { schedules[shape]!.convs.map(\.algorithm) }
+    }
+
+    /// Seconds spent timing candidates for the schedules made so far (0 when all came from the cache).
+    var measuringSeconds: Double { scheduleLock.withLock { schedules.values.reduce(0) { $0 + $1.measuringSeconds } } }
+
+    /// The schedule for input `shape`, made on first use: a sizing walk lists the convolutions and their
+    /// geometry; each takes its choice from the cache file or, when any is missing, one run on a
+    /// synthetic input times every candidate in place; then the layouts the choices read are derived and
+    /// every other layout is dropped.
+    func schedule(for shape: [Int]) throws -> Schedule {
+        scheduleLock.lock()
+        defer { scheduleLock.unlock() }
+        if let s = schedules[shape] { return s }
+        let cache = tuning.usesCache && parallelism == .own ? KernelCache.shared : nil
+        let tuner = KernelTuner(tuning: tuning, threads: loopThreads, cache: cache)
+        var survey = Executor(plan: self, arena: nil, mode: .tune(tuner))
+        _ = try survey.runAll(inputShape: shape, input: nil)
+        let layers = survey.surveyed
+        var decisions: [LayerDecision] = []
+        for layer in layers {
+            let key = KernelTuner.key(layer.g, threads: loopThreads, shortcut: layer.shortcut, relu: layer.relu)
+            let candidates = tuning.candidates(layer.g)
+            if candidates.count == 1 {
+                decisions.append(LayerDecision(algorithm: candidates[0], times: [], source: .fixed))
+            } else if let c = cache?.lookup(key), candidates.contains(c.algorithm) {
+                decisions.append(LayerDecision(algorithm: c.algorithm, times: c.times, source: .cached))
+            } else {
+                break
+            }
+        }
+        var measuring = 0.0
+        if decisions.count < layers.count {
+            let count = shape.reduce(1, *)
+            let input = (0..<count).map { Float(sin(Double($0) * 0.001)) }   // smooth, not all zeros
+            let arena = Arena(activation: survey.maxActivation, columns: survey.maxColumns)
+            var run = Executor(plan: self, arena: arena, mode: .tune(tuner))
+            _ = try input.withUnsafeBufferPointer { try run.runAll(inputShape: shape, input: $0.baseAddress!) }
+            decisions = tuner.sequence.map(\.decision)
+            measuring = tuner.measuringSeconds
+            cache?.save()
+        }
+        precondition(decisions.count == layers.count, "the tuning run met a different number of convolutions")
+        let convs = zip(layers, decisions).map { layer, d in
+            ScheduledConv(algorithm: d.algorithm, weights: layer.step.store.get(d.algorithm.layout))
+        }
+        let choices = zip(layers, decisions).map { layer, d in
+            let g = layer.g
+            return LayerChoice(place: layer.step.place, shape: "\(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)",
+                               choice: d.algorithm.description, candidates: d.times.map { ($0.0.description, $0.1) },
+                               source: d.source.rawValue)
+        }
+        let schedule = Schedule(convs: convs, choices: choices, measuringSeconds: measuring)
+        schedules[shape] = schedule
+        // Each convolution keeps only the layouts some schedule reads.
+        for (i, layer) in layers.enumerated() {
+            layer.step.store.keep(Set(schedules.values.map { $0.convs[i].algorithm.layout }))
+        }
+        return schedule
     }
 
     private func takeArena(activation: Int, columns: Int) -> Arena {
@@ -172,16 +262,11 @@ extension ForwardPlan {
 struct ConvStep {
     let op: ConvOp
     let place: String
-    /// Per group (KH·KW·Cg, Og), concatenated over groups; empty when `packed` holds them instead.
-    let weights: [Float]
-    /// The (KH·KW·C, O) weights of an ungrouped convolution packed for the C matrix kernel
-    /// (FastGemm.swift), when the plan's `gemmKernel` is one; then `weights` is empty.
-    let packed: PackedWeights?
+    /// The folded weights, in each layout a schedule asked for (ConvAlgorithm.swift).
+    let store: ConvWeights
     /// (O); the conv bias and the folded batch-norm shift (zeros when neither exists).
     let bias: [Float]
     let relu: Bool
-    /// The same weights transformed for Winograd, for 3×3 stride-1 ungrouped convolutions.
-    let winograd: WinogradWeights?
 }
 
 /// A batch norm that follows no convolution (pre-activation blocks, V2 post-norm), computed exactly as
@@ -227,6 +312,23 @@ struct BlockPlan {
         if post.count == 1, case .relu = post[0] { return true }
         return false
     }
+}
+
+/// The algorithm and weights of every convolution for one input shape, in the order the executor meets them.
+final class Schedule: @unchecked Sendable {
+    let convs: [ScheduledConv]
+    let choices: [LayerChoice]
+    /// Seconds spent timing candidates to make it.
+    let measuringSeconds: Double
+
+    init(convs: [ScheduledConv], choices: [LayerChoice], measuringSeconds: Double) {
+        (self.convs, self.choices, self.measuringSeconds) = (convs, choices, measuringSeconds)
+    }
+}
+
+struct ScheduledConv {
+    let algorithm: ConvAlgorithm
+    let weights: LaidOutWeights
 }
 
 /// Turns op lists into steps, checking every tensor.
@@ -328,37 +430,26 @@ struct PlanCompiler {
             }
         }
         let K = KH * KW * Cg
-        // Ungrouped layers go straight into the C kernel's panels when the plan runs one (Winograd's
-        // transform points too, as they are computed, below); otherwise the per-group (K, Og) layout.
-        let kernel = tuning.gemmKernel.resolved
-        let nr = G == 1 && kernel != .blas ? kernel.panelWidth : 0
-        var packed = [Float](repeating: 0, count: nr > 0 ? (O + nr - 1) / nr * K * nr : G * K * Og)
-        for o in 0..<O {
-            let g = o / Og, og = o % Og
-            for i in 0..<Cg {
-                for kh in 0..<KH {
-                    for kw in 0..<KW {
-                        let v = Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
-                        let k = (kh * KW + kw) * Cg + i
-                        packed[nr > 0 ? ((o / nr) * K + k) * nr + o % nr : (g * K + k) * Og + og] = Float(v)
+        // Per group (K, Og): row (kh·KW + kw)·Cg + i, column og. The layouts the chosen kernels read
+        // are derived from these when a schedule first needs them.
+        var plain = [Float](repeating: 0, count: G * K * Og)
+        plain.withUnsafeMutableBufferPointer { out in
+            w.withUnsafeBufferPointer { w in
+                for o in 0..<O {
+                    let g = o / Og, og = o % Og, s = scale[o]
+                    for i in 0..<Cg {
+                        for kh in 0..<KH {
+                            for kw in 0..<KW {
+                                let k = (kh * KW + kw) * Cg + i
+                                out[(g * K + k) * Og + og] = Float(Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * s)
+                            }
+                        }
                     }
                 }
             }
         }
-        var winograd: WinogradWeights?
-        if tuning.winogradTile != 0, G == 1, KH == 3, KW == 3, c.stride == [1, 1], c.dilation == [1, 1],
-           Cg * O <= tuning.winogradMaxWeights {
-            let m = Cg * O >= tuning.winogradWideLayer ? min(tuning.winogradTile, 2) : tuning.winogradTile
-            winograd = WinogradWeights(m: m, C: Cg, O: O, packing: nr > 0 ? kernel : .blas) { o, i, kh, kw in
-                Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * scale[o]
-            }
-        }
-        if nr > 0 {
-            let panels = PackedWeights(panels: packed, K: K, O: O, kernel: kernel)
-            return ConvStep(op: c, place: place, weights: [], packed: panels, bias: bias.map { Float($0) }, relu: relu,
-                            winograd: winograd)
-        }
-        return ConvStep(op: c, place: place, weights: packed, packed: nil, bias: bias.map { Float($0) }, relu: relu, winograd: winograd)
+        return ConvStep(op: c, place: place, store: ConvWeights(plain: plain, groups: G, K: K, O: O, KH: KH, KW: KW),
+                        bias: bias.map { Float($0) }, relu: relu)
     }
 }
 
@@ -426,11 +517,18 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
     WorkerPool.shared.run(chunks) { i in body(i, (total * i / chunks)..<(total * (i + 1) / chunks)) }
 }
 
-/// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
-/// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
+/// How the plan picks each layer's algorithm: the dimensions it measures (KernelChoice.swift) and the
+/// fixed rules for the rest, kept in one place so tests can pin them and a profiling run can override
+/// them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
 /// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512),
-/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `winograd-kernel=0|1` (Swift, AVX2), `profile`); the environment is a debugging aid, not an interface.
+/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `winograd-kernel=0|1` (Swift, AVX2), each of which
+/// pins its dimension; `gemm-default=N`, the matrix kernel the fixed rules name without pinning it;
+/// `measure=0`, measure nothing; `profile`); the environment is a debugging aid, not an interface.
+/// `PlanTuning()` measures nothing; plans built through the public initialiser measure every dimension.
 struct PlanTuning: Sendable, Equatable {
+    /// What is chosen by timing candidates on the layer; the fixed rules below decide the rest (and
+    /// are the tie-break reference when measuring).
+    var measured: Set<TunedDimension> = []
     /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
     var winogradTile = 4
     /// From this C·O on, the tile is 2 instead of `winogradTile`: wide layers run at small spatial sizes
@@ -471,20 +569,24 @@ struct PlanTuning: Sendable, Equatable {
 
     static let environment: PlanTuning = {
         var t = PlanTuning()
+        t.measured = Set(TunedDimension.allCases)
         guard let text = ProcessInfo.processInfo.environment["RESNET_PLAN_TUNING"] else { return t }
         for item in text.split(separator: ",") {
             let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
             let value = kv.count == 2 ? Int(kv[1]) : nil
             switch kv[0] {
-            case "winograd": if let value, [0, 2, 4].contains(value) { t.winogradTile = value }
+            case "winograd": if let value, [0, 2, 4].contains(value) { t.winogradTile = value; t.measured.remove(.winograd) }
             case "wide": if let value, value >= 0 { t.winogradWideLayer = value }
             case "min-tiles": if let value, value >= 0 { t.winogradMinTiles = value }
             case "max-weights": if let value, value >= 0 { t.winogradMaxWeights = value }
-            case "grouped": if let value, [0, 1].contains(value) { t.groupedDirect = value == 1 }
-            case "grouped-width": if let value, value >= 0 { t.groupedDirectMaxWidth = value; t.groupedDirectMaxWidthVector = value }
-            case "grouped-kernel": if let value, let k = GroupedKernel(rawValue: value) { t.groupedKernel = k }
-            case "gemm-kernel": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k }
-            case "winograd-kernel": if let value, let k = WinogradKernel(rawValue: value) { t.winogradKernel = k }
+            case "grouped": if let value, [0, 1].contains(value) { t.groupedDirect = value == 1; t.measured.remove(.grouped) }
+            case "grouped-width":
+                if let value, value >= 0 { t.groupedDirectMaxWidth = value; t.groupedDirectMaxWidthVector = value; t.measured.remove(.grouped) }
+            case "grouped-kernel": if let value, let k = GroupedKernel(rawValue: value) { t.groupedKernel = k; t.measured.remove(.grouped) }
+            case "gemm-kernel": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k; t.measured.remove(.gemm) }
+            case "gemm-default": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k }
+            case "winograd-kernel": if let value, let k = WinogradKernel(rawValue: value) { t.winogradKernel = k; t.measured.remove(.transform) }
+            case "measure": if value == 0 { t.measured = [] }
             case "profile": t.profile = true
             default: break
             }
@@ -507,9 +609,24 @@ struct Executor {
     /// Per-layer wall times when profiling.
     var profile: [(String, Double)] = []
 
-    init(plan: ForwardPlan, arena: Arena?) {
+    /// Where each convolution's algorithm comes from.
+    enum Mode {
+        /// A settled schedule.
+        case schedule(Schedule)
+        /// Being settled: sizing makes room for every candidate and lists the convolutions; running
+        /// times the candidates of each (KernelTuner).
+        case tune(KernelTuner)
+    }
+    let mode: Mode
+    /// Convolutions met so far (the index into a schedule).
+    private var convIndex = 0
+    /// In a sizing walk of `.tune`: each convolution with its geometry and what its epilogue adds.
+    private(set) var surveyed: [(step: ConvStep, g: WindowGeometry, shortcut: Bool, relu: Bool)] = []
+
+    init(plan: ForwardPlan, arena: Arena?, mode: Mode) {
         self.plan = plan
         self.arena = arena
+        self.mode = mode
         if let arena { for i in arena.references.indices { arena.references[i] = 0 } }   // a reused arena starts empty
     }
 
@@ -778,120 +895,170 @@ struct Executor {
         return b
     }
 
-    /// Convolution: unfold (unless 1×1 stride 1 unpadded), then either the plan's matrix kernel with the
-    /// folded bias, the shortcut and the ReLU applied at its store, or one sgemm per group followed by
-    /// one epilogue pass doing the same.
+    /// Convolution by the algorithm its schedule names, or, while settling one, by each candidate in turn.
     private mutating func conv(_ c: ConvStep, _ x: Activation, add: Activation?, relu: Bool) throws -> Activation {
         let g = try checker.convGeometry(c.op, x.shape, place: c.place)
-        let Cg = g.C / g.G, Og = g.O / g.G
+        let Cg = g.C / g.G
         let P = g.N * g.OH * g.OW
         let K = g.KH * g.KW * Cg
-        let pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PT == 0 && g.PB == 0 && g.PL == 0 && g.PR == 0
+        let pointwise = Executor.pointwise(g)
+        // The BLAS size limits hold for every algorithm (the C kernels share OpenBLAS's index width).
+        _ = (try blasSize(P, "output positions", c.place), try blasSize(g.O / g.G, "output channels per group", c.place),
+             try blasSize(K, "kernel size", c.place), try blasSize(pointwise ? g.C : g.G * K, "unfolded row", c.place),
+             try blasSize(g.O, "output channels", c.place))
         let columnCount = pointwise ? 0 : try checkedElementCount([P, g.G * K]) { checker.mapping("\(c.place): im2col buffer: \($0)") }
-        let (_, n, k) = (try blasSize(P, "output positions", c.place), try blasSize(Og, "output channels per group", c.place),
-                         try blasSize(K, "kernel size", c.place))
-        let lda = try blasSize(pointwise ? g.C : g.G * K, "unfolded row", c.place)
-        let ldc = try blasSize(g.O, "output channels", c.place)
         let y = Activation(slot: acquire(P * g.O), n: g.N, h: g.OH, w: g.OW, c: g.O, flat: false)
         if let add, add.shape != y.shape {
             throw checker.mapping("\(c.place): residual branch gives shape \(y.shape) but shortcut gives \(add.shape); they cannot be added")
         }
+        let index = convIndex
+        convIndex += 1
+        if sizing {
+            switch mode {
+            case let .schedule(s): maxColumns = max(maxColumns, columns(s.convs[index].algorithm, g, im2col: columnCount))
+            case .tune:
+                surveyed.append((c, g, add != nil, relu))
+                for a in plan.tuning.candidates(g) { maxColumns = max(maxColumns, columns(a, g, im2col: columnCount)) }
+            }
+            return y
+        }
+        let src = UnsafePointer(pointer(x)), dst = pointer(y)
+        let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
         let clock = ContinuousClock()
-        let started = clock.now
-        defer {
-            if plan.tuning.profile && !sizing {
+        switch mode {
+        case let .schedule(s):
+            let chosen = s.convs[index]
+            let started = clock.now
+            compute(c, g, chosen.algorithm, chosen.weights, src: src, shortcut: shortcut, relu: relu, dst: dst)
+            if plan.tuning.profile {
                 let d = (clock.now - started).components
-                let path = g.G > 1 ? (directGrouped(g) ? " groups \(g.G) direct" : " groups \(g.G)")
-                                   : winogradTile(c, g).map { " winograd \($0) \(plan.tuning.winogradKernel.resolved)" } ?? (c.packed.map { " gemm \($0.kernel)" } ?? "")
-                profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)\(path)",
+                profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW) \(chosen.algorithm)",
                                 Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15))
             }
+        case let .tune(tuner):
+            let me = self
+            var ran = false
+            let decision = tuner.decide(g, shortcut: add != nil, relu: relu) { algorithm in
+                let weights = c.store.get(algorithm.layout)
+                let started = clock.now
+                me.compute(c, g, algorithm, weights, src: src, shortcut: shortcut, relu: relu, dst: dst)
+                let d = (clock.now - started).components
+                ran = true
+                return Double(d.seconds) + Double(d.attoseconds) / 1e18
+            }
+            // Settled without running (same shape met earlier, or cached): the layers after it need its output.
+            if !ran {
+                let a = decision.algorithm
+                compute(c, g, a, c.store.get(a.layout), src: src, shortcut: shortcut, relu: relu, dst: dst)
+            }
         }
-        if directGrouped(g) {
-            if sizing { return y }
-            let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
-            c.weights.withUnsafeBufferPointer { w in c.bias.withUnsafeBufferPointer { bias in
-                GroupedConv(g, threads: plan.loopThreads, kernel: plan.tuning.groupedKernel)
-                    .run(src: pointer(x), weights: w.baseAddress!, bias: bias.baseAddress!, shortcut: shortcut, relu: relu, dst: pointer(y))
-            } }
-            release(x)
-            return y
-        }
-        if let m = winogradTile(c, g), let weights = c.winograd {
-            let wino = WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows,
-                                    kernel: plan.tuning.winogradKernel)
-            maxColumns = max(maxColumns, wino.scratchCount)
-            if sizing { return y }
-            let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
-            c.bias.withUnsafeBufferPointer { bias in
-                wino.run(src: pointer(x), weights: weights, bias: bias.baseAddress!, shortcut: shortcut, relu: relu,
-                         dst: pointer(y), scratch: arena!.columns)
-            }
-            release(x)
-            return y
-        }
-        maxColumns = max(maxColumns, columnCount)
-        if sizing { return y }
-
-        // Each chunk of output rows is unfolded, multiplied and finished by one thread while its
-        // columns are still in cache. With `.blas` there is one chunk and OpenBLAS threads the sgemm.
-        let src = UnsafePointer(pointer(x))
-        let dst = pointer(y)
-        let columns = arena!.columns
-        let O = g.O
-        let shortcut: UnsafePointer<Float>? = add.map { UnsafePointer(pointer($0)) }
-        let threads = plan.loopThreads
-        let packed = c.packed
-        c.weights.withUnsafeBufferPointer { weights in c.bias.withUnsafeBufferPointer { bias in
-            let b = bias.baseAddress!
-            // Rows `rows` and columns `cols` of the output from A (row p at a + p·lda), epilogue included.
-            func multiply(_ a: UnsafePointer<Float>, rows: Range<Int>, cols: Range<Int>, group: Int = 0) {
-                if let packed {
-                    packed.run(a: a, lda: Int(lda), bias: b, shortcut: shortcut, relu: relu, c: dst, ldc: O, rows: rows, columns: cols)
-                    return
-                }
-                // The plain weights are there whenever the packed ones are not (ConvStep).
-                let w = weights.baseAddress! + group * K * Og
-                copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), blasint(cols.count), k,
-                                1, a + rows.lowerBound * Int(lda) + group * (pointwise ? Cg : K), lda, w + cols.lowerBound, n,
-                                0, dst + rows.lowerBound * O + group * Og + cols.lowerBound, ldc)
-            }
-            // Few rows per thread (late layers at small batches: 7×7 = 49 rows at batch 1): splitting rows
-            // would make every thread pack and stream all the weights for a handful of rows, so the
-            // threads split the output channels instead and each reads only its share of the weights.
-            if threads > 1, g.G == 1, P < 128 * threads, O >= 32 * threads {
-                if !pointwise {
-                    parallelChunks(P, threads: threads, grain: 16) { rows in Executor.unfold(src, g, rows: rows, into: columns) }
-                }
-                let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
-                let width = packed?.kernel.panelWidth ?? 16
-                let units = (O + width - 1) / width
-                parallelChunks(units, threads: threads, grain: 1) { part in
-                    let cols = (part.lowerBound * width)..<min(part.upperBound * width, O)
-                    multiply(a, rows: 0..<P, cols: cols)
-                    if packed == nil { Executor.finish(dst, rows: 0..<P, columns: cols, O: O, bias: b, shortcut: shortcut, relu: relu) }
-                }
-                return
-            }
-            parallelChunks(P, threads: threads, grain: 16) { chunk in
-                // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
-                // them; ungrouped, at least 512 rows because sgemm packs all the weights again on every
-                // call; grouped layers keep the earlier 256 (their per-group weights are small).
-                // A 1×1 convolution reads the activation as it lies: one call per chunk.
-                let tile = pointwise ? chunk.count : max(g.G == 1 ? 512 : 256, 131_072 / max(g.G * K, 1))
-                var start = chunk.lowerBound
-                while start < chunk.upperBound {
-                    let rows = start..<min(start + tile, chunk.upperBound)
-                    start = rows.upperBound
-                    if !pointwise { Executor.unfold(src, g, rows: rows, into: columns) }
-                    let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
-                    for group in 0..<g.G { multiply(a, rows: rows, cols: 0..<Og, group: group) }
-                    if packed == nil { Executor.finish(dst, rows: rows, columns: 0..<O, O: O, bias: b, shortcut: shortcut, relu: relu) }
-                }
-            }
-        } }
         release(x)
         return y
+    }
+
+    private static func pointwise(_ g: WindowGeometry) -> Bool {
+        g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PT == 0 && g.PB == 0 && g.PL == 0 && g.PR == 0
+    }
+
+    /// Scratch floats `algorithm` needs in the arena's column buffer.
+    private func columns(_ algorithm: ConvAlgorithm, _ g: WindowGeometry, im2col: Int) -> Int {
+        switch algorithm {
+        case .direct: 0
+        case .gemm: im2col
+        case let .winograd(m, _, _):
+            WinogradConv(g, m: m, threads: plan.loopThreads, blockRows: plan.tuning.winogradBlockRows).scratchCount
+        }
+    }
+
+    /// One convolution by `algorithm` on `weights` (its layout), epilogue included.
+    private func compute(_ c: ConvStep, _ g: WindowGeometry, _ algorithm: ConvAlgorithm, _ weights: LaidOutWeights,
+                         src: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?, relu: Bool, dst: UnsafeMutablePointer<Float>) {
+        let threads = plan.loopThreads
+        switch (algorithm, weights) {
+        case let (.direct(kernel), .plain(w)):
+            w.withUnsafeBufferPointer { w in c.bias.withUnsafeBufferPointer { bias in
+                GroupedConv(g, threads: threads, kernel: kernel)
+                    .run(src: src, weights: w.baseAddress!, bias: bias.baseAddress!, shortcut: shortcut, relu: relu, dst: dst)
+            } }
+        case let (.winograd(m, product, transform), .winograd(w)):
+            let wino = WinogradConv(g, m: m, threads: threads, blockRows: plan.tuning.winogradBlockRows, kernel: transform, product: product)
+            c.bias.withUnsafeBufferPointer { bias in
+                wino.run(src: src, weights: w, bias: bias.baseAddress!, shortcut: shortcut, relu: relu, dst: dst, scratch: arena!.columns)
+            }
+        case let (.gemm(kernel), .panels(packed)):
+            c.bias.withUnsafeBufferPointer { bias in
+                matrixProduct(g, kernel: kernel, packed: packed, plain: nil, bias: bias.baseAddress!, src: src, shortcut: shortcut,
+                              relu: relu, dst: dst)
+            }
+        case let (.gemm(.blas), .plain(w)):
+            w.withUnsafeBufferPointer { w in c.bias.withUnsafeBufferPointer { bias in
+                matrixProduct(g, kernel: .blas, packed: nil, plain: w.baseAddress!, bias: bias.baseAddress!, src: src, shortcut: shortcut,
+                              relu: relu, dst: dst)
+            } }
+        default:
+            preconditionFailure("\(c.place): \(algorithm) was handed weights in another layout")
+        }
+    }
+
+    /// im2col (unless 1×1 stride 1 unpadded), then the C matrix kernel with the folded bias, the shortcut
+    /// and the ReLU applied at its store, or one sgemm per group followed by one epilogue pass doing the same.
+    private func matrixProduct(_ g: WindowGeometry, kernel: GemmKernel, packed: PackedWeights?, plain: UnsafePointer<Float>?,
+                               bias b: UnsafePointer<Float>, src: UnsafePointer<Float>, shortcut: UnsafePointer<Float>?, relu: Bool,
+                               dst: UnsafeMutablePointer<Float>) {
+        let Cg = g.C / g.G, Og = g.O / g.G
+        let P = g.N * g.OH * g.OW
+        let K = g.KH * g.KW * Cg
+        let pointwise = Executor.pointwise(g)
+        let lda = pointwise ? g.C : g.G * K
+        let O = g.O
+        let columns = arena!.columns
+        let threads = plan.loopThreads
+        // Each chunk of output rows is unfolded, multiplied and finished by one thread while its
+        // columns are still in cache. With `.blas` there is one chunk and OpenBLAS threads the sgemm.
+        // Rows `rows` and columns `cols` of the output from A (row p at a + p·lda), epilogue included.
+        func multiply(_ a: UnsafePointer<Float>, rows: Range<Int>, cols: Range<Int>, group: Int = 0) {
+            if let packed {
+                packed.run(kernel: kernel, a: a, lda: lda, bias: b, shortcut: shortcut, relu: relu, c: dst, ldc: O, rows: rows, columns: cols)
+                return
+            }
+            let w = plain! + group * K * Og
+            copenblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(rows.count), blasint(cols.count), blasint(K),
+                            1, a + rows.lowerBound * lda + group * (pointwise ? Cg : K), blasint(lda), w + cols.lowerBound, blasint(Og),
+                            0, dst + rows.lowerBound * O + group * Og + cols.lowerBound, blasint(O))
+        }
+        // Few rows per thread (late layers at small batches: 7×7 = 49 rows at batch 1): splitting rows
+        // would make every thread pack and stream all the weights for a handful of rows, so the
+        // threads split the output channels instead and each reads only its share of the weights.
+        if threads > 1, g.G == 1, P < 128 * threads, O >= 32 * threads {
+            if !pointwise {
+                parallelChunks(P, threads: threads, grain: 16) { rows in Executor.unfold(src, g, rows: rows, into: columns) }
+            }
+            let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
+            let width = packed?.width ?? 16
+            let units = (O + width - 1) / width
+            parallelChunks(units, threads: threads, grain: 1) { part in
+                let cols = (part.lowerBound * width)..<min(part.upperBound * width, O)
+                multiply(a, rows: 0..<P, cols: cols)
+                if packed == nil { Executor.finish(dst, rows: 0..<P, columns: cols, O: O, bias: b, shortcut: shortcut, relu: relu) }
+            }
+            return
+        }
+        parallelChunks(P, threads: threads, grain: 16) { chunk in
+            // Tiles of rows whose unfolded patches (~512 KiB) are still in cache when sgemm reads
+            // them; ungrouped, at least 512 rows because sgemm packs all the weights again on every
+            // call; grouped layers keep the earlier 256 (their per-group weights are small).
+            // A 1×1 convolution reads the activation as it lies: one call per chunk.
+            let tile = pointwise ? chunk.count : max(g.G == 1 ? 512 : 256, 131_072 / max(g.G * K, 1))
+            var start = chunk.lowerBound
+            while start < chunk.upperBound {
+                let rows = start..<min(start + tile, chunk.upperBound)
+                start = rows.upperBound
+                if !pointwise { Executor.unfold(src, g, rows: rows, into: columns) }
+                let a: UnsafePointer<Float> = pointwise ? src : UnsafePointer(columns)
+                for group in 0..<g.G { multiply(a, rows: rows, cols: 0..<Og, group: group) }
+                if packed == nil { Executor.finish(dst, rows: rows, columns: 0..<O, O: O, bias: b, shortcut: shortcut, relu: relu) }
+            }
+        }
     }
 
     /// The convolution epilogue on a block of the (P, O) output: folded bias, then shortcut, then ReLU.
@@ -909,20 +1076,6 @@ struct Executor {
                 else { for o in columns { row[o] += b[o] } }
             }
         }
-    }
-
-    /// Whether this grouped convolution runs the direct kernel rather than im2col + one sgemm per group.
-    private func directGrouped(_ g: WindowGeometry) -> Bool {
-        guard g.G > 1 && plan.tuning.groupedDirect else { return false }
-        let vector = GroupedConv.kernel(plan.tuning.groupedKernel, for: g) != .swift
-        return (g.C / g.G) * (g.O / g.G) <= (vector ? plan.tuning.groupedDirectMaxWidthVector : plan.tuning.groupedDirectMaxWidth)
-    }
-
-    /// The Winograd tile to use for this convolution at this input, or nil for im2col.
-    private func winogradTile(_ c: ConvStep, _ g: WindowGeometry) -> Int? {
-        guard let w = c.winograd, g.KH == 3, g.KW == 3, g.SH == 1, g.SW == 1, g.DH == 1, g.DW == 1, g.G == 1 else { return nil }
-        let tiles = g.N * ((g.OH + w.m - 1) / w.m) * ((g.OW + w.m - 1) / w.m)
-        return tiles >= plan.tuning.winogradMinTiles ? w.m : nil
     }
 
     /// NHWC im2col: row p = (n, oh, ow), column ((g·KH + kh)·KW + kw)·Cg + i; zeros in the padding.

@@ -1,0 +1,306 @@
+// Per-layer choice of convolution algorithm and kernel build, by measurement on the CPU at hand.
+//
+// Which way of computing a layer is fastest depends on the CPU (vector width, how many FMA units,
+// caches), on the layer's shape and on the batch: the same AVX-512 tiles that win on one machine lose
+// on another, and Winograd pays at 56×56 but not at 7×7. A constant tuned on one machine is wrong on the
+// next, so the first time a plan runs at an input shape it times every candidate this CPU can run on
+// each distinct layer shape, on the layer's real input, and keeps the fastest. The choice is recorded in
+// a small cache file keyed by CPU and build (KernelCache), so later processes skip the measurement.
+// `RESNET_PLAN_TUNING` still pins any dimension (tests and debugging); pinned plans neither read nor
+// write the cache.
+
+import Foundation
+
+/// The parts of a layer's algorithm a plan may choose by measurement.
+enum TunedDimension: Hashable, Sendable, CaseIterable {
+    /// Which matrix kernel (OpenBLAS, each C build) multiplies ungrouped layers and Winograd points.
+    case gemm
+    /// Winograd F(2×2) or F(4×4), or none, for 3×3 stride-1 layers.
+    case winograd
+    /// Which build runs Winograd's tile transforms.
+    case transform
+    /// Direct grouped kernel (each build) or im2col with OpenBLAS per group.
+    case grouped
+}
+
+extension PlanTuning {
+    /// What the fixed rules pick for a layer, without measuring: the choice tests pin and the tie-break
+    /// reference of a measurement.
+    func fixedAlgorithm(_ g: WindowGeometry) -> ConvAlgorithm {
+        if g.G > 1 {
+            let kernel = GroupedConv.kernel(groupedKernel, for: g)
+            let limit = kernel != .swift ? groupedDirectMaxWidthVector : groupedDirectMaxWidth
+            return groupedDirect && (g.C / g.G) * (g.O / g.G) <= limit ? .direct(kernel) : .gemm(.blas)
+        }
+        let gemm = gemmKernel.resolved
+        guard winogradTile != 0, winogradEligible(g), g.C * g.O <= winogradMaxWeights else { return .gemm(gemm) }
+        let m = g.C * g.O >= winogradWideLayer ? min(winogradTile, 2) : winogradTile
+        let tiles = g.N * ((g.OH + m - 1) / m) * ((g.OW + m - 1) / m)
+        return tiles >= winogradMinTiles ? .winograd(m: m, product: gemm, transform: winogradKernel.resolved) : .gemm(gemm)
+    }
+
+    /// Whether Winograd F(m×m, 3×3) computes this layer: 3×3, stride 1, undilated, ungrouped.
+    func winogradEligible(_ g: WindowGeometry) -> Bool {
+        g.G == 1 && g.KH == 3 && g.KW == 3 && g.SH == 1 && g.SW == 1 && g.DH == 1 && g.DW == 1
+    }
+
+    /// Every algorithm worth timing for this layer: the fixed choice first, then each combination of
+    /// the measured dimensions this CPU runs. Winograd stays bounded by `winogradMaxWeights` (its
+    /// transformed weights are (m+2)²/9 times larger).
+    func candidates(_ g: WindowGeometry) -> [ConvAlgorithm] {
+        let fixed = fixedAlgorithm(g)
+        guard !measured.isEmpty else { return [fixed] }
+        var list = [fixed]
+        func add(_ a: ConvAlgorithm) { if !list.contains(a) { list.append(a) } }
+        if g.G > 1 {
+            if measured.contains(.grouped) {
+                add(.gemm(.blas))
+                if groupedDirect { for k in GroupedKernel.allCases where k.available { add(.direct(GroupedConv.kernel(k, for: g))) } }
+            }
+            return list
+        }
+        let gemms = measured.contains(.gemm) ? GemmKernel.allCases.filter(\.available) : [gemmKernel.resolved]
+        let transforms = measured.contains(.transform) ? WinogradKernel.allCases.filter(\.available) : [winogradKernel.resolved]
+        var tiles: [Int]
+        if measured.contains(.winograd) {
+            tiles = winogradEligible(g) && g.C * g.O <= winogradMaxWeights ? [0, 2, 4] : [0]
+        } else if case let .winograd(m, _, _) = fixed {
+            tiles = [m]
+        } else {
+            tiles = [0]
+        }
+        for m in tiles {
+            if m == 0 { for k in gemms { add(.gemm(k)) } } else {
+                for k in gemms { for t in transforms { add(.winograd(m: m, product: k, transform: t)) } }
+            }
+        }
+        return list
+    }
+
+    /// Whether choices may come from and go to the cache file: only when nothing is pinned.
+    var usesCache: Bool { measured == Set(TunedDimension.allCases) }
+}
+
+/// How a layer's algorithm was settled.
+enum ChoiceSource: String, Sendable {
+    /// Only one candidate (pinned, or nothing else runs here).
+    case fixed
+    /// Timed in this process.
+    case measured
+    /// Read from the cache file.
+    case cached
+}
+
+/// The settled algorithm for one layer shape, with what was timed.
+struct LayerDecision: Sendable {
+    let algorithm: ConvAlgorithm
+    /// Each candidate's best time in milliseconds, in the order timed (empty when fixed).
+    let times: [(ConvAlgorithm, Double)]
+    let source: ChoiceSource
+}
+
+/// What a plan chose for one convolution at one input shape (`ForwardPlan.explain`).
+public struct LayerChoice: Sendable {
+    /// The convolution's place in the model (as error messages name it).
+    public let place: String
+    /// Input channels → output channels, kernel, stride and output size, e.g. "64->256 1x1/1 56x56".
+    public let shape: String
+    /// The algorithm chosen, e.g. "gemm avx512" or "winograd4 avx2/avx2".
+    public let choice: String
+    /// Each candidate timed and its best time in milliseconds (empty when only one could run).
+    public let candidates: [(name: String, milliseconds: Double)]
+    /// "measured", "cached" or "fixed".
+    public let source: String
+}
+
+/// Times candidates for the layers of one input shape, reusing one decision for every layer of the
+/// same shape and threads.
+final class KernelTuner {
+    let tuning: PlanTuning
+    let threads: Int
+    let cache: KernelCache?
+    private(set) var decided: [String: LayerDecision] = [:]
+    /// Per convolution, in the order the executor meets them.
+    private(set) var sequence: [(key: String, decision: LayerDecision)] = []
+    /// Wall time spent timing candidates, in seconds.
+    private(set) var measuringSeconds = 0.0
+
+    init(tuning: PlanTuning, threads: Int, cache: KernelCache?) {
+        (self.tuning, self.threads, self.cache) = (tuning, threads, cache)
+    }
+
+    /// The cache key of a layer shape: everything the kernels' speed depends on.
+    static func key(_ g: WindowGeometry, threads: Int, shortcut: Bool, relu: Bool) -> String {
+        "n\(g.N) c\(g.C) h\(g.H) w\(g.W) o\(g.O) g\(g.G) k\(g.KH)x\(g.KW) s\(g.SH)x\(g.SW) d\(g.DH)x\(g.DW) "
+            + "p\(g.PT),\(g.PB),\(g.PL),\(g.PR) t\(threads)\(shortcut ? " add" : "")\(relu ? " relu" : "")"
+    }
+
+    /// Settles one convolution. `run` computes the layer once with an algorithm and returns its wall
+    /// time in seconds; the layer's input stays as it was, so each candidate sees the same data.
+    func decide(_ g: WindowGeometry, shortcut: Bool, relu: Bool, run: (ConvAlgorithm) -> Double) -> LayerDecision {
+        let key = Self.key(g, threads: threads, shortcut: shortcut, relu: relu)
+        if let d = decided[key] { sequence.append((key, d)); return d }
+        let candidates = tuning.candidates(g)
+        let decision: LayerDecision
+        if candidates.count == 1 {
+            decision = LayerDecision(algorithm: candidates[0], times: [], source: .fixed)
+        } else if let cached = cache?.lookup(key), candidates.contains(cached.algorithm) {
+            decision = LayerDecision(algorithm: cached.algorithm, times: cached.times, source: .cached)
+        } else {
+            let started = ContinuousClock.now
+            decision = measure(candidates, run: run)
+            let d = (ContinuousClock.now - started).components
+            measuringSeconds += Double(d.seconds) + Double(d.attoseconds) / 1e18
+            cache?.record(key, decision)
+        }
+        decided[key] = decision
+        sequence.append((key, decision))
+        return decision
+    }
+
+    /// One untimed run (it pages in the candidate's weights and warms the caches), then timed runs: one
+    /// more for a candidate already 25% behind the best, up to three more for the rest (five for short
+    /// layers, whose times are noisier). Each candidate counts its fastest run. The fixed choice (first)
+    /// keeps the layer unless another is at least 2% faster, so that noise does not flip choices.
+    private func measure(_ candidates: [ConvAlgorithm], run: (ConvAlgorithm) -> Double) -> LayerDecision {
+        var times: [(ConvAlgorithm, Double)] = []
+        var best = Double.infinity
+        for c in candidates {
+            _ = run(c)
+            var t = run(c)
+            if t < 1.25 * best {
+                for _ in 0..<(t < 3e-4 ? 5 : 3) { t = min(t, run(c)) }
+            }
+            times.append((c, t * 1000))
+            best = min(best, t)
+        }
+        let fastest = times.min { $0.1 < $1.1 }!
+        let chosen = times[0].1 <= fastest.1 * 1.02 ? times[0].0 : fastest.0
+        return LayerDecision(algorithm: chosen, times: times, source: .measured)
+    }
+}
+
+/// Choices measured earlier, in a small JSON file in the user's cache directory, keyed by CPU model and
+/// build: a different CPU or a rebuilt binary starts a fresh file. Deleting it only costs one measurement.
+/// `RESNET_KERNEL_CACHE` names another file, or `off`. The file is read with a size bound, and an entry
+/// is used only when it names a candidate this CPU runs for that very layer; anything unreadable is ignored.
+final class KernelCache: @unchecked Sendable {
+    static let format = "resnet-convert kernel choices 1"
+    /// The file is ours, but anyone may write there: it is never trusted beyond this size or entry count.
+    static let maxBytes = 1 << 20
+    static let maxEntries = 4096
+
+    let path: String
+    let machine: String
+    private let lock = NSLock()
+    private var entries: [String: (algorithm: ConvAlgorithm, times: [(ConvAlgorithm, Double)])] = [:]
+    private var dirty = false
+
+    /// The process's cache, or nil when turned off or no directory is known.
+    static let shared: KernelCache? = {
+        let env = ProcessInfo.processInfo.environment
+        let path: String
+        if let p = env["RESNET_KERNEL_CACHE"] {
+            if p == "off" || p.isEmpty { return nil }
+            path = p
+        } else if let x = env["XDG_CACHE_HOME"], x.hasPrefix("/") {
+            path = x + "/resnet-convert/kernel-choices.json"
+        } else if let h = env["HOME"], h.hasPrefix("/") {
+            path = h + "/.cache/resnet-convert/kernel-choices.json"
+        } else {
+            return nil
+        }
+        return KernelCache(path: path, machine: machineIdentity())
+    }()
+
+    init(path: String, machine: String) {
+        (self.path, self.machine) = (path, machine)
+        load()
+    }
+
+    /// The CPU (model name and feature flags, as the kernel reports them) and this build (the running
+    /// executable's size and modification time): choices are only valid for both.
+    static func machineIdentity() -> String {
+        var cpu = "unknown cpu"
+        if let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) {
+            let first = text.components(separatedBy: "\n\n").first ?? ""
+            let fields = first.split(separator: "\n").filter { $0.hasPrefix("model name") || $0.hasPrefix("flags") }
+            cpu = fields.map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" }
+                .joined(separator: " | ")
+        }
+        var build = "unknown build"
+        if let a = try? FileManager.default.attributesOfItem(atPath: "/proc/self/exe"),
+           let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"),
+           let b = try? FileManager.default.attributesOfItem(atPath: target) {
+            _ = a
+            build = "\(b[.size] as? Int ?? 0) \((b[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325                 // FNV-1a: only needs to tell machines apart
+        for byte in (cpu + " / " + build).utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(hash, radix: 16)
+    }
+
+    func lookup(_ key: String) -> (algorithm: ConvAlgorithm, times: [(ConvAlgorithm, Double)])? {
+        lock.withLock { entries[key] }
+    }
+
+    func record(_ key: String, _ d: LayerDecision) {
+        lock.withLock {
+            if entries.count >= Self.maxEntries { entries.removeAll() }
+            entries[key] = (d.algorithm, d.times)
+            dirty = true
+        }
+    }
+
+    private func load() {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return }
+        defer { try? handle.close() }
+        guard let data = try? handle.read(upToCount: Self.maxBytes + 1), data.count <= Self.maxBytes,
+              case let .object(root)? = try? parseJSON(data, file: path, place: "kernel cache", allowsNonFinite: false),
+              case .string(Self.format)? = root["format"], case .string(machine)? = root["machine"],
+              case let .object(list)? = root["entries"] else { return }
+        for (key, value) in list.prefix(Self.maxEntries) {
+            guard case let .object(e) = value, case let .string(name)? = e["choice"], let algorithm = ConvAlgorithm(name),
+                  algorithm.runsHere else { continue }
+            var times: [(ConvAlgorithm, Double)] = []
+            if case let .array(ts)? = e["times"] {
+                for t in ts.prefix(64) {
+                    if case let .array(pair) = t, pair.count == 2, case let .string(n) = pair[0], let a = ConvAlgorithm(n),
+                       case let .number(ms) = pair[1], ms.isFinite { times.append((a, ms)) }
+                }
+            }
+            entries[key] = (algorithm, times)
+        }
+    }
+
+    /// Writes the file when something new was measured (atomically; failures are ignored: it is a cache).
+    func save() {
+        let text: String? = lock.withLock {
+            guard dirty else { return nil }
+            dirty = false
+            var out = "{\"format\": \(jsonString(Self.format)), \"machine\": \(jsonString(machine)), \"entries\": {"
+            out += entries.sorted { $0.key < $1.key }.map { key, e in
+                let times = e.times.map { "[\(jsonString($0.0.description)), \(String(format: "%.4f", $0.1))]" }.joined(separator: ", ")
+                return "\n  \(jsonString(key)): {\"choice\": \(jsonString(e.algorithm.description)), \"times\": [\(times)]}"
+            }.joined(separator: ",")
+            return out + "\n}}\n"
+        }
+        guard let text else { return }
+        let directory = (path as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try? AtomicOutput.write(Data(text.utf8), to: path)
+    }
+
+    private func jsonString(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
