@@ -37,6 +37,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Flag(help: "For the plan engine: list each convolution's candidate algorithms, their times and the choice.")
+    var explain = false
+
     @OptionGroup(title: "Limits") var limits: LimitOptions
 
     func run() throws { try limits.readLimits.apply(runWithLimits) }
@@ -53,14 +56,31 @@ struct Bench: ParsableCommand {
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         Terminal.progress("timing \(iterations) iterations")
         let r = try benchmarkForward(loaded.model, modelName: model, engine: engine, parallelism: parallelism, batch: batch, size: side,
-                                     iterations: iterations, warmup: warmup, threads: threadCount)
+                                     iterations: iterations, warmup: warmup, threads: threadCount,
+                                     explain: explain)
         if json {
             try Terminal.json(BenchReport(result: r, loadMs: loadMs, openRnwMs: openMs))
             return
         }
         Terminal.show("\(model.displayed): \(r.engine.rawValue) (\(r.parallelism.rawValue) threads), batch \(r.batch), \(r.size)x\(r.size), \(r.threads) threads, \(r.iterations) iterations")
         print(String(format: "  median %.2f ms   min %.2f ms   mean %.2f ms   %.1f images/s", r.medianMs, r.minMs, r.meanMs, r.throughputPerS))
-        print(String(format: "  load %.1f ms   plan %.1f ms", loadMs, r.prepareMs) + (openMs.map { String(format: "   open .rnw with checksums %.1f ms", $0) } ?? ""))
+        print(String(format: "  load %.1f ms   plan %.1f ms (%.1f ms timing kernel candidates)", loadMs, r.prepareMs, r.measureMs)
+              + (openMs.map { String(format: "   open .rnw with checksums %.1f ms", $0) } ?? ""))
+        if let choices = r.choices { printChoices(choices) }
+    }
+
+    /// One line per convolution: place and shape, the choice and where it came from, then every
+    /// candidate's time relative to the chosen one.
+    private func printChoices(_ choices: [LayerChoice]) {
+        print("  kernel choices (per convolution: chosen algorithm, source; candidates with their fastest run):")
+        for c in choices {
+            Terminal.show("  \(c.place.displayed)  \(c.shape)")
+            let chosen = c.candidates.first { $0.name == c.choice }?.milliseconds
+            let list = c.candidates.map { cand in
+                String(format: "%@ %.3f ms", cand.name, cand.milliseconds) + (chosen.map { cand.name == c.choice ? " *" : String(format: " (%.2fx)", cand.milliseconds / $0) } ?? "")
+            }
+            print("      -> \(c.choice) [\(c.source)]" + (list.isEmpty ? "" : ": " + list.joined(separator: ", ")))
+        }
     }
 }
 

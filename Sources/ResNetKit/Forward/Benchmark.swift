@@ -37,8 +37,13 @@ public struct BenchmarkResult: Sendable, Codable {
     public var meanMs: Double
     /// Images per second at the median latency.
     public var throughputPerS: Double
-    /// Time to build the plan (fold, pack weights); 0 for the other engines.
+    /// Time to build the plan (fold the weights) and settle its kernels for this input shape (from the
+    /// cache file, or by timing candidates, then laying out the weights); 0 for the other engines.
     public var prepareMs: Double
+    /// The part of `prepareMs` spent timing kernel candidates (0 when every choice came from the cache).
+    public var measureMs: Double = 0
+    /// Per convolution, what was timed and chosen, when asked for.
+    public var choices: [LayerChoice]?
 }
 
 /// Times `model` on a deterministic input of shape (batch, inputChannels, size, size).
@@ -48,16 +53,17 @@ public struct BenchmarkResult: Sendable, Codable {
 /// - Throws: `ResNetError.usage` for non-positive counts; forward errors as `forward` throws them.
 public func benchmarkForward(_ model: ResNetModel, modelName: String, engine: BenchmarkEngine = .plan,
                              parallelism: ForwardPlan.Parallelism = .own,
-                             batch: Int, size: Int, iterations: Int, warmup: Int = 2, threads: Int) throws -> BenchmarkResult {
+                             batch: Int, size: Int, iterations: Int, warmup: Int = 2, threads: Int,
+                             explain: Bool = false) throws -> BenchmarkResult {
     // Errors of the forward pass about the model name its file; the input is made here, from `size`.
     try namingFiles(model: modelName) {
         try benchmark(model, modelName: modelName, engine: engine, parallelism: parallelism, batch: batch, size: size,
-                      iterations: iterations, warmup: warmup, threads: threads)
+                      iterations: iterations, warmup: warmup, threads: threads, explain: explain)
     }
 }
 
 private func benchmark(_ model: ResNetModel, modelName: String, engine: BenchmarkEngine, parallelism: ForwardPlan.Parallelism,
-                       batch: Int, size: Int, iterations: Int, warmup: Int, threads: Int) throws -> BenchmarkResult {
+                       batch: Int, size: Int, iterations: Int, warmup: Int, threads: Int, explain: Bool) throws -> BenchmarkResult {
     for (v, what) in [(batch, "batch"), (size, "size"), (iterations, "iterations"), (threads, "threads")] where v < 1 {
         throw ResNetError.usage("\(what) must be at least 1, got \(v)")
     }
@@ -76,6 +82,7 @@ private func benchmark(_ model: ResNetModel, modelName: String, engine: Benchmar
     if engine == .plan {
         let start = clock.now
         plan = try ForwardPlan(model, threads: threads, parallelism: parallelism)
+        try plan!.prepare(inputShape: shape)
         prepareMs = milliseconds(clock.now - start)
     }
     func once() throws {
@@ -95,10 +102,15 @@ private func benchmark(_ model: ResNetModel, modelName: String, engine: Benchmar
     }
     times.sort()
     let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
-    return BenchmarkResult(model: modelName, engine: engine, parallelism: parallelism, batch: batch, size: size, threads: threads, warmup: warmup,
-                           iterations: iterations, medianMs: median, minMs: times[0],
-                           meanMs: times.reduce(0, +) / Double(times.count),
-                           throughputPerS: Double(batch) * 1000 / median, prepareMs: prepareMs)
+    var result = BenchmarkResult(model: modelName, engine: engine, parallelism: parallelism, batch: batch, size: size, threads: threads,
+                                 warmup: warmup, iterations: iterations, medianMs: median, minMs: times[0],
+                                 meanMs: times.reduce(0, +) / Double(times.count),
+                                 throughputPerS: Double(batch) * 1000 / median, prepareMs: prepareMs)
+    if let plan {
+        result.measureMs = plan.measuringSeconds * 1000
+        if explain { result.choices = try plan.explain(inputShape: shape) }
+    }
+    return result
 }
 
 private func milliseconds(_ d: Duration) -> Double {

@@ -100,15 +100,21 @@ struct LayerDecision: Sendable {
 }
 
 /// What a plan chose for one convolution at one input shape (`ForwardPlan.explain`).
-public struct LayerChoice: Sendable {
+public struct LayerChoice: Sendable, Codable {
+    /// One candidate timed.
+    public struct Candidate: Sendable, Codable {
+        public let name: String
+        /// Its fastest run, in milliseconds.
+        public let milliseconds: Double
+    }
     /// The convolution's place in the model (as error messages name it).
     public let place: String
     /// Input channels → output channels, kernel, stride and output size, e.g. "64->256 1x1/1 56x56".
     public let shape: String
     /// The algorithm chosen, e.g. "gemm avx512" or "winograd4 avx2/avx2".
     public let choice: String
-    /// Each candidate timed and its best time in milliseconds (empty when only one could run).
-    public let candidates: [(name: String, milliseconds: Double)]
+    /// Each candidate timed and its best time (empty when only one could run).
+    public let candidates: [Candidate]
     /// "measured", "cached" or "fixed".
     public let source: String
 }
@@ -158,25 +164,60 @@ final class KernelTuner {
         return decision
     }
 
-    /// One untimed run (it pages in the candidate's weights and warms the caches), then timed runs: one
-    /// more for a candidate already 25% behind the best, up to three more for the rest (five for short
-    /// layers, whose times are noisier). Each candidate counts its fastest run. The fixed choice (first)
-    /// keeps the layer unless another is at least 2% faster, so that noise does not flip choices.
+    /// Times the candidates worth timing and returns the fastest. A Winograd layer has up to
+    /// 2 tiles × kernels × transforms candidates, so they are searched one dimension at a time: every
+    /// plain product first; then each tile with the fastest product kernel so far; then, for the best
+    /// tile (when it is within 30% of the best so far), every product kernel and every transform.
     private func measure(_ candidates: [ConvAlgorithm], run: (ConvAlgorithm) -> Double) -> LayerDecision {
         var times: [(ConvAlgorithm, Double)] = []
         var best = Double.infinity
-        for c in candidates {
-            _ = run(c)
-            var t = run(c)
-            if t < 1.25 * best {
-                for _ in 0..<(t < 3e-4 ? 5 : 3) { t = min(t, run(c)) }
-            }
+        func time(_ c: ConvAlgorithm) {
+            guard candidates.contains(c), !times.contains(where: { $0.0 == c }) else { return }
+            let t = timed(c, best: best, run: run)
             times.append((c, t * 1000))
             best = min(best, t)
         }
-        let fastest = times.min { $0.1 < $1.1 }!
-        let chosen = times[0].1 <= fastest.1 * 1.02 ? times[0].0 : fastest.0
+        func fastest(_ keep: (ConvAlgorithm) -> Bool) -> (ConvAlgorithm, Double)? {
+            times.filter { keep($0.0) }.min { $0.1 < $1.1 }
+        }
+        time(candidates[0])
+        for c in candidates { if case .winograd = c { continue }; time(c) }
+        let winograd = candidates.compactMap { c -> (m: Int, product: GemmKernel, transform: WinogradKernel)? in
+            if case let .winograd(m, p, t) = c { return (m, p, t) }
+            return nil
+        }
+        if !winograd.isEmpty {
+            var product = tuning.gemmKernel.resolved
+            if let (a, _) = fastest({ if case .gemm = $0 { return true }; return false }), case let .gemm(k) = a { product = k }
+            let transform = tuning.winogradKernel.resolved
+            for m in Set(winograd.map(\.m)).sorted() {
+                let first = winograd.first { $0.m == m && $0.product == product && $0.transform == transform }
+                    ?? winograd.first { $0.m == m }!
+                time(.winograd(m: first.m, product: first.product, transform: first.transform))
+            }
+            let bestWinograd = fastest { if case .winograd = $0 { return true }; return false }
+            if let (a, ms) = bestWinograd, ms < 1.3 * best * 1000, case let .winograd(m, _, t) = a {
+                for w in winograd where w.m == m && w.transform == t { time(.winograd(m: m, product: w.product, transform: t)) }
+                if let (b, _) = fastest({ if case .winograd(m, _, _) = $0 { return true }; return false }), case let .winograd(_, p, _) = b {
+                    for w in winograd where w.m == m && w.product == p { time(.winograd(m: m, product: p, transform: w.transform)) }
+                }
+            }
+        }
+        let top = fastest { _ in true }!
+        let chosen = times[0].1 <= top.1 * 1.02 ? times[0].0 : top.0
         return LayerDecision(algorithm: chosen, times: times, source: .measured)
+    }
+
+    /// One untimed run (it pages in the candidate's weights and warms the caches), then timed runs: none
+    /// more for a candidate already 25% behind the best, up to three more for the rest (five for short
+    /// layers, whose times are noisier). A candidate counts its fastest run, in seconds.
+    private func timed(_ c: ConvAlgorithm, best: Double, run: (ConvAlgorithm) -> Double) -> Double {
+        _ = run(c)
+        var t = run(c)
+        if t < 1.25 * best {
+            for _ in 0..<(t < 3e-4 ? 5 : 3) { t = min(t, run(c)) }
+        }
+        return t
     }
 }
 

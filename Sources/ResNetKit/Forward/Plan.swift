@@ -80,7 +80,8 @@ public final class ForwardPlan: @unchecked Sendable {
         self.tuning = tuning
         self.threads = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 64))
         self.parallelism = parallelism
-        let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil), tuning: tuning)
+        let compiler = PlanCompiler(runner: ForwardRunner(tensors: model.tensors, engine: .fast, capture: nil), tuning: tuning,
+                                    threads: self.threads)
         // The rules the `.rnw` reader also applies; the compiler and each run check the rest.
         if let v = model.spec.structuralViolation() { throw compiler.runner.mapping("spec \(v)") }
         stem = try compiler.compile(model.spec.stem, place: "stem")
@@ -188,13 +189,22 @@ public final class ForwardPlan: @unchecked Sendable {
             cache?.save()
         }
         precondition(decisions.count == layers.count, "the tuning run met a different number of convolutions")
-        let convs = zip(layers, decisions).map { layer, d in
-            ScheduledConv(algorithm: d.algorithm, weights: layer.step.store.get(d.algorithm.layout))
+        // Laying out the weights is most of a warm start: layers are spread over the threads, interleaved
+        // because the late layers are the large ones.
+        var laid = [LaidOutWeights?](repeating: nil, count: layers.count)
+        laid.withUnsafeMutableBufferPointer { out in
+            let workers = max(1, min(threads, layers.count))
+            WorkerPool.shared.run(workers) { w in
+                for i in stride(from: w, to: layers.count, by: workers) {
+                    out[i] = layers[i].step.store.get(decisions[i].algorithm.layout)
+                }
+            }
         }
+        let convs = zip(decisions, laid).map { d, w in ScheduledConv(algorithm: d.algorithm, weights: w!) }
         let choices = zip(layers, decisions).map { layer, d in
             let g = layer.g
             return LayerChoice(place: layer.step.place, shape: "\(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW)",
-                               choice: d.algorithm.description, candidates: d.times.map { ($0.0.description, $0.1) },
+                               choice: d.algorithm.description, candidates: d.times.map { .init(name: $0.0.description, milliseconds: $0.1) },
                                source: d.source.rawValue)
         }
         let schedule = Schedule(convs: convs, choices: choices, measuringSeconds: measuring)
@@ -335,6 +345,8 @@ struct ScheduledConv {
 struct PlanCompiler {
     let runner: ForwardRunner
     let tuning: PlanTuning
+    /// Threads for folding the weights.
+    let threads: Int
 
     func compile(_ ops: [Op], place: String) throws -> [Step] {
         var steps: [Step] = []
@@ -432,16 +444,25 @@ struct PlanCompiler {
         let K = KH * KW * Cg
         // Per group (K, Og): row (kh·KW + kw)·Cg + i, column og. The layouts the chosen kernels read
         // are derived from these when a schedule first needs them.
+        // A transpose of each group's (Og, K) block: taken 16 output channels at a time, so the reads are
+        // 16 sequential streams and each write fills whole cache lines, instead of writing one float per
+        // line at a stride of Og floats (which made plan builds several times slower).
         var plain = [Float](repeating: 0, count: G * K * Og)
+        let blocks = (Og + 15) / 16
         plain.withUnsafeMutableBufferPointer { out in
             w.withUnsafeBufferPointer { w in
-                for o in 0..<O {
-                    let g = o / Og, og = o % Og, s = scale[o]
-                    for i in 0..<Cg {
-                        for kh in 0..<KH {
-                            for kw in 0..<KW {
-                                let k = (kh * KW + kw) * Cg + i
-                                out[(g * K + k) * Og + og] = Float(Double(w[((o * Cg + i) * KH + kh) * KW + kw]) * s)
+                let taps = KH * KW
+                parallelChunks(G * blocks, threads: threads, grain: max(1, 4096 / max(K * 16, 1))) { part in
+                    for unit in part {
+                        let g = unit / blocks, og0 = unit % blocks * 16
+                        let og1 = min(og0 + 16, Og)
+                        for i in 0..<Cg {
+                            for t in 0..<taps {
+                                let row = out.baseAddress! + (g * K + t * Cg + i) * Og
+                                for og in og0..<og1 {
+                                    let o = g * Og + og
+                                    row[og] = Float(Double(w[(o * Cg + i) * taps + t]) * scale[o])
+                                }
                             }
                         }
                     }
