@@ -23,6 +23,32 @@ import Testing
         }
     }
 
+    /// `--explain` lists each convolution with its choice; a second run in a fresh process with the same
+    /// cache file takes every choice from it (and the file is the only state shared between them).
+    @Test func explainListsEveryConvolutionAndTheCacheIsReused() throws {
+        let model = CLITests.fixtures.appendingPathComponent("bad/good.h5").path
+        let dir = try CLITests.tempDir()
+        var env = ProcessInfo.processInfo.environment
+        env["RESNET_KERNEL_CACHE"] = dir.appendingPathComponent("choices.json").path
+        env["RESNET_PLAN_TUNING"] = nil
+        let args = ["bench", model, "--batch", "1", "--size", "32", "--iterations", "1", "--threads", "2", "--explain"]
+        let first = try CLITests.run(args, environment: env)
+        #expect(first.code == 0, "\(first.stdout)\(first.stderr)")
+        let lines = first.stdout.split(separator: "\n").filter { $0.contains("-> ") }
+        #expect(!lines.isEmpty && lines.contains { $0.contains("[measured]") }, "\(first.stdout)")
+        #expect(FileManager.default.fileExists(atPath: env["RESNET_KERNEL_CACHE"]!))
+        let second = try CLITests.run(args, environment: env)
+        #expect(second.code == 0, "\(second.stdout)\(second.stderr)")
+        let again = second.stdout.split(separator: "\n").filter { $0.contains("-> ") }
+        #expect(again.count == lines.count && !again.contains { $0.contains("[measured]") }, "\(second.stdout)")
+        #expect(second.stdout.contains("(0.0 ms timing kernel candidates)"), "\(second.stdout)")
+        // Pinned: nothing measured, nothing read from the cache.
+        env["RESNET_PLAN_TUNING"] = "gemm-kernel=0,winograd=0,winograd-kernel=0,grouped=0"
+        let pinned = try CLITests.run(args, environment: env)
+        #expect(pinned.code == 0 && pinned.stdout.split(separator: "\n").filter { $0.contains("-> ") }.allSatisfy { $0.contains("-> gemm blas [fixed]") },
+                "\(pinned.stdout)")
+    }
+
     @Test func benchRefusesAZeroBatch() throws {
         let model = CLITests.fixtures.appendingPathComponent("bad/good.h5").path
         let r = try CLITests.run(["bench", model, "--batch", "0", "--iterations", "1"])

@@ -131,8 +131,11 @@ final class KernelTuner {
     /// Wall time spent timing candidates, in seconds.
     private(set) var measuringSeconds = 0.0
 
-    init(tuning: PlanTuning, threads: Int, cache: KernelCache?) {
-        (self.tuning, self.threads, self.cache) = (tuning, threads, cache)
+    /// Tests: picks the candidate instead of timing (each candidate then runs once).
+    let forced: (([ConvAlgorithm]) -> ConvAlgorithm)?
+
+    init(tuning: PlanTuning, threads: Int, cache: KernelCache?, forced: (([ConvAlgorithm]) -> ConvAlgorithm)? = nil) {
+        (self.tuning, self.threads, self.cache, self.forced) = (tuning, threads, cache, forced)
     }
 
     /// The cache key of a layer shape: everything the kernels' speed depends on.
@@ -150,6 +153,10 @@ final class KernelTuner {
         let decision: LayerDecision
         if candidates.count == 1 {
             decision = LayerDecision(algorithm: candidates[0], times: [], source: .fixed)
+        } else if let forced {
+            let a = forced(candidates)
+            _ = run(a)
+            decision = LayerDecision(algorithm: a, times: [(a, 0)], source: .measured)
         } else if let cached = cache?.lookup(key), candidates.contains(cached.algorithm) {
             decision = LayerDecision(algorithm: cached.algorithm, times: cached.times, source: .cached)
         } else {

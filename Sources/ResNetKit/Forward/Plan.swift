@@ -71,9 +71,16 @@ public final class ForwardPlan: @unchecked Sendable {
         try self.init(model, threads: threads, parallelism: parallelism, tuning: .environment)
     }
 
-    /// Compiles `model` with explicit tuning (tests pin the Winograd choices with it).
-    init(_ model: ResNetModel, threads: Int?, parallelism: Parallelism, tuning: PlanTuning) throws {
+    /// Where measured kernel choices are kept across processes (nil: nowhere).
+    let kernelCache: KernelCache?
+    /// Tests: each layer takes this candidate instead of the fastest (set before the first run).
+    nonisolated(unsafe) var forcedChoice: (([ConvAlgorithm]) -> ConvAlgorithm)?
+
+    /// Compiles `model` with explicit tuning (tests pin the Winograd choices with it) and cache file.
+    init(_ model: ResNetModel, threads: Int?, parallelism: Parallelism, tuning: PlanTuning,
+         kernelCache: KernelCache? = KernelCache.shared) throws {
         spec = model.spec
+        self.kernelCache = kernelCache
         var tuning = tuning
         // With `.blas` OpenBLAS threads each product; the C kernel runs on the plan's threads only.
         if parallelism == .blas { tuning.gemmKernel = .blas; tuning.measured.remove(.gemm) }
@@ -160,8 +167,8 @@ public final class ForwardPlan: @unchecked Sendable {
         scheduleLock.lock()
         defer { scheduleLock.unlock() }
         if let s = schedules[shape] { return s }
-        let cache = tuning.usesCache && parallelism == .own ? KernelCache.shared : nil
-        let tuner = KernelTuner(tuning: tuning, threads: loopThreads, cache: cache)
+        let cache = tuning.usesCache && parallelism == .own ? kernelCache : nil
+        let tuner = KernelTuner(tuning: tuning, threads: loopThreads, cache: forcedChoice == nil ? cache : nil, forced: forcedChoice)
         var survey = Executor(plan: self, arena: nil, mode: .tune(tuner))
         _ = try survey.runAll(inputShape: shape, input: nil)
         let layers = survey.surveyed
