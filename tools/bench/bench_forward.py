@@ -1,4 +1,4 @@
-"""Times PyTorch and onnxruntime on ResNets shaped like the ones resnet-convert runs, and writes the
+"""Times PyTorch, onnxruntime and OpenVINO on ResNets shaped like the ones resnet-convert runs, and writes the
 PyTorch state dicts (torchvision key names) so resnet-convert can read the very same weights once it
 reads .pth files.
 
@@ -168,17 +168,18 @@ def table(path):
         key = (r["model"], r["batch"])
         if key not in cases:
             cases.append(key)
-    print(f"{'model':<10} {'batch':>5} {'ours ms':>9} {'ort ms':>9} {'torch ms':>9} {'ours/ort':>9} {'ours/torch':>10} {'ours img/s':>10} {'ort img/s':>10}")
+    print(f"{'model':<10} {'batch':>5} {'ours ms':>9} {'ort ms':>9} {'ov ms':>9} {'torch ms':>9} {'ours/best':>10} {'ours/ort':>9} {'ours/ov':>8} {'ours/torch':>10}")
     for model, batch in cases:
         got = {r["runtime"].split()[0]: r for r in rows if (r["model"], r["batch"]) == (model, batch)}
-        ours, ort, pt = got.get("resnet-convert"), got.get("onnxruntime"), got.get("pytorch")
-        if not (ours and ort and pt):
+        ours, ort, ov, pt = got.get("resnet-convert"), got.get("onnxruntime"), got.get("openvino"), got.get("pytorch")
+        if not (ours and ort and ov and pt):
             print(f"{model:<10} {batch:>5}  incomplete: {sorted(got)}")
             continue
-        print(f"{model:<10} {batch:>5} {ours['median_ms']:>9.1f} {ort['median_ms']:>9.1f} {pt['median_ms']:>9.1f} "
-              f"{ours['median_ms'] / ort['median_ms']:>9.2f} {ours['median_ms'] / pt['median_ms']:>10.2f} "
-              f"{1000 * batch / ours['median_ms']:>10.1f} {1000 * batch / ort['median_ms']:>10.1f}")
-    print("(medians of timed single calls; minima are in the JSON lines)")
+        o = ours["median_ms"]
+        best = min(ort["median_ms"], ov["median_ms"])
+        print(f"{model:<10} {batch:>5} {o:>9.1f} {ort['median_ms']:>9.1f} {ov['median_ms']:>9.1f} {pt['median_ms']:>9.1f} "
+              f"{o / best:>10.2f} {o / ort['median_ms']:>9.2f} {o / ov['median_ms']:>8.2f} {o / pt['median_ms']:>10.2f}")
+    print("(medians of timed single calls; minima are in the JSON lines; ours/best is against the faster of onnxruntime and OpenVINO)")
 
 
 if __name__ == "__main__":

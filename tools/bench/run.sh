@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times resnet-convert's forward pass against onnxruntime and PyTorch on the same machine in one run:
-# ResNet-50 224x224 batch 1 and 8, ResNet-18 224x224 batch 1, the same thread count for all three.
+# Times resnet-convert's forward pass against onnxruntime, OpenVINO and PyTorch on the same machine in one run:
+# ResNet-50 224x224 batch 1 and 8, ResNet-18 224x224 batch 1, the same thread count for all four.
 #
 #   TF_PY=<python with tensorflow + tf_keras> BENCH_PY=<python with requirements.txt> tools/bench/run.sh [OUT_DIR]
 #
@@ -46,6 +46,10 @@ fi
 
 results="$out/results.jsonl"
 : > "$results"
+# Our plan measures its kernels per layer on first use and keeps the choice in this file: round 1 starts
+# empty (its plan build includes the measurement), later rounds reuse it. Timed runs exclude both.
+export RESNET_KERNEL_CACHE="$out/kernel-choices.json"
+rm -f "$RESNET_KERNEL_CACHE"
 for round in $(seq 1 "$rounds"); do
     echo "== round $round of $rounds" >&2
     : > "$out/round.jsonl"
@@ -70,6 +74,10 @@ echo "models: $note"
 "$bench_py" - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+plans = [r for r in rows if r["runtime"] == "resnet-convert" and r["model"] == "resnet50" and r["batch"] == 1]
+if plans:
+    print(f"resnet50 batch 1 plan build: {plans[0]['prepare_ms']:.0f} ms with an empty kernel cache "
+          f"({plans[0]['measure_ms']:.0f} ms timing candidates), then " + ", ".join(f"{p['prepare_ms']:.0f}" for p in plans[1:]) + " ms")
 opens = [r["open_rnw_ms"] for r in rows if r.get("open_rnw_ms") is not None and r["model"] == "resnet50"]
 if opens:
     print(f"opening resnet50.rnw with checksum verification: median {statistics.median(opens):.1f} ms over {len(opens)} runs")
