@@ -153,6 +153,20 @@ struct KernelChoiceTests {
         }
     }
 
+    @Test("a plan for one-off calls (forward's) measures nothing on its first run at a shape, only when that shape runs again")
+    func oneOffPlansMeasureOnRepeat() throws {
+        let model = randomModel(smallResNet(), seed: 4300)
+        let x = SeededRandom(4301).tensorCopy([1, 3, 12, 12])
+        let reference = try forward(model, input: x, engine: .reference)
+        let plan = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: measuring, kernelCache: nil, measuresOnFirstRun: false)
+        try expectClose(try plan.run(x), reference, relative: 1e-5, "first run: fixed rules")
+        #expect(plan.measuringSeconds == 0)
+        try expectClose(try plan.run(x), reference, relative: 1e-5, "second run: measured")
+        #expect(plan.measuringSeconds > 0)
+        let sources = Set(try plan.explain(inputShape: x.shape).map(\.source))
+        #expect(sources.contains("measured") && !sources.contains("cached"))
+    }
+
     @Test("every candidate of every layer of a small ResNet computes the same layer (forced one at a time through the schedule)")
     func everyCandidateAgrees() throws {
         let model = randomModel(smallResNet(), seed: 4200)

@@ -29,6 +29,12 @@ import Foundation
 /// `forward(_:input:engine:capture:)` builds and caches one for `.fast` when no capture is asked for;
 /// build one yourself to control threads or to keep several models prepared. Safe to share between
 /// threads: concurrent `run` calls each take their own buffers.
+///
+/// Each convolution's algorithm (matrix kernel build, Winograd tile, grouped path) is chosen for the
+/// CPU at hand: the first run at an input shape times the candidates on each distinct layer shape and
+/// keeps the fastest, and the choices are kept in a cache file (`RESNET_KERNEL_CACHE`, default
+/// `~/.cache/resnet-convert/kernel-choices.json`) so later processes reuse them. ``explain(inputShape:)``
+/// shows what was timed and chosen. The plan `forward` keeps measures only once it is reused.
 public final class ForwardPlan: @unchecked Sendable {
     /// The structure the plan was built from.
     public let spec: ResNetSpec
@@ -75,12 +81,18 @@ public final class ForwardPlan: @unchecked Sendable {
     let kernelCache: KernelCache?
     /// Tests: each layer takes this candidate instead of the fastest (set before the first run).
     nonisolated(unsafe) var forcedChoice: (([ConvAlgorithm]) -> ConvAlgorithm)?
+    /// Whether the first run at an input shape may time candidates. When not (the plan `forward` keeps
+    /// for one-off calls), that run takes what the cache file holds and the fixed rules for the rest, and
+    /// a second run at the same shape, which shows the plan is being reused, measures.
+    let measuresOnFirstRun: Bool
+    private var runsByShape: [[Int]: Int] = [:]      // guarded by scheduleLock
 
     /// Compiles `model` with explicit tuning (tests pin the Winograd choices with it) and cache file.
     init(_ model: ResNetModel, threads: Int?, parallelism: Parallelism, tuning: PlanTuning,
-         kernelCache: KernelCache? = KernelCache.shared) throws {
+         kernelCache: KernelCache? = KernelCache.shared, measuresOnFirstRun: Bool = true) throws {
         spec = model.spec
         self.kernelCache = kernelCache
+        self.measuresOnFirstRun = measuresOnFirstRun
         var tuning = tuning
         // With `.blas` OpenBLAS threads each product; the C kernel runs on the plan's threads only.
         if parallelism == .blas { tuning.gemmKernel = .blas; tuning.measured.remove(.gemm) }
@@ -115,7 +127,7 @@ public final class ForwardPlan: @unchecked Sendable {
         let x = try checker.checkedInput(input, spec: spec)
         try requireOpenBLAS()
         setBLASThreads()
-        let schedule = try self.schedule(for: x.shape)
+        let schedule = try self.schedule(for: x.shape, counting: true)
         var sizing = Executor(plan: self, arena: nil, mode: .schedule(schedule))
         let sizedOutput = try sizing.runAll(inputShape: x.shape, input: nil)
         let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns)
@@ -163,10 +175,12 @@ public final class ForwardPlan: @unchecked Sendable {
     /// geometry; each takes its choice from the cache file or, when any is missing, one run on a
     /// synthetic input times every candidate in place; then the layouts the choices read are derived and
     /// every other layout is dropped.
-    func schedule(for shape: [Int]) throws -> Schedule {
+    func schedule(for shape: [Int], counting: Bool = false) throws -> Schedule {
         scheduleLock.lock()
         defer { scheduleLock.unlock() }
-        if let s = schedules[shape] { return s }
+        if counting { runsByShape[shape, default: 0] += 1 }
+        let mayMeasure = measuresOnFirstRun || !counting || runsByShape[shape, default: 0] > 1
+        if let s = schedules[shape], !s.provisional || !mayMeasure { return s }
         let cache = tuning.usesCache && parallelism == .own ? kernelCache : nil
         let tuner = KernelTuner(tuning: tuning, threads: loopThreads, cache: forcedChoice == nil ? cache : nil, forced: forcedChoice)
         var survey = Executor(plan: self, arena: nil, mode: .tune(tuner))
@@ -185,7 +199,19 @@ public final class ForwardPlan: @unchecked Sendable {
             }
         }
         var measuring = 0.0
-        if decisions.count < layers.count {
+        var provisional = false
+        if decisions.count < layers.count && !mayMeasure {
+            // Not measuring yet: the fixed rules for every layer the cache does not settle.
+            provisional = true
+            decisions = layers.map { layer in
+                let key = KernelTuner.key(layer.g, threads: loopThreads, shortcut: layer.shortcut, relu: layer.relu)
+                let candidates = tuning.candidates(layer.g)
+                if let c = cache?.lookup(key), candidates.contains(c.algorithm) {
+                    return LayerDecision(algorithm: c.algorithm, times: c.times, source: .cached)
+                }
+                return LayerDecision(algorithm: candidates[0], times: [], source: .fixed)
+            }
+        } else if decisions.count < layers.count {
             let count = shape.reduce(1, *)
             let input = (0..<count).map { Float(sin(Double($0) * 0.001)) }   // smooth, not all zeros
             let arena = Arena(activation: survey.maxActivation, columns: survey.maxColumns)
@@ -214,7 +240,7 @@ public final class ForwardPlan: @unchecked Sendable {
                                choice: d.algorithm.description, candidates: d.times.map { .init(name: $0.0.description, milliseconds: $0.1) },
                                source: d.source.rawValue)
         }
-        let schedule = Schedule(convs: convs, choices: choices, measuringSeconds: measuring)
+        let schedule = Schedule(convs: convs, choices: choices, measuringSeconds: measuring, provisional: provisional)
         schedules[shape] = schedule
         // Each convolution keeps only the layouts some schedule reads.
         for (i, layer) in layers.enumerated() {
@@ -257,7 +283,7 @@ extension ForwardPlan {
         defer { cacheLock.unlock() }
         if let (tensors, plan) = cache, plan.spec == model.spec, sameStorage(tensors, model.tensors) { return plan }
         cache = nil                                     // drop the old weights before preparing new ones
-        let plan = try ForwardPlan(model)
+        let plan = try ForwardPlan(model, threads: nil, parallelism: .own, tuning: .environment, measuresOnFirstRun: false)
         cache = (model.tensors, plan)
         return plan
     }
@@ -337,9 +363,11 @@ final class Schedule: @unchecked Sendable {
     let choices: [LayerChoice]
     /// Seconds spent timing candidates to make it.
     let measuringSeconds: Double
+    /// Made without measuring although some layer had candidates left: replaced once the plan may measure.
+    let provisional: Bool
 
-    init(convs: [ScheduledConv], choices: [LayerChoice], measuringSeconds: Double) {
-        (self.convs, self.choices, self.measuringSeconds) = (convs, choices, measuringSeconds)
+    init(convs: [ScheduledConv], choices: [LayerChoice], measuringSeconds: Double, provisional: Bool) {
+        (self.convs, self.choices, self.measuringSeconds, self.provisional) = (convs, choices, measuringSeconds, provisional)
     }
 }
 
