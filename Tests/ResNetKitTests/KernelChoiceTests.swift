@@ -167,6 +167,46 @@ struct KernelChoiceTests {
         #expect(sources.contains("measured") && !sources.contains("cached"))
     }
 
+    @Test("the early blocks run a few images at a time (pinned: every split point and sub-batch size, batches that do not divide) and agree with the whole batch")
+    func splitBatches() throws {
+        let model = randomModel(smallResNet(), seed: 4400)
+        for n in [2, 3, 5] {
+            let x = SeededRandom(UInt64(4400 + n)).tensorCopy([n, 3, 12, 12])
+            let reference = try forward(model, input: x, engine: .reference)
+            let whole = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: PlanTuning(), kernelCache: nil).run(x)
+            for blocks in 1...3 {
+                for images in 1...2 {
+                    var t = PlanTuning()
+                    (t.splitBlocks, t.splitImages) = (blocks, images)
+                    let plan = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: t, kernelCache: nil)
+                    let y = try plan.run(x)
+                    // Same kernels on every slice as on the whole batch: the same numbers, bit for bit.
+                    #expect(y == whole, "batch \(n), first \(blocks) blocks \(images) at a time")
+                    try expectClose(y, reference, relative: 1e-5)
+                }
+            }
+        }
+    }
+
+    @Test("for a batch, the split is measured once, kept in the cache file and listed by explain")
+    func splitIsMeasuredAndCached() throws {
+        let path = temporaryCachePath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let model = randomModel(smallResNet(), seed: 4500)
+        let x = SeededRandom(4501).tensorCopy([3, 3, 12, 12])
+        let reference = try forward(model, input: x, engine: .reference)
+        let plan = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: measuring, kernelCache: KernelCache(path: path, machine: "m"))
+        try expectClose(try plan.run(x), reference, relative: 1e-5)
+        let first = try plan.explain(inputShape: x.shape).filter { $0.place == "batch" }
+        #expect(first.count == 1 && first.first?.source == "measured" && first.first!.candidates.count >= 3, "\(first)")
+        let again = try ForwardPlan(model, threads: 2, parallelism: .own, tuning: measuring, kernelCache: KernelCache(path: path, machine: "m"))
+        let second = try again.explain(inputShape: x.shape).filter { $0.place == "batch" }
+        #expect(second.first?.source == "cached" && second.first?.choice == first.first?.choice)
+        try expectClose(try again.run(x), reference, relative: 1e-5)
+        // Batch 1 has nothing to split.
+        #expect(try again.explain(inputShape: [1, 3, 12, 12]).allSatisfy { $0.place != "batch" })
+    }
+
     @Test("every candidate of every layer of a small ResNet computes the same layer (forced one at a time through the schedule)")
     func everyCandidateAgrees() throws {
         let model = randomModel(smallResNet(), seed: 4200)

@@ -21,6 +21,8 @@ enum TunedDimension: Hashable, Sendable, CaseIterable {
     case transform
     /// Direct grouped kernel (each build) or im2col with OpenBLAS per group.
     case grouped
+    /// For a batch, whether the early blocks run a few images at a time.
+    case split
 }
 
 extension PlanTuning {
@@ -242,6 +244,7 @@ final class KernelCache: @unchecked Sendable {
     let machine: String
     private let lock = NSLock()
     private var entries: [String: (algorithm: ConvAlgorithm, times: [(ConvAlgorithm, Double)])] = [:]
+    private var splits: [String: (choice: String, times: [(String, Double)])] = [:]
     private var dirty = false
 
     /// The process's cache, or nil when turned off or no directory is known.
@@ -292,6 +295,18 @@ final class KernelCache: @unchecked Sendable {
         lock.withLock { entries[key] }
     }
 
+    func lookupSplit(_ key: String) -> (choice: String, times: [(String, Double)])? {
+        lock.withLock { splits[key] }
+    }
+
+    func recordSplit(_ key: String, choice: String, times: [(String, Double)]) {
+        lock.withLock {
+            if splits.count >= Self.maxEntries { splits.removeAll() }
+            splits[key] = (choice, times)
+            dirty = true
+        }
+    }
+
     func record(_ key: String, _ d: LayerDecision) {
         lock.withLock {
             if entries.count >= Self.maxEntries { entries.removeAll() }
@@ -319,6 +334,19 @@ final class KernelCache: @unchecked Sendable {
             }
             entries[key] = (algorithm, times)
         }
+        if case let .object(list)? = root["splits"] {
+            for (key, value) in list.prefix(Self.maxEntries) {
+                guard case let .object(e) = value, case let .string(choice)? = e["choice"], choice.utf8.count <= 64 else { continue }
+                var times: [(String, Double)] = []
+                if case let .array(ts)? = e["times"] {
+                    for t in ts.prefix(16) {
+                        if case let .array(pair) = t, pair.count == 2, case let .string(n) = pair[0], n.utf8.count <= 64,
+                           case let .number(ms) = pair[1], ms.isFinite { times.append((n, ms)) }
+                    }
+                }
+                splits[key] = (choice, times)
+            }
+        }
     }
 
     /// Writes the file when something new was measured (atomically; failures are ignored: it is a cache).
@@ -330,6 +358,11 @@ final class KernelCache: @unchecked Sendable {
             out += entries.sorted { $0.key < $1.key }.map { key, e in
                 let times = e.times.map { "[\(jsonString($0.0.description)), \(String(format: "%.4f", $0.1))]" }.joined(separator: ", ")
                 return "\n  \(jsonString(key)): {\"choice\": \(jsonString(e.algorithm.description)), \"times\": [\(times)]}"
+            }.joined(separator: ",")
+            out += "\n}, \"splits\": {"
+            out += splits.sorted { $0.key < $1.key }.map { key, e in
+                let times = e.times.map { "[\(jsonString($0.0)), \(String(format: "%.4f", $0.1))]" }.joined(separator: ", ")
+                return "\n  \(jsonString(key)): {\"choice\": \(jsonString(e.choice)), \"times\": [\(times)]}"
             }.joined(separator: ",")
             return out + "\n}}\n"
         }

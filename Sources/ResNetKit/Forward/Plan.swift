@@ -130,7 +130,7 @@ public final class ForwardPlan: @unchecked Sendable {
         let schedule = try self.schedule(for: x.shape, counting: true)
         var sizing = Executor(plan: self, arena: nil, mode: .schedule(schedule))
         let sizedOutput = try sizing.runAll(inputShape: x.shape, input: nil)
-        let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns)
+        let arena = takeArena(activation: sizing.maxActivation, columns: sizing.maxColumns, slots: sizing.maxSlots)
         defer { giveBack(arena) }
         var executor = Executor(plan: self, arena: arena, mode: .schedule(schedule))
         let out = try x.data.withUnsafeBufferPointer { try executor.runAll(inputShape: x.shape, input: $0.baseAddress!) }
@@ -240,7 +240,13 @@ public final class ForwardPlan: @unchecked Sendable {
                                choice: d.algorithm.description, candidates: d.times.map { .init(name: $0.0.description, milliseconds: $0.1) },
                                source: d.source.rawValue)
         }
-        let schedule = Schedule(convs: convs, choices: choices, measuringSeconds: measuring, provisional: provisional)
+        let base = Schedule(convs: convs, choices: choices, measuringSeconds: measuring, provisional: provisional, split: nil)
+        let layerKeys = layers.map { KernelTuner.key($0.g, threads: loopThreads, shortcut: $0.shortcut, relu: $0.relu) }
+        let (split, splitChoice, splitSeconds) = try chooseSplit(base, shape: shape, cache: cache, layerKeys: layerKeys,
+                                                                 measure: mayMeasure && forcedChoice == nil)
+        cache?.save()
+        let schedule = Schedule(convs: convs, choices: (splitChoice.map { [$0] } ?? []) + choices,
+                                measuringSeconds: measuring + splitSeconds, provisional: provisional, split: split)
         schedules[shape] = schedule
         // Each convolution keeps only the layouts some schedule reads.
         for (i, layer) in layers.enumerated() {
@@ -249,13 +255,89 @@ public final class ForwardPlan: @unchecked Sendable {
         return schedule
     }
 
-    private func takeArena(activation: Int, columns: Int) -> Arena {
+    /// Whether and how to run the early blocks a few images at a time (Executor.runFront): for a batch,
+    /// the stem plus the first one or two stages, one or two images at a time, or the whole batch
+    /// throughout — whichever runs the first two stages fastest here, from the cache file or timed on
+    /// a synthetic input. The candidates are the stage boundaries, not a size tuned for one machine's caches.
+    private func chooseSplit(_ base: Schedule, shape: [Int], cache: KernelCache?, layerKeys: [String],
+                             measure: Bool) throws -> ((blocks: Int, images: Int)?, LayerChoice?, Double) {
+        let N = shape[0]
+        var boundaries: [Int] = []
+        var total = 0
+        for stage in spec.stages { total += stage.blocks.count; if total < blocks.count { boundaries.append(total) } }
+        if tuning.splitBlocks > 0 || !tuning.measured.contains(.split) {
+            let pinned = tuning.splitBlocks > 0 && tuning.splitImages > 0 && tuning.splitImages < N
+                ? (blocks: min(tuning.splitBlocks, blocks.count), images: tuning.splitImages) : nil
+            return (pinned, nil, 0)
+        }
+        let ends = Array(boundaries.prefix(2))
+        let images = [1, 2].filter { $0 < N }
+        guard N > 1, let last = ends.last, !images.isEmpty else { return (nil, nil, 0) }
+        var candidates: [(blocks: Int, images: Int)?] = [nil]
+        for b in ends { for i in images { candidates.append((b, i)) } }
+        func name(_ c: (blocks: Int, images: Int)?) -> String {
+            c.map { "split \($0.blocks)x\($0.images)" } ?? "whole batch"
+        }
+        func describe(_ c: (blocks: Int, images: Int)?) -> String {
+            c.map { "stem and first \($0.blocks) blocks, \($0.images) image\($0.images == 1 ? "" : "s") at a time" } ?? "whole batch"
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in layerKeys.joined(separator: ";").utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let key = "split n\(N) c\(shape[1]) h\(shape[2]) w\(shape[3]) t\(loopThreads) \(String(hash, radix: 16))"
+        let shapeText = "first \(last) blocks at batch \(N)"
+        if let hit = cache?.lookupSplit(key), let c = candidates.first(where: { name($0) == hit.choice }) {
+            return (c, LayerChoice(place: "batch", shape: shapeText, choice: describe(c),
+                                   candidates: hit.times.map { .init(name: $0.0, milliseconds: $0.1) }, source: "cached"), 0)
+        }
+        guard measure else { return (nil, nil, 0) }
+        let started = ContinuousClock.now
+        var sizes = (activation: 0, columns: 0, slots: 0)
+        for c in candidates {
+            var sizing = Executor(plan: self, arena: nil, mode: .schedule(base))
+            sizing.split = c
+            sizing.stopAfterBlocks = last
+            _ = try sizing.runAll(inputShape: shape, input: nil)
+            sizes = (max(sizes.activation, sizing.maxActivation), max(sizes.columns, sizing.maxColumns), max(sizes.slots, sizing.maxSlots))
+        }
+        let arena = Arena(activation: sizes.activation, columns: sizes.columns, slots: sizes.slots)
+        let input = (0..<shape.reduce(1, *)).map { Float(sin(Double($0) * 0.001)) }
+        var times: [(String, Double)] = []
+        var best = Double.infinity
+        try input.withUnsafeBufferPointer { x in
+            for c in candidates {
+                func once() throws -> Double {
+                    var run = Executor(plan: self, arena: arena, mode: .schedule(base))
+                    run.split = c
+                    run.stopAfterBlocks = last
+                    let t0 = ContinuousClock.now
+                    _ = try run.runAll(inputShape: shape, input: x.baseAddress!)
+                    let d = (ContinuousClock.now - t0).components
+                    return Double(d.seconds) + Double(d.attoseconds) / 1e18
+                }
+                _ = try once()
+                var t = try once()
+                if t < 1.1 * best { t = min(t, try once()) }
+                times.append((name(c), t * 1000))
+                best = min(best, t)
+            }
+        }
+        let fastest = times.min { $0.1 < $1.1 }!
+        let chosenName = times[0].1 <= fastest.1 * 1.02 ? times[0].0 : fastest.0
+        let chosen = candidates.first { name($0) == chosenName }!
+        cache?.recordSplit(key, choice: chosenName, times: times)
+        let d = (ContinuousClock.now - started).components
+        return (chosen, LayerChoice(place: "batch", shape: shapeText, choice: describe(chosen),
+                                    candidates: times.map { .init(name: $0.0, milliseconds: $0.1) }, source: "measured"),
+                Double(d.seconds) + Double(d.attoseconds) / 1e18)
+    }
+
+    private func takeArena(activation: Int, columns: Int, slots: Int) -> Arena {
         lock.lock()
         defer { lock.unlock() }
-        if let i = arenas.firstIndex(where: { $0.activationCapacity >= activation && $0.columnCapacity >= columns }) {
+        if let i = arenas.firstIndex(where: { $0.activationCapacity >= activation && $0.columnCapacity >= columns && $0.slotCount >= slots }) {
             return arenas.remove(at: i)
         }
-        return Arena(activation: activation, columns: columns)
+        return Arena(activation: activation, columns: columns, slots: slots)
     }
 
     private func giveBack(_ arena: Arena) {
@@ -365,9 +447,12 @@ final class Schedule: @unchecked Sendable {
     let measuringSeconds: Double
     /// Made without measuring although some layer had candidates left: replaced once the plan may measure.
     let provisional: Bool
+    /// The early blocks' sub-batching (Executor.runFront), or nil.
+    let split: (blocks: Int, images: Int)?
 
-    init(convs: [ScheduledConv], choices: [LayerChoice], measuringSeconds: Double, provisional: Bool) {
-        (self.convs, self.choices, self.measuringSeconds, self.provisional) = (convs, choices, measuringSeconds, provisional)
+    init(convs: [ScheduledConv], choices: [LayerChoice], measuringSeconds: Double, provisional: Bool,
+         split: (blocks: Int, images: Int)?) {
+        (self.convs, self.choices, self.measuringSeconds, self.provisional, self.split) = (convs, choices, measuringSeconds, provisional, split)
     }
 }
 
@@ -511,20 +596,22 @@ struct PlanCompiler {
 
 // MARK: - Buffers
 
-/// Five activation slots (the most a block keeps alive: block input, forked input, shortcut result and
-/// two residual temporaries) and one im2col matrix, all 64-byte aligned.
+/// Activation slots (as many as the sizing walk found alive at once: five within a block — block input,
+/// forked input, shortcut result and two residual temporaries — plus the whole batch's input and output
+/// around a sub-batched part) and one im2col matrix, all 64-byte aligned.
 final class Arena {
-    static let slots = 5
+    /// The most slots any walk may hold; the sizing walk finds how many a run needs.
+    static let maxSlots = 8
     let activationCapacity: Int
     let columnCapacity: Int
     let activations: [UnsafeMutablePointer<Float>]
     let columns: UnsafeMutablePointer<Float>
-    var references = [Int](repeating: 0, count: Arena.slots)
+    var slotCount: Int { activations.count }
 
-    init(activation: Int, columns: Int) {
+    init(activation: Int, columns: Int, slots: Int = Arena.maxSlots) {
         activationCapacity = max(activation, 1)
         columnCapacity = max(columns, 1)
-        activations = (0..<Arena.slots).map { _ in Arena.allocate(max(activation, 1)) }
+        activations = (0..<max(1, min(slots, Arena.maxSlots))).map { _ in Arena.allocate(max(activation, 1)) }
         self.columns = Arena.allocate(max(columns, 1))
     }
 
@@ -539,11 +626,19 @@ final class Arena {
     }
 }
 
-/// An activation in the arena: slot and NHWC dimensions (flat: (n, c)).
+/// An activation in the arena: slot, where in it (a sub-batch is a slice of the batch's buffer) and NHWC
+/// dimensions (flat: (n, c)).
 struct Activation {
-    var slot: Int
+    /// Giving it another slot starts it at that slot's beginning.
+    var slot: Int { didSet { offset = 0 } }
+    /// Floats from the slot's start.
+    var offset: Int
     var n: Int, h: Int, w: Int, c: Int
     var flat: Bool
+
+    init(slot: Int, offset: Int = 0, n: Int, h: Int, w: Int, c: Int, flat: Bool) {
+        (self.slot, self.offset, self.n, self.h, self.w, self.c, self.flat) = (slot, offset, n, h, w, c, flat)
+    }
     var count: Int { n * h * w * c }
     /// The NCHW-style shape the reference checks expect.
     var shape: [Int] { flat ? [n, c] : [n, c, h, w] }
@@ -579,7 +674,8 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 /// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512),
 /// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `winograd-kernel=0|1` (Swift, AVX2), each of which
 /// pins its dimension; `gemm-default=N`, the matrix kernel the fixed rules name without pinning it;
-/// `measure=0`, measure nothing; `profile`); the environment is a debugging aid, not an interface.
+/// `measure=0`, measure nothing; `split=B:I` or `split=0`, the early blocks' sub-batching; `profile`); the
+/// environment is a debugging aid, not an interface.
 /// `PlanTuning()` measures nothing; plans built through the public initialiser measure every dimension.
 struct PlanTuning: Sendable, Equatable {
     /// What is chosen by timing candidates on the layer; the fixed rules below decide the rest (and
@@ -620,6 +716,8 @@ struct PlanTuning: Sendable, Equatable {
     /// What runs Winograd's input and output tile transforms (the best this CPU runs by default); tests
     /// pin each in turn.
     var winogradKernel = WinogradKernel.best
+    /// Run the stem and the first `splitBlocks` blocks `splitImages` images at a time (0: not pinned).
+    var splitBlocks = 0, splitImages = 0
     /// Print per-layer times to stderr after each run.
     var profile = false
 
@@ -643,6 +741,11 @@ struct PlanTuning: Sendable, Equatable {
             case "gemm-default": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k }
             case "winograd-kernel": if let value, let k = WinogradKernel(rawValue: value) { t.winogradKernel = k; t.measured.remove(.transform) }
             case "measure": if value == 0 { t.measured = [] }
+            case "split":
+                // "split=B:I", or "split=0" for the whole batch throughout.
+                let parts = kv.count == 2 ? kv[1].split(separator: ":").compactMap { Int($0) } : []
+                if parts == [0] { t.measured.remove(.split) }
+                if parts.count == 2, parts[0] > 0, parts[1] > 0 { (t.splitBlocks, t.splitImages) = (parts[0], parts[1]); t.measured.remove(.split) }
             case "profile": t.profile = true
             default: break
             }
@@ -679,27 +782,38 @@ struct Executor {
     /// In a sizing walk of `.tune`: each convolution with its geometry and what its epilogue adds.
     private(set) var surveyed: [(step: ConvStep, g: WindowGeometry, shortcut: Bool, relu: Bool)] = []
 
+    /// Per slot, how many activations use it; the sizing walk counts too, to find how many slots a run needs.
+    private var references = [Int](repeating: 0, count: Arena.maxSlots)
+    /// The most slots in use at once so far.
+    private(set) var maxSlots = 0
+    /// Run images `images` at a time through blocks before `blocks` (and the stem), then the rest on the
+    /// whole batch; nil: the whole batch throughout. Chosen by measurement (`ForwardPlan.schedule`).
+    var split: (blocks: Int, images: Int)?
+    /// While measuring a split: stop after this many blocks.
+    var stopAfterBlocks: Int?
+
     init(plan: ForwardPlan, arena: Arena?, mode: Mode) {
         self.plan = plan
         self.arena = arena
         self.mode = mode
-        if let arena { for i in arena.references.indices { arena.references[i] = 0 } }   // a reused arena starts empty
+        if case let .schedule(s) = mode { split = s.split }
     }
 
     // Slots are reference counted so that an op may work in place only on a buffer nobody else reads.
 
     private mutating func acquire(_ count: Int) -> Int {
         maxActivation = max(maxActivation, count)
-        guard let arena else { return 0 }
-        guard let i = arena.references.firstIndex(of: 0) else { preconditionFailure("arena slots exhausted") }
-        arena.references[i] = 1
+        let available = arena?.slotCount ?? Arena.maxSlots
+        guard let i = references.prefix(available).firstIndex(of: 0) else { preconditionFailure("arena slots exhausted") }
+        references[i] = 1
+        maxSlots = max(maxSlots, references.filter { $0 > 0 }.count)
         return i
     }
 
-    private func retain(_ a: Activation) { if let arena { arena.references[a.slot] += 1 } }
-    private func release(_ a: Activation) { if let arena { arena.references[a.slot] -= 1 } }
-    private func unique(_ a: Activation) -> Bool { arena.map { $0.references[a.slot] == 1 } ?? false }
-    private func pointer(_ a: Activation) -> UnsafeMutablePointer<Float> { arena!.activations[a.slot] }
+    private mutating func retain(_ a: Activation) { references[a.slot] += 1 }
+    private mutating func release(_ a: Activation) { references[a.slot] -= 1 }
+    private func unique(_ a: Activation) -> Bool { !sizing && references[a.slot] == 1 }
+    private func pointer(_ a: Activation) -> UnsafeMutablePointer<Float> { arena!.activations[a.slot] + a.offset }
 
     mutating func runAll(inputShape: [Int], input: UnsafePointer<Float>?) throws -> Activation {
         let (N, C, H, W) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
@@ -714,9 +828,45 @@ struct Executor {
                 }
             }
         }
-        x = try run(plan.stem, x)
-        for block in plan.blocks { x = try run(block, x) }
+        var first = 0
+        if let split, split.images < N, split.blocks > 0 {
+            x = try runFront(x, blocks: min(split.blocks, plan.blocks.count), images: split.images)
+            first = min(split.blocks, plan.blocks.count)
+        } else {
+            x = try run(plan.stem, x)
+        }
+        let end = min(stopAfterBlocks ?? plan.blocks.count, plan.blocks.count)
+        for block in plan.blocks[min(first, end)..<end] { x = try run(block, x) }
+        if stopAfterBlocks != nil { return x }
         return try run(plan.head, x)
+    }
+
+    /// The stem and blocks before `blocks`, `images` images at a time: each slice of the batch's input is
+    /// an activation in the same slot, and each result is copied into one buffer for the whole batch.
+    /// Early layers have the largest activations and the smallest weights: a few images at a time keep
+    /// a block's activations in cache, which the whole batch's do not fit, and reusing weights across
+    /// the batch matters little there.
+    private mutating func runFront(_ x: Activation, blocks: Int, images: Int) throws -> Activation {
+        let perImage = x.h * x.w * x.c
+        var out: Activation?
+        for n0 in stride(from: 0, to: x.n, by: images) {
+            var part = Activation(slot: x.slot, offset: x.offset + n0 * perImage, n: min(images, x.n - n0), h: x.h, w: x.w, c: x.c, flat: false)
+            retain(x)                                   // each slice is one more reader of the batch's buffer
+            convIndex = 0                               // every slice meets the same convolutions
+            part = try run(plan.stem, part)
+            for block in plan.blocks[0..<blocks] { part = try run(block, part) }
+            if out == nil {
+                guard !part.flat else { throw checker.mapping("blocks before \(blocks) end flat; they cannot be run a few images at a time") }
+                out = Activation(slot: acquire(x.n * part.h * part.w * part.c), n: x.n, h: part.h, w: part.w, c: part.c, flat: false)
+            }
+            if !sizing {
+                let count = part.count
+                (pointer(out!) + n0 * part.h * part.w * part.c).update(from: pointer(part), count: count)
+            }
+            release(part)
+        }
+        release(x)
+        return out!
     }
 
     /// Copies the final activation out as a tensor (NCHW again when it is still spatial).
@@ -779,7 +929,7 @@ struct Executor {
             }
             var y = x
             if !unique(x) { y.slot = acquire(x.count) }
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst, C, relu) = (pointer(x), pointer(y), x.c, a.relu)
             a.mean.withUnsafeBufferPointer { mean in a.scale.withUnsafeBufferPointer { scale in a.shift.withUnsafeBufferPointer { shift in
                 parallelChunks(x.count / C, threads: plan.loopThreads, grain: 2048) { rows in
@@ -798,7 +948,7 @@ struct Executor {
         case .relu:
             var y = x
             if !unique(x) { y.slot = acquire(x.count) }
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst) = (pointer(x), pointer(y))
             for i in 0..<x.count { let v = src[i]; dst[i] = v < 0 ? 0 : v }
             if y.slot != x.slot { release(x) }
@@ -809,7 +959,7 @@ struct Executor {
             if case .maxPool = step { isMax = true }
             let g = try checker.poolGeometry(p, x.shape, kind: isMax ? "max pool" : "average pool", place: place)
             let y = Activation(slot: acquire(g.N * g.OH * g.OW * g.C), n: g.N, h: g.OH, w: g.OW, c: g.C, flat: false)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             pool(pointer(x), pointer(y), g, max: isMax, includePad: p.countIncludePad && p.padding != .same)
             release(x)
             return y
@@ -822,7 +972,7 @@ struct Executor {
             let (OH, OW) = (top + H + bottom, left + W + right)
             _ = try checkedElementCount([N, C, OH, OW]) { checker.mapping("\(place): \($0)") }
             let y = Activation(slot: acquire(N * OH * OW * C), n: N, h: OH, w: OW, c: C, flat: false)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst) = (pointer(x), pointer(y))
             dst.update(repeating: 0, count: y.count)
             for n in 0..<N {
@@ -838,7 +988,7 @@ struct Executor {
             try checker.checkRange(s, 1...ForwardRunner.maxWindow, "subsample stride", place: place)
             let (OH, OW) = ((H + s - 1) / s, (W + s - 1) / s)
             let y = Activation(slot: acquire(N * OH * OW * C), n: N, h: OH, w: OW, c: C, flat: false)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst) = (pointer(x), pointer(y))
             for n in 0..<N {
                 for oh in 0..<OH {
@@ -857,7 +1007,7 @@ struct Executor {
             let OC = before + C + after
             _ = try checkedElementCount([N, OC, H, W]) { checker.mapping("\(place): \($0)") }
             let y = Activation(slot: acquire(N * H * W * OC), n: N, h: H, w: W, c: OC, flat: false)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst) = (pointer(x), pointer(y))
             dst.update(repeating: 0, count: y.count)
             for p in 0..<(N * H * W) { (dst + p * OC + before).update(from: src + p * C, count: C) }
@@ -867,7 +1017,7 @@ struct Executor {
         case let .globalAvgPool(place):
             let (N, C, H, W) = try checker.nchw(x.shape, "global average pool", place: place)
             let y = Activation(slot: acquire(N * C), n: N, h: 1, w: 1, c: C, flat: true)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst, HW) = (pointer(x), pointer(y), H * W)
             for n in 0..<N {
                 let out = dst + n * C
@@ -885,10 +1035,10 @@ struct Executor {
             if x.flat { return x }
             let (N, C, H, W) = try checker.nchw(x.shape, "flatten", place: place)
             if order == .hwc {                                   // NHWC memory already is pixel-major
-                return Activation(slot: x.slot, n: N, h: 1, w: 1, c: H * W * C, flat: true)
+                return Activation(slot: x.slot, offset: x.offset, n: N, h: 1, w: 1, c: H * W * C, flat: true)
             }
             let y = Activation(slot: acquire(x.count), n: N, h: 1, w: 1, c: C * H * W, flat: true)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst, HW) = (pointer(x), pointer(y), H * W)
             for n in 0..<N { for p in 0..<HW { for c in 0..<C { dst[(n * C + c) * HW + p] = src[(n * HW + p) * C + c] } } }
             release(x)
@@ -905,7 +1055,7 @@ struct Executor {
             _ = try checkedElementCount([N, K]) { checker.mapping("\(d.place): \($0)") }
             let (m, n, k) = (try blasSize(N, "batch", d.place), try blasSize(K, "outputs", d.place), try blasSize(F, "features", d.place))
             let y = Activation(slot: acquire(N * K), n: N, h: 1, w: 1, c: K, flat: true)
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst) = (pointer(x), pointer(y))
             for r in 0..<N { for j in 0..<K { dst[r * K + j] = d.bias[j] } }
             // At small batches this streams the weights (8 MiB for ResNet-50's classifier) for a few rows:
@@ -926,7 +1076,7 @@ struct Executor {
             guard x.flat else { throw checker.mapping("\(place): softmax needs (N, classes), got \(x.shape)") }
             var y = x
             if !unique(x) { y.slot = acquire(x.count) }
-            if sizing { return y }
+            if sizing { release(x); return y }    // in sizing every op writes a new slot
             softmaxRows(pointer(x), pointer(y), N: x.n, K: x.c)
             if y.slot != x.slot { release(x) }
             return y
@@ -976,6 +1126,7 @@ struct Executor {
                 surveyed.append((c, g, add != nil, relu))
                 for a in plan.tuning.candidates(g) { maxColumns = max(maxColumns, columns(a, g, im2col: columnCount)) }
             }
+            release(x)
             return y
         }
         let src = UnsafePointer(pointer(x)), dst = pointer(y)
