@@ -217,14 +217,15 @@ final class KernelTuner {
         return LayerDecision(algorithm: chosen, times: times, source: .measured)
     }
 
-    /// One untimed run (it pages in the candidate's weights and warms the caches), then timed runs: none
-    /// more for a candidate already 25% behind the best, up to three more for the rest (five for short
-    /// layers, whose times are noisier). A candidate counts its fastest run, in seconds.
+    /// One untimed run (it pages in the candidate's weights and scratch and warms the caches), then one
+    /// timed run; a candidate within 25% of the best so far gets more, the more the shorter the layer
+    /// (a short run is noisier, a long one costs more to repeat: a batch's layers take milliseconds).
+    /// A candidate counts its fastest run, in seconds.
     private func timed(_ c: ConvAlgorithm, best: Double, run: (ConvAlgorithm) -> Double) -> Double {
         _ = run(c)
         var t = run(c)
         if t < 1.25 * best {
-            for _ in 0..<(t < 3e-4 ? 5 : 3) { t = min(t, run(c)) }
+            for _ in 0..<(t < 3e-4 ? 5 : t < 2e-3 ? 2 : 1) { t = min(t, run(c)) }
         }
         return t
     }
