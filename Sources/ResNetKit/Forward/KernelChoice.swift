@@ -132,6 +132,10 @@ final class KernelTuner {
     private(set) var sequence: [(key: String, decision: LayerDecision)] = []
     /// Wall time spent timing candidates, in seconds.
     private(set) var measuringSeconds = 0.0
+    /// Per convolution, the layouts other schedules of the plan read: a layer's candidates' layouts are
+    /// dropped as soon as it is settled, except these and the chosen one, so the peak stays near one
+    /// extra layer's worth.
+    var otherLayouts: [Set<WeightLayout>] = []
 
     /// Tests: picks the candidate instead of timing (each candidate then runs once).
     let forced: (([ConvAlgorithm]) -> ConvAlgorithm)?

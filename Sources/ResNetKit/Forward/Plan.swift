@@ -215,6 +215,7 @@ public final class ForwardPlan: @unchecked Sendable {
             let count = shape.reduce(1, *)
             let input = (0..<count).map { Float(sin(Double($0) * 0.001)) }   // smooth, not all zeros
             let arena = Arena(activation: survey.maxActivation, columns: survey.maxColumns)
+            tuner.otherLayouts = layers.indices.map { i in Set(schedules.values.map { $0.convs[i].algorithm.layout }) }
             var run = Executor(plan: self, arena: arena, mode: .tune(tuner))
             _ = try input.withUnsafeBufferPointer { try run.runAll(inputShape: shape, input: $0.baseAddress!) }
             decisions = tuner.sequence.map(\.decision)
@@ -1158,6 +1159,7 @@ struct Executor {
                 let a = decision.algorithm
                 compute(c, g, a, c.store.get(a.layout), src: src, shortcut: shortcut, relu: relu, dst: dst)
             }
+            c.store.keep((index < tuner.otherLayouts.count ? tuner.otherLayouts[index] : []).union([decision.algorithm.layout]))
         }
         release(x)
         return y
