@@ -32,9 +32,14 @@ public struct ExportOptions: Sendable {
     public var batch: Int?
     /// PyTorch checkpoints: the entry holding the weights, as a dotted path; nil chooses automatically.
     public var weights: String?
+    /// Whether an existing `output` is replaced (the default, atomically after the read-back);
+    /// see ``ConversionOptions/replaceExisting``.
+    public var replaceExisting: Bool = true
 
-    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil, weights: String? = nil) {
+    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil, weights: String? = nil,
+                replaceExisting: Bool = true) {
         self.arch = arch; self.mapFile = mapFile; self.inputSize = inputSize; self.batch = batch; self.weights = weights
+        self.replaceExisting = replaceExisting
     }
 }
 
@@ -60,8 +65,11 @@ public struct ExportReport: Sendable, Codable {
 public func exportModel(input: String, output: String, options: ExportOptions = .init(),
                         progress: ((String) -> Void)? = nil) throws -> ExportReport {
     // Errors about the in-memory model name the file it was read from.
-    try namingFiles(model: input, input: input) {
-        try exportFile(input: input, output: output, options: options, progress: progress)
+    try refuseExistingOutput(output, replace: options.replaceExisting)
+    return try AtomicOutput.$replacesExisting.withValue(options.replaceExisting) {
+        try namingFiles(model: input, input: input) {
+            try exportFile(input: input, output: output, options: options, progress: progress)
+        }
     }
 }
 

@@ -213,7 +213,7 @@ func detectScheme(_ ckpt: TorchCheckpoint) throws -> (CompiledScheme, String, co
     let ranked = scored.sorted { $0.mapped > $1.mapped }
     func describe(_ x: (scheme: CompiledScheme, mapped: Int)) -> String { "\(x.scheme.scheme.name) \(x.mapped)/\(total)" }
     guard let best = ranked.first, best.mapped > 0 else {
-        let sample = ckpt.tensors.prefix(8).map(\.name).joined(separator: ", ")
+        let sample = firstItems(ckpt.tensors.map(\.name), 8)
         throw ResNetError.mapping(file: file, reason: "no built-in naming scheme maps any key (keys start: \(sample)); pass --map FILE.json with a naming table, see the Mapping article")
     }
     // Keys no scheme maps at all: a tie below full coverage is really these keys fitting nowhere.
