@@ -76,7 +76,7 @@ public func exportModel(input: String, output: String, options: ExportOptions = 
 private func exportFile(input: String, output: String, options: ExportOptions,
                         progress: ((String) -> Void)?) throws -> ExportReport {
     guard let format = ExportFormat(path: output) else {
-        throw ResNetError.usage("cannot tell the export format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
+        throw ResNetError.usage("\(output): cannot tell the export format from the extension: use .pth, .safetensors, .h5 or .onnx")
     }
     progress?("reading \(input)")
     let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)

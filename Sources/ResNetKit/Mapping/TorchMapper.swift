@@ -32,7 +32,7 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
         guard let p = TorchSchemes.presets.first(where: { $0.name == arch }),
               let s = TorchSchemes.builtIn.first(where: { $0.name == p.scheme }) else {
             let known = Presets.all.filter { $0.framework == "torch" }.map(\.name).joined(separator: ", ")
-            throw ResNetError.usage("--arch \(arch) is not a PyTorch preset; known: \(known)")
+            throw ResNetError.usage("--arch \(arch) is not a PyTorch preset; \(file) is a PyTorch checkpoint (PyTorch presets: \(known))")
         }
         preset = p
         scheme = try CompiledScheme(s, file: file)
