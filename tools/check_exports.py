@@ -4,6 +4,7 @@ with the source framework's goldens (io.npz: input, output, optional layout).
 
     check_exports.py --bin .build/release/resnet-convert --out /tmp/exports \
         --case NAME SOURCE GOLDEN [--case ...] \
+        [--tolerance NAME TOL] [--expect-dtype NAME DTYPE] \
         [--torch-python PY] [--keras-python PY] [--json results.json]
 
 For each case the source is exported to NAME.pth, NAME.safetensors, NAME.h5 and NAME.onnx, then:
@@ -18,9 +19,16 @@ For each case the source is exported to NAME.pth, NAME.safetensors, NAME.h5 and 
   * .onnx: onnxruntime.
 Exports the tool refuses (exit 3, e.g. a max pool with -inf padding on a possibly negative input
 in .h5) are recorded as refused.
+For .pth, .safetensors and .onnx the worker also records the stored dtypes of the weights (rank
+2 and up) and the provenance metadata the framework reads back (safetensors `__metadata__`, the
+state dict's `_metadata["resnet_convert"]`, ONNX `metadata_props`); every such export must carry
+`tool_version` and `source_sha256`, and with --expect-dtype NAME f16|bf16|f32 the weights of case
+NAME must all be of that dtype.
 Frameworks run in separate worker processes (never torch and tensorflow in one process).
 Versions are pinned in tools/requirements-check-exports.txt. The tolerance is the float32 policy:
-max |error| at most 1e-4 of the golden output's largest magnitude.
+max |error| at most 1e-4 of the golden output's largest magnitude; --tolerance NAME TOL sets
+another for one case (for a narrowed .rnw: the tolerance its own parity record states, since the
+goldens come from the float32 source).
 """
 from __future__ import annotations
 
@@ -47,13 +55,22 @@ def golden(path):
     return np.ascontiguousarray(nchw), y
 
 
-def compare(out, ref):
+def compare(out, ref, tolerance=TOLERANCE):
     import numpy as np
     out = np.asarray(out, dtype=np.float32).reshape(ref.shape)
     err = float(np.abs(out - ref).max())
     scale = float(np.abs(ref).max()) or 1.0
-    return {"max_abs_error": err, "relative_error": err / scale,
-            "top1_agree": bool((out.argmax(1) == ref.argmax(1)).all()), "passed": err / scale <= TOLERANCE}
+    return {"max_abs_error": err, "relative_error": err / scale, "tolerance": tolerance,
+            "top1_agree": bool((out.argmax(1) == ref.argmax(1)).all()), "passed": err / scale <= tolerance}
+
+
+DTYPE_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+ONNX_DTYPES = {1: "f32", 10: "f16", 16: "bf16", 7: "i64"}
+
+
+def stored(dtypes, metadata):
+    """What the file says besides its numbers: weight dtypes (rank >= 2) and provenance keys."""
+    return {"weight_dtypes": sorted(set(dtypes)), "metadata": metadata}
 
 
 # ----------------------------------------------------------------------------- torch worker
@@ -232,18 +249,28 @@ def torch_worker(args):
         ext = Path(f).suffix[1:]
         try:
             if ext == "onnx":
+                import onnx
                 import onnxruntime as ort
+                proto = onnx.load(f)
+                onnx.checker.check_model(proto)
+                info = stored([ONNX_DTYPES.get(t.data_type, str(t.data_type)) for t in proto.graph.initializer if len(t.dims) >= 2],
+                              {p.key: p.value for p in proto.metadata_props})
                 sess = ort.InferenceSession(f, providers=["CPUExecutionProvider"])
                 out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-                results[ext] = dict(compare(out, y), loader="onnxruntime %s" % ort.__version__)
+                results[ext] = dict(compare(out, y, args.tolerance), loader="onnx.checker + onnxruntime %s" % ort.__version__, **info)
                 continue
             if ext == "pth":
                 sd = torch.load(f, weights_only=True)
                 how = "torch.load(weights_only=True)"
+                meta = dict(getattr(sd, "_metadata", {}) or {}).get("resnet_convert", {})
             else:
+                from safetensors import safe_open
                 from safetensors.torch import load_file
                 sd = load_file(f)
                 how = "safetensors.torch.load_file"
+                with safe_open(f, "pt") as h:
+                    meta = dict(h.metadata() or {})
+            info = stored([DTYPE_NAMES.get(str(v.dtype).replace("torch.", ""), str(v.dtype)) for v in sd.values() if v.dim() >= 2], meta)
             model, kind = torch_model_for(spec, sd)
             if model is None:
                 results[ext] = {"passed": False, "error": "no module class for this layout"}
@@ -257,7 +284,7 @@ def torch_worker(args):
                 out = model(torch.from_numpy(x)).numpy()
             if spec["head"] and spec["head"][-1]["op"] == "softmax" and "softmax" not in kind and kind.startswith(("torchvision", "seed")):
                 out = torch.softmax(torch.from_numpy(out), 1).numpy()
-            results[ext] = dict(compare(out, y), loader="%s + load_state_dict(strict=True) into %s (torch %s)" % (how, kind, torch.__version__))
+            results[ext] = dict(compare(out, y, args.tolerance), loader="%s + load_state_dict(strict=True) into %s (torch %s)" % (how, kind, torch.__version__), **info)
         except Exception as e:  # recorded, not hidden
             results[ext] = {"passed": False, "error": "%s: %s" % (type(e).__name__, e)}
     print(json.dumps(results))
@@ -286,7 +313,7 @@ def keras_worker(args):
                 model = K.models.load_model(f, compile=False)
                 kind = "its own model_config"
                 out = model.predict(nhwc, verbose=0)
-                results["h5"] = dict(compare(out, y), loader="%s.models.load_model(compile=False) from %s (%s %s)" % (args.keras, kind, K.__name__, K.__version__))
+                results["h5"] = dict(compare(out, y, args.tolerance), loader="%s.models.load_model(compile=False) from %s (%s %s)" % (args.keras, kind, K.__name__, K.__version__))
                 continue
             if "seed" in layout:
                 sys.path.insert(0, str(HERE))
@@ -311,7 +338,7 @@ def keras_worker(args):
                     kind = "keras.applications code at reduced width (tools/make_fixtures.py %s)" % build.__name__
             model.load_weights(f)
             out = model.predict(nhwc, verbose=0)
-            results["h5"] = dict(compare(out, y), loader="%s.load_weights into %s (%s %s)" % (args.keras, kind, K.__name__, K.__version__))
+            results["h5"] = dict(compare(out, y, args.tolerance), loader="%s.load_weights into %s (%s %s)" % (args.keras, kind, K.__name__, K.__version__))
         except Exception as e:
             results["h5"] = {"passed": False, "error": "%s: %s" % (type(e).__name__, e)}
     print(json.dumps(results))
@@ -331,7 +358,13 @@ def main():
     ap.add_argument("--torch-python", default=sys.executable)
     ap.add_argument("--keras-python", default=sys.executable)
     ap.add_argument("--json")
+    ap.add_argument("--tolerance", nargs=2, action="append", metavar=("NAME", "TOL"), default=[],
+                    help="a relative tolerance for one case (workers: --tolerance TOL)")
+    ap.add_argument("--expect-dtype", nargs=2, action="append", metavar=("NAME", "DTYPE"), default=[])
     args = ap.parse_args()
+    if args.worker:
+        # Workers get their case's tolerance as a bare number.
+        args.tolerance = float(args.tolerance[0][1]) if args.tolerance else TOLERANCE
     if args.worker == "torch":
         return torch_worker(args)
     if args.worker == "keras":
@@ -339,6 +372,8 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    tolerances = {n: t for n, t in args.tolerance}
+    expected_dtypes = dict(args.expect_dtype)
     all_results = {}
     for name, source, gold in args.case:
         info = json.loads(subprocess.run([args.bin, "inspect", "--json", source], check=True, capture_output=True, text=True).stdout)
@@ -355,7 +390,8 @@ def main():
                 continue
             written[fmt] = (str(target), json.loads(r.stdout))
         torch_files = [written[f][0] for f in ("pth", "safetensors", "onnx") if f in written]
-        r = subprocess.run([args.torch_python, __file__, "--worker", "torch", "--spec", str(spec_path), "--golden", gold, "--files", *torch_files],
+        tol = ["--tolerance", name, tolerances[name]] if name in tolerances else []
+        r = subprocess.run([args.torch_python, __file__, "--worker", "torch", "--spec", str(spec_path), "--golden", gold, *tol, "--files", *torch_files],
                            capture_output=True, text=True)
         try:
             case.update(json.loads(r.stdout.strip().splitlines()[-1]))
@@ -364,18 +400,33 @@ def main():
         if "h5" in written:
             for flavour in ("tfkeras2", "keras3"):
                 r = subprocess.run([args.keras_python, __file__, "--worker", "keras", "--keras", flavour, "--spec", str(spec_path),
-                                    "--golden", gold, "--layout", written["h5"][1]["layout"], "--files", written["h5"][0]],
+                                    "--golden", gold, *tol, "--layout", written["h5"][1]["layout"], "--files", written["h5"][0]],
                                    capture_output=True, text=True)
                 try:
                     case["h5 (%s)" % flavour] = json.loads(r.stdout.strip().splitlines()[-1])["h5"]
                 except (IndexError, json.JSONDecodeError, KeyError):
                     case["h5 (%s)" % flavour] = {"passed": False, "error": r.stderr[-2000:]}
+        for fmt in ("pth", "safetensors", "onnx"):
+            v = case.get(fmt)
+            if not v or "weight_dtypes" not in v:
+                continue
+            missing = [k for k in ("tool_version", "source_sha256") if k not in v["metadata"]]
+            if missing:
+                v.update(passed=False, error="provenance missing from the metadata: %s" % ", ".join(missing))
+            want = expected_dtypes.get(name)
+            if want and v["weight_dtypes"] != [want]:
+                v.update(passed=False, error="weights stored as %s, expected %s" % ("/".join(v["weight_dtypes"]), want))
         for fmt in written:
             case.setdefault(fmt + " export", {"passed": True, "layout": written[fmt][1]["layout"], "check": written[fmt][1]["check"]})
         all_results[name] = case
         for key, v in case.items():
             if "max_abs_error" in v:
-                line = "max|err| %.3g  rel %.3g  top-1 %s  %s" % (v["max_abs_error"], v["relative_error"], "ok" if v["top1_agree"] else "DIFF", v["loader"])
+                line = "rel %.3g (tol %.3g)  max|err| %.3g  top-1 %s  %s" % (v["relative_error"], v["tolerance"], v["max_abs_error"],
+                                                                         "ok" if v["top1_agree"] else "DIFF", v["loader"])
+                if "weight_dtypes" in v:
+                    line += "  weights %s, %d metadata keys" % ("/".join(v["weight_dtypes"]), len(v["metadata"]))
+                if v.get("error"):
+                    line += "  " + v["error"]
             else:
                 line = v.get("error") or v.get("refused") or v.get("failed") or v.get("layout", "")
             status = "pass" if v.get("passed") else ("refused" if "refused" in v else "FAIL")

@@ -232,6 +232,51 @@ void   onnx__model_proto__free_unpacked
   assert(message->base.descriptor == &onnx__model_proto__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   onnx__string_string_entry_proto__init
+                     (Onnx__StringStringEntryProto         *message)
+{
+  static const Onnx__StringStringEntryProto init_value = ONNX__STRING_STRING_ENTRY_PROTO__INIT;
+  *message = init_value;
+}
+size_t onnx__string_string_entry_proto__get_packed_size
+                     (const Onnx__StringStringEntryProto *message)
+{
+  assert(message->base.descriptor == &onnx__string_string_entry_proto__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t onnx__string_string_entry_proto__pack
+                     (const Onnx__StringStringEntryProto *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &onnx__string_string_entry_proto__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t onnx__string_string_entry_proto__pack_to_buffer
+                     (const Onnx__StringStringEntryProto *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &onnx__string_string_entry_proto__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Onnx__StringStringEntryProto *
+       onnx__string_string_entry_proto__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Onnx__StringStringEntryProto *)
+     protobuf_c_message_unpack (&onnx__string_string_entry_proto__descriptor,
+                                allocator, len, data);
+}
+void   onnx__string_string_entry_proto__free_unpacked
+                     (Onnx__StringStringEntryProto *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &onnx__string_string_entry_proto__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   onnx__graph_proto__init
                      (Onnx__GraphProto         *message)
 {
@@ -790,7 +835,7 @@ const ProtobufCMessageDescriptor onnx__operator_set_id_proto__descriptor =
   (ProtobufCMessageInit) onnx__operator_set_id_proto__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor onnx__model_proto__field_descriptors[6] =
+static const ProtobufCFieldDescriptor onnx__model_proto__field_descriptors[7] =
 {
   {
     "ir_version",
@@ -864,20 +909,34 @@ static const ProtobufCFieldDescriptor onnx__model_proto__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "metadata_props",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Onnx__ModelProto, n_metadata_props),
+    offsetof(Onnx__ModelProto, metadata_props),
+    &onnx__string_string_entry_proto__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned onnx__model_proto__field_indices_by_name[] = {
   3,   /* field[3] = doc_string */
   4,   /* field[4] = graph */
   0,   /* field[0] = ir_version */
+  6,   /* field[6] = metadata_props */
   5,   /* field[5] = opset_import */
   1,   /* field[1] = producer_name */
   2,   /* field[2] = producer_version */
 };
-static const ProtobufCIntRange onnx__model_proto__number_ranges[2 + 1] =
+static const ProtobufCIntRange onnx__model_proto__number_ranges[3 + 1] =
 {
   { 1, 0 },
   { 6, 3 },
-  { 0, 6 }
+  { 14, 6 },
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor onnx__model_proto__descriptor =
 {
@@ -887,11 +946,62 @@ const ProtobufCMessageDescriptor onnx__model_proto__descriptor =
   "Onnx__ModelProto",
   "onnx",
   sizeof(Onnx__ModelProto),
-  6,
+  7,
   onnx__model_proto__field_descriptors,
   onnx__model_proto__field_indices_by_name,
-  2,  onnx__model_proto__number_ranges,
+  3,  onnx__model_proto__number_ranges,
   (ProtobufCMessageInit) onnx__model_proto__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor onnx__string_string_entry_proto__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Onnx__StringStringEntryProto, key),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Onnx__StringStringEntryProto, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned onnx__string_string_entry_proto__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange onnx__string_string_entry_proto__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor onnx__string_string_entry_proto__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "onnx.StringStringEntryProto",
+  "StringStringEntryProto",
+  "Onnx__StringStringEntryProto",
+  "onnx",
+  sizeof(Onnx__StringStringEntryProto),
+  2,
+  onnx__string_string_entry_proto__field_descriptors,
+  onnx__string_string_entry_proto__field_indices_by_name,
+  1,  onnx__string_string_entry_proto__number_ranges,
+  (ProtobufCMessageInit) onnx__string_string_entry_proto__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor onnx__graph_proto__field_descriptors[6] =
@@ -999,18 +1109,22 @@ const ProtobufCMessageDescriptor onnx__graph_proto__descriptor =
   (ProtobufCMessageInit) onnx__graph_proto__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue onnx__tensor_proto__data_type__enum_values_by_number[3] =
+static const ProtobufCEnumValue onnx__tensor_proto__data_type__enum_values_by_number[5] =
 {
   { "UNDEFINED", "ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED", 0 },
   { "FLOAT", "ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT", 1 },
   { "INT64", "ONNX__TENSOR_PROTO__DATA_TYPE__INT64", 7 },
+  { "FLOAT16", "ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16", 10 },
+  { "BFLOAT16", "ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16", 16 },
 };
 static const ProtobufCIntRange onnx__tensor_proto__data_type__value_ranges[] = {
-{0, 0},{7, 2},{0, 3}
+{0, 0},{7, 2},{10, 3},{16, 4},{0, 5}
 };
-static const ProtobufCEnumValueIndex onnx__tensor_proto__data_type__enum_values_by_name[3] =
+static const ProtobufCEnumValueIndex onnx__tensor_proto__data_type__enum_values_by_name[5] =
 {
+  { "BFLOAT16", 4 },
   { "FLOAT", 1 },
+  { "FLOAT16", 3 },
   { "INT64", 2 },
   { "UNDEFINED", 0 },
 };
@@ -1021,11 +1135,11 @@ const ProtobufCEnumDescriptor onnx__tensor_proto__data_type__descriptor =
   "DataType",
   "Onnx__TensorProto__DataType",
   "onnx",
-  3,
+  5,
   onnx__tensor_proto__data_type__enum_values_by_number,
-  3,
+  5,
   onnx__tensor_proto__data_type__enum_values_by_name,
-  2,
+  4,
   onnx__tensor_proto__data_type__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

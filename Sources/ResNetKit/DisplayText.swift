@@ -144,3 +144,9 @@ extension String {
     /// This text, from a file, as it may be shown to people (``DisplayText/escape(_:)``).
     public var displayed: String { DisplayText.escape(self) }
 }
+
+/// The first `limit` items joined by `separator`, saying how many were left out when the list is longer.
+func firstItems(_ items: [String], _ limit: Int, separator: String = ", ") -> String {
+    let shown = items.prefix(limit).joined(separator: separator)
+    return items.count > limit ? "\(shown)\(separator)… (\(items.count) in all)" : shown
+}

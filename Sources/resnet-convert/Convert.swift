@@ -3,12 +3,13 @@ import ResNetKit
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Read a weight file, map it onto the canonical ResNet, verify it and write a .rnw file.")
+        abstract: "Read a weight file, map it onto the canonical ResNet, verify it and write a .rnw file.",
+        discussion: "An existing output file is replaced, atomically and only once every check passed; --no-clobber refuses to replace it.")
 
-    @Argument(help: "Input weight file (Keras .h5 / .keras / .weights.h5, PyTorch .pth / .pt / .th, .rnw).")
+    @Argument(help: "Input weight file (Keras .h5 / .keras / .weights.h5, PyTorch .pth / .pt / .th, .safetensors, .rnw; recognised by content, not by name).")
     var input: String
 
-    @Argument(help: "Output .rnw file.")
+    @Argument(help: "Output .rnw file (for other formats use `resnet-convert export`).")
     var output: String
 
     @OptionGroup var source: SourceOptions
@@ -31,7 +32,10 @@ struct Convert: ParsableCommand {
     @Flag(help: "Skip the forward-pass checks, to time the I/O path. A streamed float32 conversion then also skips reading the tensor data back (the header and manifest are still reopened and checked; readers verify the stored checksums); other conversions still read every tensor back.")
     var noVerify = false
 
-    @Flag(help: "Print the report as JSON.")
+    @Flag(help: "Refuse to write when the output exists already (exit 4); by default it is replaced.")
+    var noClobber = false
+
+    @Flag(help: "Print the report as JSON (on failure: a JSON error object).")
     var json = false
 
     @OptionGroup(title: "Limits") var limits: LimitOptions
@@ -39,7 +43,12 @@ struct Convert: ParsableCommand {
     func validate() throws {
         if layout != nil && expect == nil { throw ValidationError("--layout only applies with --expect") }
         if noVerify && expect != nil { throw ValidationError("--no-verify and --expect contradict each other") }
-        if !output.hasSuffix(".rnw") { throw ValidationError("the output must be a .rnw file (got \(output))") }
+        if !output.hasSuffix(".rnw") {
+            if let format = ExportFormat(path: output) {
+                throw ValidationError("\(output): convert writes .rnw files only; to write \(format.rawValue), run `resnet-convert export \(input) \(output)`")
+            }
+            throw ValidationError("\(output): the output must be a .rnw file (`resnet-convert export` writes .pth, .safetensors, .h5 and .onnx)")
+        }
     }
 
     func run() throws {
@@ -52,7 +61,7 @@ struct Convert: ParsableCommand {
         let report = try ResNetKit.convert(input: input, output: output,
                                            options: .init(arch: source.arch, mapFile: source.mapFile, expect: expect, layout: layout,
                                                           force: force, dtype: dtype, foldBatchNorm: foldBn, skipVerification: noVerify,
-                                                          weights: source.weights),
+                                                          weights: source.weights, replaceExisting: !noClobber),
                                            progress: Terminal.progress)
         if json {
             try Terminal.json(report)

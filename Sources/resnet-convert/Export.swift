@@ -3,7 +3,13 @@ import ResNetKit
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a model as PyTorch (.pth), safetensors, Keras weights (.h5) or ONNX, verified by reading it back.")
+        abstract: "Write a model as PyTorch (.pth), safetensors, Keras weights (.h5) or ONNX, verified by reading it back.",
+        discussion: """
+        float16 and bfloat16 weights (of a .rnw, or of a checkpoint stored so) stay float16/bfloat16 in .pth, \
+        safetensors and ONNX; int8 weights are widened to float32. The source file's SHA-256, the tool version, \
+        the parity record of a .rnw and the preprocessing the source declares go into the file's metadata. \
+        An existing output file is replaced, atomically and only after the read-back; --no-clobber refuses to replace it.
+        """)
 
     @Argument(help: "Input: a .rnw file or any weight file `convert` reads.")
     var input: String
@@ -19,14 +25,19 @@ struct Export: ParsableCommand {
     @Option(help: "ONNX only: a fixed batch size (default: a symbolic batch dimension N).")
     var batch: Int?
 
-    @Flag(help: "Print the report as JSON.")
+    @Flag(help: "Refuse to write when the output exists already (exit 4); by default it is replaced.")
+    var noClobber = false
+
+    @Flag(help: "Print the report as JSON (on failure: a JSON error object).")
     var json = false
 
     @OptionGroup(title: "Limits") var limits: LimitOptions
 
     func validate() throws {
         if ExportFormat(path: output) == nil {
-            throw ValidationError("cannot tell the format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
+            throw ValidationError(output.hasSuffix(".rnw")
+                ? "\(output): export writes .pth, .safetensors, .h5 and .onnx; to write a .rnw file, run `resnet-convert convert \(input) \(output)`"
+                : "\(output): cannot tell the format from the extension: use .pth, .safetensors, .h5 or .onnx")
         }
         if let inputSize, parsedSize(inputSize) == nil { throw ValidationError("--input-size must look like 224x224") }
         if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
@@ -46,7 +57,8 @@ struct Export: ParsableCommand {
     private func runWithLimits() throws {
         let report = try exportModel(input: input, output: output,
                                      options: .init(arch: source.arch, mapFile: source.mapFile,
-                                                    inputSize: inputSize.flatMap(parsedSize), batch: batch, weights: source.weights),
+                                                    inputSize: inputSize.flatMap(parsedSize), batch: batch, weights: source.weights,
+                                                    replaceExisting: !noClobber),
                                      progress: Terminal.progress)
         if json {
             try Terminal.json(report)

@@ -8,8 +8,11 @@ struct ResNetConvert: ParsableCommand {
         commandName: "resnet-convert",
         abstract: "Convert ResNet weights between frameworks, proving parity with a reference forward pass.",
         discussion: """
-        Exit codes: 0 ok, 1 parity failed, 2 usage, 3 invalid/unsupported/refused input, 4 I/O error.
+        Exit codes: 0 ok, 1 parity failed, 2 usage, 3 invalid/unsupported/refused input, 4 I/O error \
+        (including an existing output refused by --no-clobber). With --json a failure also prints a JSON \
+        object {"error": {...}} on stdout.
         """,
+        version: resnetConvertVersion,
         subcommands: [Convert.self, Verify.self, Inspect.self, Diff.self, Export.self, Bench.self],
         defaultSubcommand: Convert.self
     )
@@ -21,6 +24,7 @@ struct ResNetConvert: ParsableCommand {
             try command.run()
         } catch let error as ResNetError {
             Terminal.error(error.description)
+            Terminal.jsonError(ErrorReport(error))
             Foundation.exit(error.exitCode)
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)
@@ -30,8 +34,41 @@ struct ResNetConvert: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
-            Terminal.error(fullMessage(for: error))
+            // ArgumentParser starts its messages with "Error: "; ours says "error: " once.
+            var message = fullMessage(for: error)
+            if message.hasPrefix("Error: ") { message.removeFirst("Error: ".count) }
+            Terminal.error(message)
+            Terminal.jsonError(ErrorReport(exitCode: 2, kind: "usage", file: nil, place: nil,
+                                           message: message.split(separator: "\n").first.map(String.init) ?? message))
             Foundation.exit(2)
+        }
+    }
+}
+
+/// The JSON object `--json` prints on stdout when a command fails: the exit code, the kind of
+/// failure, the file and place when the error names them, and the message for people.
+struct ErrorReport: Encodable {
+    struct Body: Encodable {
+        var exitCode: Int32
+        var kind: String
+        var file: String?
+        var place: String?
+        var message: String
+    }
+    var error: Body
+
+    init(exitCode: Int32, kind: String, file: String?, place: String?, message: String) {
+        error = Body(exitCode: exitCode, kind: kind, file: file, place: place, message: message)
+    }
+
+    init(_ e: ResNetError) {
+        switch e {
+        case let .invalidInput(file, place, _): self.init(exitCode: e.exitCode, kind: "invalid_input", file: file, place: place, message: e.description)
+        case let .unsupported(file, place, _): self.init(exitCode: e.exitCode, kind: "unsupported", file: file, place: place, message: e.description)
+        case let .io(file, _): self.init(exitCode: e.exitCode, kind: "io", file: file, place: nil, message: e.description)
+        case let .mapping(file, _): self.init(exitCode: e.exitCode, kind: "mapping", file: file, place: nil, message: e.description)
+        case .parityFailed: self.init(exitCode: e.exitCode, kind: "parity_failed", file: nil, place: nil, message: e.description)
+        case .usage: self.init(exitCode: e.exitCode, kind: "usage", file: nil, place: nil, message: e.description)
         }
     }
 }
@@ -61,6 +98,16 @@ enum Terminal {
 
     private static func escapedLines(_ text: String) -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).displayed }.joined(separator: "\n")
+    }
+
+    /// Whether `--json` was given (before any `--`): failures then print a JSON error object too.
+    static let wantsJSON = CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains("--json")
+
+    /// Prints `report` on stdout when `--json` was given. Fields from files are escaped like every
+    /// other JSON this tool prints.
+    static func jsonError(_ report: ErrorReport) {
+        guard wantsJSON else { return }
+        try? json(report)
     }
 
     static func json<T: Encodable>(_ value: T) throws {

@@ -51,8 +51,8 @@ import Testing
     static func runWithDeadline(_ executable: URL, _ args: [String], seconds: Double, in dir: URL? = nil) throws -> DeadlineRun {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("deadline-\(UUID().uuidString)")
         let outURL = base.appendingPathExtension("out"), errURL = base.appendingPathExtension("err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
         let outHandle = try FileHandle(forWritingTo: outURL), errHandle = try FileHandle(forWritingTo: errURL)
         defer { try? outHandle.close(); try? errHandle.close() }
@@ -399,4 +399,10 @@ import Testing
         #expect(html.contains("PASSED") && html.contains("<svg") && html.contains("layer4.1"))
         #expect(!html.contains("<script"), "the page is self-contained and static")
     }
+}
+
+/// Measurements a test reports besides its verdict (errors, counts, sizes): printed only when
+/// `RESNET_CONVERT_TEST_LOG` is set, so a plain `swift test` shows results, failures and skips.
+func testLog(_ message: @autoclosure () -> String) {
+    if ProcessInfo.processInfo.environment["RESNET_CONVERT_TEST_LOG"] != nil { print(message()) }
 }

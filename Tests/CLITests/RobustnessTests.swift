@@ -66,7 +66,7 @@ import Testing
             let left = try FileManager.default.contentsOfDirectory(atPath: outDir.path)
             #expect(left == (r.code == 0 ? ["m.rnw"] : []), "files left: \(left): \(context)")
         }
-        print("CLI sweep \(relative)\(streamed ? " --no-verify" : ""): exit codes \(codes)")
+        testLog("CLI sweep \(relative)\(streamed ? " --no-verify" : ""): exit codes \(codes)")
     }
 
     /// A file that makes libhdf5 segfault (see `anHDF5FileThatCrashesLibhdf5IsRefused`) ends the

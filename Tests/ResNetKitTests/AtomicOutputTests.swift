@@ -38,6 +38,36 @@ import Testing
         }
     }
 
+    /// Without replacing: an existing destination is refused when the output is opened, and one
+    /// that appears before the commit is left alone (the commit links, which fails on a name).
+    @Test("an output that may not replace refuses an existing name, at open and at commit", arguments: strategies)
+    func withoutReplacingNothingIsReplaced(strategy: AtomicOutput.Strategy) throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let target = dir.appendingPathComponent("out.bin").path
+        try with(strategy) {
+            try AtomicOutput.$replacesExisting.withValue(false) {
+                // A new name is written as usual.
+                let fresh = try AtomicOutput(destination: target)
+                try fresh.write(Data("first".utf8))
+                try fresh.commit()
+                #expect(try listing(dir) == ["out.bin"])
+                // Now it exists: refused at once.
+                #expect(throws: ResNetError.self) { _ = try AtomicOutput(destination: target) }
+                // A name that appears while the output is written is not replaced either.
+                let other = dir.appendingPathComponent("late.bin").path
+                let late = try AtomicOutput(destination: other)
+                try late.write(Data("mine".utf8))
+                try Data("theirs".utf8).write(to: URL(fileURLWithPath: other))
+                #expect(throws: ResNetError.self) { try late.commit() }
+                late.discard()
+                #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == Data("theirs".utf8))
+                #expect(try listing(dir) == ["late.bin", "out.bin"])
+            }
+            #expect(try Data(contentsOf: URL(fileURLWithPath: target)) == Data("first".utf8))
+        }
+    }
+
     @Test("a discarded output leaves the old file and nothing else", arguments: strategies)
     func discardLeavesTheOldFile(strategy: AtomicOutput.Strategy) throws {
         let dir = try Paths.temporaryDirectory()

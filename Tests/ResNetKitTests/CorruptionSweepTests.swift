@@ -112,7 +112,7 @@ import Testing
             }
             total.read += c.read; total.refused += c.refused
         }
-        print("Keras sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
+        testLog("Keras sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
         #expect(total.refused > 0)
     }
 
@@ -137,7 +137,7 @@ import Testing
             }
             total.read += c.read; total.refused += c.refused
         }
-        print("Keras applications sweep (scale 4): \(files.count) files, \(total.read) read, \(total.refused) refused; libhdf5 crashed in the pre-flight on: \(crashes)")
+        testLog("Keras applications sweep (scale 4): \(files.count) files, \(total.read) read, \(total.refused) refused; libhdf5 crashed in the pre-flight on: \(crashes)")
         #expect(crashes.contains("tfkeras2.legacy-weights.h5, byte 2078 ^ 0x80"))
     }
 
@@ -152,7 +152,7 @@ import Testing
             }
             total.read += c.read; total.refused += c.refused
         }
-        print("Torch sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
+        testLog("Torch sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
         #expect(total.refused > 0)
     }
 
@@ -164,7 +164,7 @@ import Testing
             let c = try Self.sweep(f, cuts: 16, flips: 24) { bytes, _ in _ = try NPZ.read(data: bytes, file: f.path) }
             total.read += c.read; total.refused += c.refused
         }
-        print("npz sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
+        testLog("npz sweep: \(files.count) files, \(total.read) variants read, \(total.refused) refused")
         #expect(total.refused > 0)
     }
 
@@ -185,7 +185,7 @@ import Testing
                 Issue.record("\(rnw.lastPathComponent), \(label): damaged file was accepted")
             }
             #expect(c.read == read)
-            print("rnw sweep (\(source)): \(c.refused) variants refused")
+            testLog("rnw sweep (\(source)): \(c.refused) variants refused")
         }
     }
 }

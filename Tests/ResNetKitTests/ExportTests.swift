@@ -221,7 +221,63 @@ import Testing
         // Option A shortcuts are Slice with steps + Pad on the channel axis.
         #expect(onnx.nodes.contains { $0.opType == "Slice" })
         #expect(Set(onnx.initializers.filter { $0.dataType == 1 }.map(\.name)) == Set(model.tensors.keys))
-        #expect(try onnxModel(model, inputSize: nil, batch: 2) == onnx)
+        #expect(onnx.metadata["tool_version"] == toolVersion)
+        #expect(try onnxModel(model, inputSize: nil, batch: 2, metadata: onnx.metadata) == onnx)
+    }
+
+    /// A float16 `.rnw` exported keeps its float16 conv and dense weights in every PyTorch-side
+    /// format and carries its provenance: the file's hash, the tool version and the parity record
+    /// the `.rnw` holds. (tools/check_exports.py loads the same files in torch, safetensors and
+    /// onnxruntime.)
+    @Test("float16 weights stay float16, with provenance", arguments: ["safetensors", "pth", "onnx"])
+    func float16RNWExportKeepsDTypeAndProvenance(format: String) throws {
+        let source = Self.fixture("rnw/seed-keras.v1.1.f16.rnw")
+        let dir = try Paths.temporaryDirectory()
+        let out = dir.appendingPathComponent("m.\(format)").path
+        let report = try exportModel(input: source, output: out)
+        let file = try RNWReader(path: source)
+        let narrow = Set(file.manifest.tensors.filter { $0.dtype == .float16 }.map(\.name))
+        #expect(!narrow.isEmpty && narrow.contains("conv1.weight"))
+        #expect(report.notes.contains { $0.contains("kept as f16") })
+        var dtypes: [String: DType] = [:]
+        var metadata: [String: String] = [:]
+        switch format {
+        case "onnx":
+            let onnx = try unpackONNX([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))), file: out)
+            for t in onnx.initializers { dtypes[t.name] = t.dataType == 10 ? .float16 : t.dataType == 1 ? .float32 : .int64 }
+            // Each float16 initializer feeds its op through a Cast to float.
+            for name in narrow { #expect(onnx.nodes.contains { $0.opType == "Cast" && $0.inputs == [name] }) }
+            metadata = onnx.metadata
+        case "safetensors":
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: out))
+            let layout = try bytes.withUnsafeBytes { try parseSafeTensorsHeader($0, file: out) }
+            for e in layout.entries { dtypes[e.name] = e.dtype }
+            metadata = layout.metadata
+            #expect(metadata["format"] == "pt")
+        default:
+            for t in try readTorchCheckpoint(path: out).tensors { dtypes[t.name] = t.sourceDType }
+            let archive = String(decoding: try Data(contentsOf: URL(fileURLWithPath: out)), as: UTF8.self)
+            for key in ["_metadata", "resnet_convert", "source_sha256", "tool_version", toolVersion] { #expect(archive.contains(key)) }
+        }
+        // The names are canonical for this structure: every narrowed weight is stored narrow, nothing else is.
+        #expect(Set(dtypes.filter { $0.value == .float16 }.keys) == narrow)
+        if format != "pth" {
+            #expect(metadata["tool_version"] == toolVersion)
+            #expect(metadata["source_sha256"] == (try sha256Hex(path: source)))
+            #expect(metadata["rnw_source_sha256"] == file.manifest.provenance?.sourceSHA256)
+            let parity = try #require(metadata["parity"])
+            #expect(parity.contains("stored model (f16)"))
+        }
+        // The values are the stored ones bit for bit: exportModel's own read-back proves that.
+    }
+
+    /// int8 weights widen to float32, with a note saying so.
+    @Test func int8RNWExportWidensWithANote() throws {
+        let dir = try Paths.temporaryDirectory()
+        let out = dir.appendingPathComponent("m.safetensors").path
+        let report = try exportModel(input: Self.fixture("rnw/seed-keras.v1.1.int8.rnw"), output: out)
+        #expect(report.notes.contains { $0.contains("int8 tensor(s) widened to float32") })
+        #expect(try readSafeTensors(path: out).tensors.allSatisfy { $0.sourceDType == .float32 })
     }
 
     // MARK: - safetensors validation

@@ -170,7 +170,7 @@ import ZIPFoundation
         }
         // Every fixture config parses; only damaged fuzz inputs are refused.
         #expect(parsed >= configs.filter { !$0.0.contains("fuzz") }.count)
-        print("JSON differential: \(configs.count) configs, \(parsed) parsed")
+        testLog("JSON differential: \(configs.count) configs, \(parsed) parsed")
     }
 
     // MARK: Differential over generated documents

@@ -22,6 +22,6 @@ func interpreterReproducesRealKerasOutput(_ model: String) throws {
     let maxErr = zip(output.data, expected.data).map { abs($0 - $1) }.max() ?? .infinity
     let scale = expected.data.map { abs($0) }.max() ?? 0
     let tolerance = 1e-4 * max(1, scale)
-    print("\(model): interpreter vs framework max|err| \(maxErr), max|ref| \(scale), tolerance \(tolerance)")
+    testLog("\(model): interpreter vs framework max|err| \(maxErr), max|ref| \(scale), tolerance \(tolerance)")
     #expect(maxErr <= tolerance)
 }

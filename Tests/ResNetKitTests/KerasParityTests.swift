@@ -17,7 +17,7 @@ import Testing
         let goldens = try Goldens(path: io, inputChannels: loaded.model.spec.inputChannels)
         let check = try Verifier.checkGoldens(loaded.model, goldens: goldens)
         let report = try #require(check.report)
-        print("\(file): max|err| \(report.maxAbsError), rel \(report.maxRelativeError)")
+        testLog("\(file): max|err| \(report.maxAbsError), rel \(report.maxRelativeError)")
         #expect(check.passed, "\(check.detail)")
         #expect(report.maxRelativeError <= 1e-4)
         let graph = try #require(loaded.kerasGraph)

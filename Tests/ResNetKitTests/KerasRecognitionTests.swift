@@ -309,10 +309,10 @@ import Testing
         var seen = Set<[String]>()
         let distinct = loaded.candidates.filter { seen.insert(structural($0)).inserted }
         let scores = try distinct.map { try Self.score($0.model, images: images) }
-        for (c, s) in zip(distinct, scores) { print("plausibility \(file): \(String(format: "%.3f", s))  \(structural(c))") }
+        for (c, s) in zip(distinct, scores) { testLog("plausibility \(file): \(String(format: "%.3f", s))  \(structural(c))") }
         let truth = scores[0]
         for (c, s) in zip(distinct, scores).dropFirst() {
-            print("plausibility \(file): margin \(String(format: "%.2f", s / truth))x for \(structural(c))")
+            testLog("plausibility \(file): margin \(String(format: "%.2f", s / truth))x for \(structural(c))")
         }
         #expect(scores.dropFirst().allSatisfy { $0 > truth }, "\(scores)")
     }

@@ -141,7 +141,7 @@ enum WrongVariant: String, CaseIterable {
                 rows.append("| \(file) | \(variant.rawValue) | \(String(format: "%.3f", result.score)) | \(String(format: "%.2f", ratio)) | \(result.inputScale?.rawValue ?? "-") | worst \(result.worst?.name ?? "-") \(String(format: "%.2f", result.worst?.score ?? .nan)) |")
             }
         }
-        print("| file | structure | score | ratio to right | input scale | note |\n|---|---|---|---|---|---|\n" + rows.joined(separator: "\n"))
+        testLog("| file | structure | score | ratio to right | input scale | note |\n|---|---|---|---|---|---|\n" + rows.joined(separator: "\n"))
     }
 }
 
@@ -220,7 +220,7 @@ extension PlausibilityTests {
         let start = Date()
         let result = try Plausibility.check(model)
         let seconds = Date().timeIntervalSince(start)
-        print("plausibility check of tv-resnet50-mini at \(result.imageShape): \(String(format: "%.2f", seconds)) s")
+        testLog("plausibility check of tv-resnet50-mini at \(result.imageShape): \(String(format: "%.2f", seconds)) s")
         #expect(Plausibility.imageSizes(for: model.spec).contains(Array(result.imageShape.suffix(2))), "\(result.imageShape)")
         #expect(result.batchNorms.count == model.spec.allOps.filter { if case .batchNorm = $0 { return true }; return false }.count)
     }

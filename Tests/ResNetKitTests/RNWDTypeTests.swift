@@ -172,7 +172,7 @@ private func randomFoldModel(_ spec: ResNetSpec, seed: UInt64) -> ResNetModel {
             #expect(stored == (narrowed ? dtype : .float32), "\(name) stored as \(stored.rawValue)")
         }
         let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
-        print("fold-test model at \(dtype.rawValue): \(size) bytes")
+        testLog("fold-test model at \(dtype.rawValue): \(size) bytes")
     }
 }
 

@@ -89,7 +89,7 @@ func aCommittedGoldenFileReadsAsItsSourceModelAtItsDtype(_ name: String) throws 
             }
         }
     }
-    print("byte-flip sweep of \(positions.count) positions × 2 bits: \(regions.sorted { $0.key < $1.key })")
+    testLog("byte-flip sweep of \(positions.count) positions × 2 bits: \(regions.sorted { $0.key < $1.key })")
     #expect(regions["header", default: 0] > 0 && regions["manifest", default: 0] > 0 && regions["tensor", default: 0] > 0)
 }
 

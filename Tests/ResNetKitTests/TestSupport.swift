@@ -23,3 +23,9 @@ enum Paths {
         return url
     }
 }
+
+/// Measurements a test reports besides its verdict (errors, counts, sizes): printed only when
+/// `RESNET_CONVERT_TEST_LOG` is set, so a plain `swift test` shows results, failures and skips.
+func testLog(_ message: @autoclosure () -> String) {
+    if ProcessInfo.processInfo.environment["RESNET_CONVERT_TEST_LOG"] != nil { print(message()) }
+}

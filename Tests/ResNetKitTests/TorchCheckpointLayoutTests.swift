@@ -74,7 +74,7 @@ struct TorchCheckpointLayoutTests {
         #expect(c.modules.isEmpty == !e.file.contains("module"))
         // An object reached from several places is one candidate, reported once.
         #expect(!notes.contains("also holds"), "\(notes)")
-        print("\(e.file): \(c.notes.joined(separator: " | "))")
+        testLog("\(e.file): \(c.notes.joined(separator: " | "))")
     }
 
     @Test("the state dict keys keep their module path: HF names are not stripped, a lone 'fc.weight' stays")
@@ -364,7 +364,7 @@ struct PicklePolicyTests {
                     && notes.contains("args (argparse.Namespace)") && notes.contains("best_value (float)"), "\(notes)")
             #expect(notes.contains("prefix 'module.' removed from all 116 keys"))
             #expect(notes.contains("collections.Counter") && notes.contains("argparse.Namespace"))
-            print("torchdistill: \(c.notes.joined(separator: " | "))")
+            testLog("torchdistill: \(c.notes.joined(separator: " | "))")
         }
         for file in ["phlippe-uvadl-resnet/ResNet.ckpt", "phlippe-uvadl-preact/ResNetPreAct.ckpt"] {
             guard let path = Paths.externalFile(file) else { continue }
@@ -376,7 +376,7 @@ struct PicklePolicyTests {
             #expect(notes.contains("prefix 'model.' removed from all"), "\(notes)")
             #expect(notes.contains("hyper_parameters (dict)") && notes.contains("epoch (int)"), "\(notes)")
             #expect(c.ignored.contains("hyper_parameters") && c.ignored.contains("pytorch-lightning_version"))
-            print("\(file): \(c.notes.joined(separator: " | "))")
+            testLog("\(file): \(c.notes.joined(separator: " | "))")
         }
     }
 }

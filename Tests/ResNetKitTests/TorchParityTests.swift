@@ -41,7 +41,7 @@ import Testing
         let url = Paths.fixtures.appendingPathComponent("torch").appendingPathComponent(file)
         let golden = url.deletingLastPathComponent().appendingPathComponent("io.npz").path
         let report = try check(url.path, golden: golden)
-        print("fixtures/torch/\(file): max|err| \(report.maxAbsError), scale max(1,max|ref|) \(report.referenceScale)")
+        testLog("fixtures/torch/\(file): max|err| \(report.maxAbsError), scale max(1,max|ref|) \(report.referenceScale)")
     }
 
     @Test("external torch checkpoints match their goldens", arguments: external)
@@ -49,7 +49,7 @@ import Testing
         guard let path = Paths.externalFile(file),
               let golden = Paths.externalFile((file as NSString).deletingLastPathComponent + "/io.npz") else { return }
         let report = try check(path, golden: golden)
-        print("external \(file): max|err| \(report.maxAbsError), scale max(1,max|ref|) \(report.referenceScale)")
+        testLog("external \(file): max|err| \(report.maxAbsError), scale max(1,max|ref|) \(report.referenceScale)")
     }
 
     @Test func theAkamasterResNetsAlsoMapThroughTheirPresets() throws {

@@ -626,6 +626,6 @@ struct TorchFixtureTests {
         if let marker = entry.marker {
             #expect(!FileManager.default.fileExists(atPath: marker), "\(relative) left its marker")
         }
-        print("refused \(relative): \(message)")
+        testLog("refused \(relative): \(message)")
     }
 }

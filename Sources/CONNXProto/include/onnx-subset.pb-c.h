@@ -20,6 +20,7 @@ typedef struct Onnx__ValueInfoProto Onnx__ValueInfoProto;
 typedef struct Onnx__NodeProto Onnx__NodeProto;
 typedef struct Onnx__OperatorSetIdProto Onnx__OperatorSetIdProto;
 typedef struct Onnx__ModelProto Onnx__ModelProto;
+typedef struct Onnx__StringStringEntryProto Onnx__StringStringEntryProto;
 typedef struct Onnx__GraphProto Onnx__GraphProto;
 typedef struct Onnx__TensorProto Onnx__TensorProto;
 typedef struct Onnx__TensorShapeProto Onnx__TensorShapeProto;
@@ -45,7 +46,9 @@ typedef enum _Onnx__AttributeProto__AttributeType {
 typedef enum _Onnx__TensorProto__DataType {
   ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED = 0,
   ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT = 1,
-  ONNX__TENSOR_PROTO__DATA_TYPE__INT64 = 7
+  ONNX__TENSOR_PROTO__DATA_TYPE__INT64 = 7,
+  ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 = 10,
+  ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 = 16
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(ONNX__TENSOR_PROTO__DATA_TYPE)
 } Onnx__TensorProto__DataType;
 
@@ -125,10 +128,23 @@ struct  Onnx__ModelProto
   char *producer_version;
   char *doc_string;
   Onnx__GraphProto *graph;
+  size_t n_metadata_props;
+  Onnx__StringStringEntryProto **metadata_props;
 };
 #define ONNX__MODEL_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__model_proto__descriptor) \
-    , 0, 0, 0,NULL, NULL, NULL, NULL, NULL }
+    , 0, 0, 0,NULL, NULL, NULL, NULL, NULL, 0,NULL }
+
+
+struct  Onnx__StringStringEntryProto
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define ONNX__STRING_STRING_ENTRY_PROTO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&onnx__string_string_entry_proto__descriptor) \
+    , NULL, NULL }
 
 
 struct  Onnx__GraphProto
@@ -327,6 +343,25 @@ Onnx__ModelProto *
 void   onnx__model_proto__free_unpacked
                      (Onnx__ModelProto *message,
                       ProtobufCAllocator *allocator);
+/* Onnx__StringStringEntryProto methods */
+void   onnx__string_string_entry_proto__init
+                     (Onnx__StringStringEntryProto         *message);
+size_t onnx__string_string_entry_proto__get_packed_size
+                     (const Onnx__StringStringEntryProto   *message);
+size_t onnx__string_string_entry_proto__pack
+                     (const Onnx__StringStringEntryProto   *message,
+                      uint8_t             *out);
+size_t onnx__string_string_entry_proto__pack_to_buffer
+                     (const Onnx__StringStringEntryProto   *message,
+                      ProtobufCBuffer     *buffer);
+Onnx__StringStringEntryProto *
+       onnx__string_string_entry_proto__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   onnx__string_string_entry_proto__free_unpacked
+                     (Onnx__StringStringEntryProto *message,
+                      ProtobufCAllocator *allocator);
 /* Onnx__GraphProto methods */
 void   onnx__graph_proto__init
                      (Onnx__GraphProto         *message);
@@ -426,6 +461,9 @@ typedef void (*Onnx__OperatorSetIdProto_Closure)
 typedef void (*Onnx__ModelProto_Closure)
                  (const Onnx__ModelProto *message,
                   void *closure_data);
+typedef void (*Onnx__StringStringEntryProto_Closure)
+                 (const Onnx__StringStringEntryProto *message,
+                  void *closure_data);
 typedef void (*Onnx__GraphProto_Closure)
                  (const Onnx__GraphProto *message,
                   void *closure_data);
@@ -456,6 +494,7 @@ extern const ProtobufCMessageDescriptor onnx__value_info_proto__descriptor;
 extern const ProtobufCMessageDescriptor onnx__node_proto__descriptor;
 extern const ProtobufCMessageDescriptor onnx__operator_set_id_proto__descriptor;
 extern const ProtobufCMessageDescriptor onnx__model_proto__descriptor;
+extern const ProtobufCMessageDescriptor onnx__string_string_entry_proto__descriptor;
 extern const ProtobufCMessageDescriptor onnx__graph_proto__descriptor;
 extern const ProtobufCMessageDescriptor onnx__tensor_proto__descriptor;
 extern const ProtobufCEnumDescriptor    onnx__tensor_proto__data_type__descriptor;

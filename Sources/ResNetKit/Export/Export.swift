@@ -32,9 +32,14 @@ public struct ExportOptions: Sendable {
     public var batch: Int?
     /// PyTorch checkpoints: the entry holding the weights, as a dotted path; nil chooses automatically.
     public var weights: String?
+    /// Whether an existing `output` is replaced (the default, atomically after the read-back);
+    /// see ``ConversionOptions/replaceExisting``.
+    public var replaceExisting: Bool = true
 
-    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil, weights: String? = nil) {
+    public init(arch: String? = nil, mapFile: String? = nil, inputSize: [Int]? = nil, batch: Int? = nil, weights: String? = nil,
+                replaceExisting: Bool = true) {
         self.arch = arch; self.mapFile = mapFile; self.inputSize = inputSize; self.batch = batch; self.weights = weights
+        self.replaceExisting = replaceExisting
     }
 }
 
@@ -60,15 +65,18 @@ public struct ExportReport: Sendable, Codable {
 public func exportModel(input: String, output: String, options: ExportOptions = .init(),
                         progress: ((String) -> Void)? = nil) throws -> ExportReport {
     // Errors about the in-memory model name the file it was read from.
-    try namingFiles(model: input, input: input) {
-        try exportFile(input: input, output: output, options: options, progress: progress)
+    try refuseExistingOutput(output, replace: options.replaceExisting)
+    return try AtomicOutput.$replacesExisting.withValue(options.replaceExisting) {
+        try namingFiles(model: input, input: input) {
+            try exportFile(input: input, output: output, options: options, progress: progress)
+        }
     }
 }
 
 private func exportFile(input: String, output: String, options: ExportOptions,
                         progress: ((String) -> Void)?) throws -> ExportReport {
     guard let format = ExportFormat(path: output) else {
-        throw ResNetError.usage("cannot tell the export format from '\(output)': use .pth, .safetensors, .h5 or .onnx")
+        throw ResNetError.usage("\(output): cannot tell the export format from the extension: use .pth, .safetensors, .h5 or .onnx")
     }
     progress?("reading \(input)")
     let loaded = try loadModel(path: input, arch: options.arch, mapFile: options.mapFile, weights: options.weights)
@@ -78,18 +86,95 @@ private func exportFile(input: String, output: String, options: ExportOptions,
     defer { out.discard() }
     let staged = out.path
     var result: (layout: String, check: String, notes: [String])
+    let kept = keptDTypes(loaded)
+    var notes = loaded.notes
     progress?("writing \(output)")
     switch format {
-    case .pth, .safetensors:
-        result = try exportTorchLayout(model, to: staged, format: format, display: output)
+    case .pth, .safetensors, .onnx:
+        notes += kept.notes
+        let metadata = try exportMetadata(loaded, input: input, dtypes: kept.dtypes)
+        if format == .onnx {
+            result = try exportONNX(model, to: staged, display: output, inputSize: options.inputSize, batch: options.batch,
+                                    dtypes: kept.dtypes, metadata: metadata)
+        } else {
+            result = try exportTorchLayout(model, to: staged, format: format, display: output, dtypes: kept.dtypes, metadata: metadata)
+        }
     case .h5:
+        if kept.dtypes.values.contains(where: { $0 != .float32 }) || kept.widenedInt8 {
+            notes.append("Keras .h5 weights are written as float32 (the values are those stored, widened exactly)")
+        }
         result = try exportKerasWeights(model, to: staged, display: output, inputSize: options.inputSize)
-    case .onnx:
-        result = try exportONNX(model, to: staged, display: output, inputSize: options.inputSize, batch: options.batch)
     }
     try out.commit()
     return ExportReport(input: input, output: output, format: format.rawValue, layout: result.layout,
-                        tensors: model.tensors.count, check: result.check, notes: loaded.notes + result.notes)
+                        tensors: model.tensors.count, check: result.check, notes: notes + result.notes)
+}
+
+/// The dtype each canonical tensor is exported at: float16 or bfloat16 where the source stored it
+/// so and every value converts back exactly (so nothing is rounded twice), float32 otherwise.
+/// int8 has no quantised form in these formats that every loader reads: it widens, with a note.
+func keptDTypes(_ loaded: LoadedModel) -> (dtypes: [String: DType], notes: [String], widenedInt8: Bool) {
+    var dtypes: [String: DType] = [:]
+    var int8 = 0
+    var kept: [DType: Int] = [:]
+    for origin in loaded.mapping {
+        guard let t = loaded.model.tensors[origin.canonical] else { continue }
+        switch origin.sourceDType {
+        case .float16, .bfloat16:
+            let d = origin.sourceDType
+            let exact = t.data.allSatisfy { v in
+                v.isNaN || (d == .float16 ? float16Value(float16Bits(v)) : bfloat16Value(bfloat16Bits(v))).bitPattern == v.bitPattern
+            }
+            if exact { dtypes[origin.canonical] = d; kept[d, default: 0] += 1 }
+        case .int8:
+            int8 += 1
+        default:
+            break
+        }
+    }
+    var notes: [String] = []
+    for (d, n) in kept.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+        notes.append("\(n) tensor(s) kept as \(d.rawValue), as stored in the source")
+    }
+    if int8 > 0 {
+        notes.append("\(int8) int8 tensor(s) widened to float32 (quantised value × per-channel scale): these formats have no per-channel int8 weights that every loader reads")
+    }
+    return (dtypes, notes, int8 > 0)
+}
+
+/// Provenance written into an export's metadata (safetensors `__metadata__`, ONNX
+/// `metadata_props`, the `.pth` state dict's `_metadata["resnet_convert"]`): the input's name and
+/// SHA-256, the tool version, the architecture, and for a `.rnw` input the provenance and parity
+/// record it carries; the preprocessing when the source declared it.
+func exportMetadata(_ loaded: LoadedModel, input: String, dtypes: [String: DType]) throws -> [String: String] {
+    var m: [String: String] = [
+        "tool_version": toolVersion,
+        "source_file": URL(fileURLWithPath: input).lastPathComponent,
+        "source_sha256": try sha256Hex(path: input),
+        "source_format": loaded.format,
+        "architecture": loaded.model.spec.family,
+    ]
+    let narrow = Set(dtypes.values).map(\.rawValue).sorted()
+    m["weights_dtype"] = narrow.isEmpty ? "float32" : "\(narrow.joined(separator: "/")) where the source stored them so, float32 otherwise"
+    if let p = loaded.storedProvenance {
+        m["rnw_source_file"] = p.sourcePath
+        m["rnw_source_sha256"] = p.sourceSHA256
+        m["rnw_source_format"] = p.sourceFormat
+        m["rnw_written_by"] = p.toolVersion
+    }
+    if !loaded.storedParity.isEmpty {
+        // Non-finite errors are not JSON numbers: they are written as strings.
+        func number(_ v: Double) -> Any { v.isFinite ? v : String(v) }
+        let records: [[String: Any]] = loaded.storedParity.map { r in
+            ["passed": r.passed, "reference": r.reference, "max_abs_error": number(r.maxAbsError),
+             "max_rel_error": number(r.maxRelError), "cosine": number(r.cosine), "top1_agreement": number(r.top1Agreement),
+             "tolerance": number(r.tolerance), "policy": r.policy]
+        }
+        let data = try JSONSerialization.data(withJSONObject: records, options: [.sortedKeys])
+        m["parity"] = String(decoding: data, as: UTF8.self)
+    }
+    if let pre = loaded.model.spec.preprocessing, !pre.isEmpty { m["preprocessing"] = pre }
+    return m
 }
 
 /// Same structure: everything but the provenance fields (family, input size, preprocessing note).
@@ -147,21 +232,24 @@ func torchNames(for model: ResNetModel, file: String) throws -> (names: [String:
 
 /// Writes `.pth` or `.safetensors` with PyTorch names (plus `num_batches_tracked` for every BN,
 /// so `load_state_dict(strict=True)` accepts it) and reads it back.
-func exportTorchLayout(_ model: ResNetModel, to path: String, format: ExportFormat, display: String) throws
+func exportTorchLayout(_ model: ResNetModel, to path: String, format: ExportFormat, display: String,
+                       dtypes: [String: DType] = [:], metadata: [String: String] = [:]) throws
     -> (layout: String, check: String, notes: [String]) {
     let (names, scheme) = try torchNames(for: model, file: display)
     var raw: [RawTensor] = []
     for op in model.spec.allOps {
-        for p in op.parameters { raw.append(RawTensor(name: names[p.name]!, model.tensors[p.name]!)) }
+        for p in op.parameters {
+            raw.append(try RawTensor(name: names[p.name]!, model.tensors[p.name]!, dtype: dtypes[p.name] ?? .float32, file: display))
+        }
         if case let .batchNorm(b) = op, let src = names["\(b.name).running_var"] {
             raw.append(RawTensor(name: String(src.dropLast("running_var".count)) + "num_batches_tracked", int64: 0))
         }
     }
     let data: Data
     if format == .pth {
-        data = try torchArchiveBytes(raw)
+        data = try torchArchiveBytes(raw, metadata: metadata)
     } else {
-        data = try safeTensorsBytes(raw, metadata: ["format": "pt"])
+        data = try safeTensorsBytes(raw, metadata: metadata.merging(["format": "pt"]) { _, pt in pt })
     }
     try writeWholeFile(data, to: path, display: display)
 
@@ -171,13 +259,14 @@ func exportTorchLayout(_ model: ResNetModel, to path: String, format: ExportForm
     let inverse = Dictionary(uniqueKeysWithValues: names.map { ($0.value, $0.key) })
     var back: [String: Tensor] = [:]
     for t in ckpt.tensors {
-        guard let canonical = inverse[t.name], t.sourceDType == .float32 else {
+        guard let canonical = inverse[t.name], t.sourceDType == dtypes[canonical] ?? .float32 else {
             throw ResNetError.parityFailed(reason: "read-back of \(display): unexpected entry \(t.name) (\(t.sourceDType.rawValue))")
         }
         back[canonical] = t.tensor
     }
     try requireSameTensors(model, back, file: display)
     var check = "reopened \(display): all \(model.tensors.count) tensors bit-identical under their PyTorch names"
+        + (dtypes.isEmpty ? "" : " and stored dtypes")
     var notes: [String] = []
     let layout: String
     if let scheme {

@@ -4,7 +4,9 @@ import Foundation
 // ONNX op with the same arithmetic: TF `same` padding is ONNX `auto_pad = SAME_UPPER` (the odd
 // pixel after, as TF does), the option-A shortcut is Slice with steps plus Pad on the channel
 // axis, global average pooling is GlobalAveragePool + Flatten, dense is Gemm with transB.
-// Canonical tensors are the initializers, under their canonical names.
+// Canonical tensors are the initializers, under their canonical names. A weight the source stored
+// as float16 or bfloat16 stays so: its initializer has that type and a Cast to float feeds the op,
+// so the graph computes in float32 on exactly the stored values.
 
 /// ONNX opset and IR version written (IR 8 is the one that goes with opset 17).
 private let onnxOpset = 17
@@ -15,6 +17,8 @@ private struct ONNXGraphBuilder {
     var initializers: [ONNXTensor] = []
     var counter = 0
     let model: ResNetModel
+    /// Canonical tensors kept at float16/bfloat16; all others are float32.
+    var dtypes: [String: DType] = [:]
 
     mutating func fresh(_ hint: String) -> String {
         counter += 1
@@ -28,9 +32,14 @@ private struct ONNXGraphBuilder {
         return out
     }
 
-    mutating func floatInit(_ name: String, _ t: Tensor) -> String {
-        initializers.append(ONNXTensor(name: name, dataType: 1, dims: t.shape, raw: RawTensor(name: name, t).bytes))
-        return name
+    mutating func floatInit(_ name: String, _ t: Tensor) throws -> String {
+        guard let d = dtypes[name], d == .float16 || d == .bfloat16 else {
+            initializers.append(ONNXTensor(name: name, dataType: 1, dims: t.shape, raw: RawTensor(name: name, t).bytes))
+            return name
+        }
+        let raw = try encodeTensor(t, name: name, dtype: d, file: ResNetError.modelPlaceholder).bytes
+        initializers.append(ONNXTensor(name: name, dataType: d == .float16 ? 10 : 16, dims: t.shape, raw: raw))
+        return node("Cast", [name], name: name + ".cast", [("to", .int(1))])
     }
 
     mutating func int64Init(_ hint: String, _ values: [Int]) -> String {
@@ -57,17 +66,17 @@ private struct ONNXGraphBuilder {
     mutating func apply(_ op: Op, _ x: String) throws -> String {
         switch op {
         case let .conv(c):
-            var inputs = [x, floatInit("\(c.name).weight", model.tensors["\(c.name).weight"]!)]
-            if c.bias { inputs.append(floatInit("\(c.name).bias", model.tensors["\(c.name).bias"]!)) }
+            var inputs = try [x, floatInit("\(c.name).weight", model.tensors["\(c.name).weight"]!)]
+            if c.bias { try inputs.append(floatInit("\(c.name).bias", model.tensors["\(c.name).bias"]!)) }
             return node("Conv", inputs, name: c.name, [("kernel_shape", .ints(c.kernel)), ("strides", .ints(c.stride)),
                                                          ("dilations", .ints(c.dilation)), ("group", .int(c.groups))] + padding(c.padding))
         case let .batchNorm(b):
-            let scale = b.scale ? floatInit("\(b.name).weight", model.tensors["\(b.name).weight"]!)
+            let scale = try b.scale ? floatInit("\(b.name).weight", model.tensors["\(b.name).weight"]!)
                 : floatInit("\(b.name).weight(ones)", Tensor(shape: [b.channels], data: .init(repeating: 1, count: b.channels)))
-            let shift = b.center ? floatInit("\(b.name).bias", model.tensors["\(b.name).bias"]!)
+            let shift = try b.center ? floatInit("\(b.name).bias", model.tensors["\(b.name).bias"]!)
                 : floatInit("\(b.name).bias(zeros)", Tensor(zeros: [b.channels]))
-            let mean = floatInit("\(b.name).running_mean", model.tensors["\(b.name).running_mean"]!)
-            let variance = floatInit("\(b.name).running_var", model.tensors["\(b.name).running_var"]!)
+            let mean = try floatInit("\(b.name).running_mean", model.tensors["\(b.name).running_mean"]!)
+            let variance = try floatInit("\(b.name).running_var", model.tensors["\(b.name).running_var"]!)
             return node("BatchNormalization", [x, scale, shift, mean, variance], name: b.name, [("epsilon", .float(Float(b.epsilon)))])
         case .relu:
             return node("Relu", [x])
@@ -89,8 +98,8 @@ private struct ONNXGraphBuilder {
             let y = order == .hwc ? node("Transpose", [x], [("perm", .ints([0, 2, 3, 1]))]) : x
             return node("Flatten", [y], [("axis", .int(1))])
         case let .dense(d):
-            var inputs = [x, floatInit("\(d.name).weight", model.tensors["\(d.name).weight"]!)]
-            if d.bias { inputs.append(floatInit("\(d.name).bias", model.tensors["\(d.name).bias"]!)) }
+            var inputs = try [x, floatInit("\(d.name).weight", model.tensors["\(d.name).weight"]!)]
+            if d.bias { try inputs.append(floatInit("\(d.name).bias", model.tensors["\(d.name).bias"]!)) }
             return node("Gemm", inputs, name: d.name, [("transB", .int(1))])
         case .softmax:
             return node("Softmax", [x], [("axis", .int(1))])
@@ -105,8 +114,9 @@ private struct ONNXGraphBuilder {
 }
 
 /// The ONNX model for `model`.
-func onnxModel(_ model: ResNetModel, inputSize: [Int]?, batch: Int?) throws -> ONNXModel {
-    var b = ONNXGraphBuilder(model: model)
+func onnxModel(_ model: ResNetModel, inputSize: [Int]?, batch: Int?, dtypes: [String: DType] = [:],
+               metadata: [String: String] = [:]) throws -> ONNXModel {
+    var b = ONNXGraphBuilder(model: model, dtypes: dtypes)
     var x = try b.apply(model.spec.stem, "input")
     for stage in model.spec.stages {
         for block in stage.blocks {
@@ -127,14 +137,15 @@ func onnxModel(_ model: ResNetModel, inputSize: [Int]?, batch: Int?) throws -> O
                      producerVersion: toolVersion, docString: "canonical ResNet (\(model.spec.family)) exported by \(toolVersion)",
                      graphName: model.spec.family, nodes: b.nodes, initializers: b.initializers,
                      inputs: [ONNXValueInfo(name: "input", dims: [n, .value(model.spec.inputChannels)] + hw)],
-                     outputs: [ONNXValueInfo(name: "output", dims: [n, .value(model.spec.classes)])])
+                     outputs: [ONNXValueInfo(name: "output", dims: [n, .value(model.spec.classes)])], metadata: metadata)
 }
 
 /// Writes the ONNX model and reads it back: the parsed protobuf must equal what was built, and
 /// every canonical initializer must hold the canonical tensor bit for bit.
-func exportONNX(_ model: ResNetModel, to path: String, display: String, inputSize: [Int]?, batch: Int?) throws
+func exportONNX(_ model: ResNetModel, to path: String, display: String, inputSize: [Int]?, batch: Int?,
+                dtypes: [String: DType] = [:], metadata: [String: String] = [:]) throws
     -> (layout: String, check: String, notes: [String]) {
-    let built = try onnxModel(model, inputSize: inputSize, batch: batch)
+    let built = try onnxModel(model, inputSize: inputSize, batch: batch, dtypes: dtypes, metadata: metadata)
     let bytes = try packONNX(built, file: display)
     try bytes.withUnsafeBytes { try writeWholeFile($0, to: path, display: display) }
     guard let readBytes = FileManager.default.contents(atPath: path) else {
@@ -145,17 +156,30 @@ func exportONNX(_ model: ResNetModel, to path: String, display: String, inputSiz
         throw ResNetError.parityFailed(reason: "read-back of \(display): the parsed graph differs from the one written")
     }
     var tensors: [String: Tensor] = [:]
-    for t in back.initializers where t.dataType == 1 && model.tensors[t.name] != nil {
-        let count = t.dims.reduce(1, *)
-        guard t.raw.count == count * 4 else {
-            throw ResNetError.parityFailed(reason: "read-back of \(display): initializer \(t.name) has \(t.raw.count) bytes for \(count) floats")
+    for t in back.initializers where model.tensors[t.name] != nil {
+        let dtype: DType
+        switch t.dataType {
+        case 1: dtype = .float32
+        case 10: dtype = .float16
+        case 16: dtype = .bfloat16
+        default: continue
         }
-        let values = t.raw.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) } }
+        guard dtype == dtypes[t.name] ?? .float32 else {
+            throw ResNetError.parityFailed(reason: "read-back of \(display): initializer \(t.name) is \(dtype.rawValue), written as \((dtypes[t.name] ?? .float32).rawValue)")
+        }
+        let count = t.dims.reduce(1, *)
+        guard t.raw.count == count * dtype.size else {
+            throw ResNetError.parityFailed(reason: "read-back of \(display): initializer \(t.name) has \(t.raw.count) bytes for \(count) \(dtype.rawValue) values")
+        }
+        let values = t.raw.withUnsafeBytes { decodeTensor($0, dtype: dtype, shape: t.dims, scales: []) }
         tensors[t.name] = Tensor(shape: t.dims, data: values)
     }
     try requireSameTensors(model, tensors, file: display)
     var notes: [String] = []
     if (inputSize ?? model.spec.inputSize) == nil { notes.append("input height and width are symbolic (H, W); pass --input-size to fix them") }
+    if back.metadata != metadata {
+        throw ResNetError.parityFailed(reason: "read-back of \(display): metadata_props differ from those written")
+    }
     return ("ONNX opset \(onnxOpset), NCHW float32 input 'input', output 'output'",
             "re-parsed \(display): \(back.nodes.count) nodes as written, all \(model.tensors.count) canonical initializers bit-identical",
             notes)

@@ -27,7 +27,8 @@ struct ONNXNode: Equatable, Sendable {
     }
 }
 
-/// An initializer: ONNX element type (1 float, 7 int64), dims and little-endian raw bytes.
+/// An initializer: ONNX element type (1 float, 7 int64, 10 float16, 16 bfloat16), dims and
+/// little-endian raw bytes.
 struct ONNXTensor: Equatable, Sendable {
     var name: String
     var dataType: Int32
@@ -59,6 +60,8 @@ struct ONNXModel: Equatable, Sendable {
     var initializers: [ONNXTensor]
     var inputs: [ONNXValueInfo]
     var outputs: [ONNXValueInfo]
+    /// `metadata_props`, written in key order.
+    var metadata: [String: String] = [:]
 }
 
 /// Owns every C allocation made while building a message, so one `defer` frees them all.
@@ -235,6 +238,19 @@ func packONNX(_ model: ONNXModel, file: String) throws -> [UInt8] {
     m.pointee.producer_version = a.string(model.producerVersion)
     m.pointee.doc_string = a.string(model.docString)
     m.pointee.graph = graph
+    let props = model.metadata.sorted { $0.key < $1.key }
+    let entries = a.array(UnsafeMutablePointer<Onnx__StringStringEntryProto>?.self, count: props.count)
+    for (i, (k, v)) in props.enumerated() {
+        try checkText(k, "metadata key \(k)", file: file)
+        try checkText(v, "metadata \(k)", file: file)
+        let e = a.array(Onnx__StringStringEntryProto.self, count: 1)
+        onnx__string_string_entry_proto__init(e)
+        e.pointee.key = a.string(k)
+        e.pointee.value = a.string(v)
+        entries[i] = e
+    }
+    m.pointee.n_metadata_props = props.count
+    m.pointee.metadata_props = entries
 
     let size = onnx__model_proto__get_packed_size(m)
     var out = [UInt8](repeating: 0, count: size)
@@ -302,8 +318,14 @@ func unpackONNX(_ bytes: [UInt8], file: String) throws -> ONNXModel {
         }
     }
     let opset = m.pointee.n_opset_import > 0 ? Int(m.pointee.opset_import[0]?.pointee.version ?? 0) : 0
+    var metadata: [String: String] = [:]
+    for i in 0..<m.pointee.n_metadata_props {
+        guard let e = m.pointee.metadata_props[i] else { continue }
+        metadata[str(e.pointee.key)] = str(e.pointee.value)
+    }
     return ONNXModel(irVersion: Int(m.pointee.ir_version), opset: opset, producerName: str(m.pointee.producer_name),
                      producerVersion: str(m.pointee.producer_version), docString: str(m.pointee.doc_string),
                      graphName: str(g.pointee.name), nodes: nodes, initializers: inits,
-                     inputs: infos(g.pointee.n_input, g.pointee.input), outputs: infos(g.pointee.n_output, g.pointee.output))
+                     inputs: infos(g.pointee.n_input, g.pointee.input), outputs: infos(g.pointee.n_output, g.pointee.output),
+                     metadata: metadata)
 }

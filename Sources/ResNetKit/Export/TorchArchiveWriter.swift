@@ -6,7 +6,10 @@ import ZIPFoundation
 // size, stride, requires_grad, backward_hooks)` calls whose storages are persistent ids
 // ('storage', <storage class>, key, 'cpu', numel); each storage's bytes are the stored member
 // `<root>/data/<key>`, aligned to 64 bytes; `<root>/version` and `<root>/byteorder` complete it.
-// Only classes that torch.load(weights_only=True) allows are referenced.
+// Only classes that torch.load(weights_only=True) allows are referenced. Metadata goes where
+// torch.save puts a state dict's own: the OrderedDict's `_metadata` attribute (BUILD state), as
+// `{"resnet_convert": {key: value}}`, which load_state_dict(strict=True) passes over (it looks up
+// module prefixes only) and `torch.load(weights_only=True)` restores as plain dicts of strings.
 
 /// A minimal pickle (protocol 2) emitter for the one object shape a state dict needs.
 struct PickleWriter {
@@ -40,6 +43,9 @@ struct PickleWriter {
     mutating func persistentID() { bytes.append(UInt8(ascii: "Q")) }   // BINPERSID
     mutating func newFalse() { bytes.append(0x89) }
     mutating func setItems() { bytes.append(UInt8(ascii: "u")) }
+    mutating func setItem() { bytes.append(UInt8(ascii: "s")) }
+    mutating func emptyDict() { bytes.append(UInt8(ascii: "}")) }
+    mutating func build() { bytes.append(UInt8(ascii: "b")) }
     mutating func stop() { bytes.append(UInt8(ascii: ".")) }
 
     /// A tuple of ints (shapes, strides).
@@ -67,7 +73,7 @@ private func storageClass(_ d: DType) -> String? {
 }
 
 /// Bytes of a torch zip archive holding `tensors` (contiguous, one storage each) as an OrderedDict.
-func torchArchiveBytes(_ tensors: [RawTensor], root: String = "archive") throws -> Data {
+func torchArchiveBytes(_ tensors: [RawTensor], metadata: [String: String] = [:], root: String = "archive") throws -> Data {
     var p = PickleWriter()
     p.emptyOrderedDict()
     p.mark()
@@ -94,6 +100,19 @@ func torchArchiveBytes(_ tensors: [RawTensor], root: String = "archive") throws 
         members.append(("\(root)/data/\(key)", t.bytes))
     }
     p.setItems()
+    if !metadata.isEmpty {
+        p.emptyDict()                 // the OrderedDict's __dict__
+        p.string("_metadata")
+        p.emptyDict()
+        p.string("resnet_convert")
+        p.emptyDict()
+        p.mark()
+        for (k, v) in metadata.sorted(by: { $0.key < $1.key }) { p.string(k); p.string(v) }
+        p.setItems()
+        p.setItem()                   // _metadata["resnet_convert"] = {...}
+        p.setItem()                   // __dict__["_metadata"] = _metadata
+        p.build()
+    }
     p.stop()
     var all: [(String, [UInt8])] = [("\(root)/data.pkl", p.bytes), ("\(root)/byteorder", Array("little".utf8))]
     all += members

@@ -374,8 +374,8 @@ struct KerasGraphBuilder {
             }
         }
         if placed < pending.count {
-            let stuck = pending.indices.filter { waiting[$0] > 0 }.prefix(5).map { pending[$0].name }
-            throw invalid(scope, "layers \(Array(stuck)) wait on each other (cycle or missing input)")
+            let stuck = firstItems(pending.indices.filter { waiting[$0] > 0 }.map { pending[$0].name }, 5)
+            throw invalid(scope, "layers [\(stuck)] wait on each other (cycle or missing input)")
         }
         return try outputRefs.map { r in
             guard let outs = outputsOf[r.layer], r.tensor < outs.count else {

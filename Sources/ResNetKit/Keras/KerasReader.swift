@@ -110,7 +110,7 @@ private struct KerasH5Reader {
                              layerWeights: try weights.allLayers())
         }
         throw ResNetError.unsupported(file: h5.name, place: "/",
-            reason: "unknown weight layout: no model_config, layer_names, layers or _layer_checkpoint_dependencies at the root (members: \(root.prefix(8)))")
+            reason: "unknown weight layout: no model_config, layer_names, layers or _layer_checkpoint_dependencies at the root (members: \(firstItems(Array(root), 8)))")
     }
 
     /// A string-list attribute; Keras splits long ones into `name0`, `name1`, … when they do
@@ -280,7 +280,7 @@ private struct V3Weights {
         for i in 0 ..< names.count {
             guard present.contains(String(i)) else {
                 throw ResNetError.invalidInput(file: h5.name, place: vars,
-                    reason: "variables are not numbered 0..\(names.count - 1): \(kerasNaturalOrder(names).prefix(8))")
+                    reason: "variables are not numbered 0..\(names.count - 1): \(firstItems(kerasNaturalOrder(names), 8))")
             }
             let p = vars + "/\(i)"
             guard try h5.kind(at: p) == .dataset else {

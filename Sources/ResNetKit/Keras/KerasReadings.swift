@@ -65,7 +65,9 @@ func kerasReadings(_ k: KerasFile, arch: String?) throws -> KerasReadings {
             if fits.isEmpty && k.kind == .v3Weights {
                 why += " (a Keras 3 .weights.h5 names its layers by class but does not record their order, so the structure cannot be read from it; a .keras file or a legacy .h5 carries it)"
             }
-            throw ResNetError.usage("\(k.path): the file holds weights but no model config, and \(why); pass --arch PRESET (see `resnet-convert inspect --list-presets`)")
+            let advice = fits.isEmpty ? "pass --arch PRESET (see `resnet-convert inspect --list-presets`)"
+                : "pass " + fits.map { "--arch \($0.0)" }.joined(separator: " or ")
+            throw ResNetError.usage("\(k.path): the file holds weights but no model config, and \(why); \(advice)")
         }
     }
     // Without a config nothing records whether the classifier ends in softmax: offer both, the

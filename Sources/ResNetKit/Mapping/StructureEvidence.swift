@@ -76,7 +76,8 @@ func applyRecordedStructure(_ candidates: [StructureCandidate], modules: [TorchM
     guard !recorded.isEmpty, !candidates.isEmpty else { return (candidates, nil) }
     let kept = candidates.filter { recorded.contradictions($0.model, mapping: $0.mapping).isEmpty }
     if kept.isEmpty {
-        let why = recorded.contradictions(candidates[0].model, mapping: candidates[0].mapping).prefix(3).joined(separator: "; ")
+        let contradictions = recorded.contradictions(candidates[0].model, mapping: candidates[0].mapping)
+        let why = firstItems(contradictions, 3, separator: "; ")
         return (candidates, "module tree: no candidate structure meets the recorded hyper-parameters (\(why)); the choice is left to parity or BatchNorm plausibility")
     }
     var facts: [String] = []

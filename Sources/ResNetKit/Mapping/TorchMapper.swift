@@ -32,7 +32,7 @@ public func mapTorchCheckpoint(_ ckpt: TorchCheckpoint, arch: String?, mapFile: 
         guard let p = TorchSchemes.presets.first(where: { $0.name == arch }),
               let s = TorchSchemes.builtIn.first(where: { $0.name == p.scheme }) else {
             let known = Presets.all.filter { $0.framework == "torch" }.map(\.name).joined(separator: ", ")
-            throw ResNetError.usage("--arch \(arch) is not a PyTorch preset; known: \(known)")
+            throw ResNetError.usage("--arch \(arch) is not a PyTorch preset; \(file) is a PyTorch checkpoint (PyTorch presets: \(known))")
         }
         preset = p
         scheme = try CompiledScheme(s, file: file)
@@ -213,7 +213,7 @@ func detectScheme(_ ckpt: TorchCheckpoint) throws -> (CompiledScheme, String, co
     let ranked = scored.sorted { $0.mapped > $1.mapped }
     func describe(_ x: (scheme: CompiledScheme, mapped: Int)) -> String { "\(x.scheme.scheme.name) \(x.mapped)/\(total)" }
     guard let best = ranked.first, best.mapped > 0 else {
-        let sample = ckpt.tensors.prefix(8).map(\.name).joined(separator: ", ")
+        let sample = firstItems(ckpt.tensors.map(\.name), 8)
         throw ResNetError.mapping(file: file, reason: "no built-in naming scheme maps any key (keys start: \(sample)); pass --map FILE.json with a naming table, see the Mapping article")
     }
     // Keys no scheme maps at all: a tie below full coverage is really these keys fitting nowhere.

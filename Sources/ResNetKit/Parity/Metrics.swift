@@ -125,8 +125,9 @@ public struct ParityReport: Codable, Sendable, Equatable {
         var lines: [String] = []
         lines.append("parity \(passed ? "PASSED" : "FAILED") (shape \(shape))")
         if let nonFinite { lines.append("  non-finite: \(nonFinite)") }
-        lines.append("  max |err| \(e(maxAbsError)) = \(e(maxRelativeError)) of scale \(String(format: "%.4g", referenceScale))"
-                     + " (tolerance \(e(tolerance)): \(toleranceNote))")
+        // The tolerance bounds the relative error, so that is the number printed beside it.
+        lines.append("  relative error \(e(maxRelativeError)) (tolerance \(e(tolerance)): \(toleranceNote))")
+        lines.append("  max |err| \(e(maxAbsError)) at output scale \(String(format: "%.4g", referenceScale))")
         lines.append("  mean |err| \(e(meanAbsError)), cosine \(String(format: "%.8f", cosine))")
         if !top1Agreement.isEmpty {
             lines.append("  top-1 agrees on \(top1Agreement.filter { $0 }.count)/\(top1Agreement.count) rows"

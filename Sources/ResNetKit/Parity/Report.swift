@@ -102,7 +102,7 @@ public struct VerificationSummary: Sendable, Encodable {
         var lines = ["\(passed ? "PASSED" : "FAILED"): \(model.displayed) against \(reference.displayed)"]
         if let first = firstDivergentLayer { lines.append("  first divergent layer: \(first.displayed)") }
         if let nonFinite { lines.append("  non-finite values: \(nonFinite)") }
-        lines.append("  max |err| \(e(maxAbsError))  relative \(e(maxRelError))  (tolerance \(e(tolerance)))")
+        lines.append("  relative error \(e(maxRelError)) (tolerance \(e(tolerance)))  max |err| \(e(maxAbsError))")
         lines.append("  mean |err| \(e(meanAbsError))  cosine \(cosine.map { String(format: "%.8f", $0) } ?? "-")"
                      + "  top-1 \(top1PerItem.filter { $0 }.count)/\(top1PerItem.count)"
                      + (top5Agreement.map { String(format: "  top-5 %.0f%%", $0 * 100) } ?? ""))

@@ -40,11 +40,17 @@ public struct ConversionOptions: Sendable {
     public var foldBatchNorm: Bool
     /// PyTorch checkpoints: the entry holding the weights, as a dotted path (`state_dict_ema`); nil chooses automatically.
     public var weights: String?
+    /// Whether an existing `output` is replaced (the default, atomically and only after every
+    /// check passed). When false an existing output is refused (``ResNetError/io(file:reason:)``)
+    /// before anything is read, and the commit never replaces a file that appeared meanwhile.
+    public var replaceExisting: Bool = true
 
     /// Creates options; the defaults write float32, unfolded, and refuse on failed parity.
     public init(arch: String? = nil, mapFile: String? = nil, expect: String? = nil, layout: Layout? = nil, force: Bool = false,
-                dtype: DType = .float32, foldBatchNorm: Bool = false, skipVerification: Bool = false, weights: String? = nil) {
+                dtype: DType = .float32, foldBatchNorm: Bool = false, skipVerification: Bool = false, weights: String? = nil,
+                replaceExisting: Bool = true) {
         self.skipVerification = skipVerification
+        self.replaceExisting = replaceExisting
         self.weights = weights
         self.arch = arch; self.mapFile = mapFile; self.expect = expect; self.layout = layout; self.force = force
         self.dtype = dtype; self.foldBatchNorm = foldBatchNorm
@@ -63,8 +69,19 @@ public func convert(input: String, output: String, options: ConversionOptions = 
                     progress: ((String) -> Void)? = nil) throws -> ConversionReport {
     // The forward pass, the folding and the dtype encoders work on in-memory models: their errors
     // name the input file (the goldens file is named where their input is run).
-    try namingFiles(model: input, input: input) {
-        try convertFile(input: input, output: output, options: options, progress: progress)
+    try refuseExistingOutput(output, replace: options.replaceExisting)
+    return try AtomicOutput.$replacesExisting.withValue(options.replaceExisting) {
+        try namingFiles(model: input, input: input) {
+            try convertFile(input: input, output: output, options: options, progress: progress)
+        }
+    }
+}
+
+/// Refuses an existing `output` up front when it may not be replaced, before any work is done.
+func refuseExistingOutput(_ output: String, replace: Bool) throws {
+    var st = stat()
+    if !replace && lstat(output, &st) == 0 {
+        throw ResNetError.io(file: output, reason: AtomicOutput.existsReason)
     }
 }
 
@@ -180,8 +197,12 @@ final class InBackground<T>: @unchecked Sendable {
     }
 }
 
-/// The version written into provenance records.
-public let toolVersion = "resnet-convert 0.1.0"
+/// The version of this library and its command-line tool: `--version` prints it, and every file
+/// written records it (``toolVersion``).
+public let resnetConvertVersion = "0.1.0"
+
+/// The tool and its version as written into provenance records.
+public let toolVersion = "resnet-convert \(resnetConvertVersion)"
 
 /// Requires `b` to hold exactly the spec and bits of `a`.
 func compareBitExact(_ a: ResNetModel, _ b: ResNetModel, file: String) throws {

@@ -87,6 +87,7 @@ extension ResNetSpec {
                              + "residual [\(chain(b.residual))] shortcut [\(chain(b.shortcut))]"
                              + (b.post.isEmpty ? "" : " post [\(chain(b.post))]"))
             }
+            if s.blocks.count > 2 { lines.append("  … \(s.blocks.count - 2) more block(s) not listed") }
         }
         lines.append("head: \(chain(head))")
         return lines

@@ -47,6 +47,8 @@ public struct LoadedModel: Sendable {
     public var notes: [String]
     /// The parity record stored in the file, for `.rnw` inputs.
     public var storedParity: [RNWParityRecord]
+    /// Where the weights of a `.rnw` input came from, as its writer recorded; nil for other inputs.
+    public var storedProvenance: RNWProvenance? = nil
     /// The narrowest dtype the weights went through: float32 for source files, the conv/dense
     /// weight dtype for a `.rnw`. Parity of the model is judged by this dtype's ``TolerancePolicy``.
     public var storageDType: DType = .float32
@@ -108,6 +110,7 @@ private func readModel(path: String, arch: String?, mapFile: String?, weights: S
         var loaded = LoadedModel(path: path, format: "rnw \(file.manifest.formatMajor).\(file.manifest.formatMinor)", model: model,
                                  kerasGraph: nil, mapping: mapping, notes: notes, storedParity: file.manifest.parity)
         loaded.storageDType = storage
+        loaded.storedProvenance = file.manifest.provenance
         return loaded
     case .unknown:
         throw ResNetError.invalidInput(file: path, place: "first bytes", reason: "not a Keras HDF5 file, a .keras zip, a PyTorch archive, a safetensors file or a .rnw file")

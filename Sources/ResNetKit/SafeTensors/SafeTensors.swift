@@ -224,6 +224,15 @@ struct RawTensor: Sendable {
         }
     }
 
+    /// `t` stored at `dtype`: float32, or float16/bfloat16 rounded as the `.rnw` writer does.
+    init(name: String, _ t: Tensor, dtype: DType, file: String) throws {
+        self.init(name: name, t)
+        if dtype != .float32 {
+            self.dtype = dtype
+            bytes = try encodeTensor(t, name: name, dtype: dtype, file: file).bytes
+        }
+    }
+
     /// A scalar int64 (`num_batches_tracked`).
     init(name: String, int64 value: Int64) {
         self.name = name; dtype = .int64; shape = []

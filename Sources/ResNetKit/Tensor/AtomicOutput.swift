@@ -35,6 +35,13 @@ public final class AtomicOutput {
     private let keptMode: mode_t?
     /// False when nothing is at the destination (it is then linked there directly).
     private let destinationExisted: Bool
+    /// False when an existing destination must be left alone (``replacesExisting``).
+    private let replaces: Bool
+
+    /// Whether outputs created in this scope may replace an existing file (the default). Without,
+    /// an existing destination is refused when the output is opened, and the commit links the file
+    /// under its name, which fails rather than replaces should the name appear meanwhile.
+    @TaskLocal static var replacesExisting = true
 
     /// Where the next outputs go: `.unnamed` uses `O_TMPFILE` when available, `.named` always the
     /// fallback. `RESNET_CONVERT_NAMED_TEMP=1` in the environment selects the fallback, so tests
@@ -55,6 +62,10 @@ public final class AtomicOutput {
         directory = dir
         var st = stat()
         destinationExisted = lstat(destination, &st) == 0
+        replaces = AtomicOutput.replacesExisting
+        if destinationExisted && !replaces {
+            throw ResNetError.io(file: destination, reason: AtomicOutput.existsReason)
+        }
         if stat(destination, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG {
             keptMode = st.st_mode & 0o7777
         } else {
@@ -125,6 +136,10 @@ public final class AtomicOutput {
         // thread waits for them (slot state 2), then reports whether the output was written.
         clinuxio_block_interrupts(1)
         defer { clinuxio_block_interrupts(0) }
+        if !replaces {
+            try linkWithoutReplacing()
+            return
+        }
         if unnamed {
             if !destinationExisted {
                 // A slot without a path makes a handler on another thread wait for the link too,
@@ -167,6 +182,28 @@ public final class AtomicOutput {
         clinuxio_mark_written()
         clinuxio_cleanup_set_state(slot, 0)
         temporary = nil
+        finish()
+    }
+
+    static let existsReason = "the output exists already and replacing it was not allowed (--no-clobber)"
+
+    /// The commit when the destination must not be replaced: a link fails on an existing name
+    /// where a rename would replace it. Runs with the signals blocked, like ``commit()``.
+    private func linkWithoutReplacing() throws {
+        let s = unnamed ? clinuxio_cleanup_register("", 2) : slot
+        if !unnamed { clinuxio_cleanup_set_state(slot, 2) }
+        AtomicOutput.holdIfInterrupted(s, restoring: unnamed ? 0 : 1)
+        if linkat(AT_FDCWD, unnamed ? path : temporary!, AT_FDCWD, destination, unnamed ? AT_SYMLINK_FOLLOW : 0) != 0 {
+            let code = errno
+            clinuxio_cleanup_set_state(s, unnamed ? 0 : 1)   // discard() removes a named temporary
+            throw ResNetError.io(file: destination, reason: code == EEXIST ? AtomicOutput.existsReason : "cannot link the written file: \(errnoText(code))")
+        }
+        clinuxio_mark_written()
+        if !unnamed {
+            unlink(temporary!)
+            temporary = nil
+        }
+        clinuxio_cleanup_set_state(s, 0)
         finish()
     }
 

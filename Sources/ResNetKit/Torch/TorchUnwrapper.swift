@@ -271,6 +271,7 @@ struct TorchUnwrapper {
         }
         chosenPath = Self.dotted(chosen.steps)
         for e in rejected.prefix(3) { notes.append("not used, as it cannot be read: \(e.description)") }
+        if rejected.count > 3 { notes.append("… \(rejected.count - 3) more not used, as they cannot be read") }
         if let module = chosen.module {
             notes.append("whole pickled nn.Module \(module)\(chosen.steps.isEmpty ? "" : " at '\(chosenPath)'"): tensors taken from its _parameters and _buffers")
         }
@@ -417,7 +418,7 @@ struct TorchUnwrapper {
                 if case let .string(s) = k { key = s }
                 return "\(name) (\(kind(v, key: key)))"
             }
-            what = "no state dict (a dict of tensors) or nn.Module found; keys are: \(keys.joined(separator: ", "))"
+            what = "no state dict (a dict of tensors) or nn.Module found; keys are: \(keys.joined(separator: ", "))\(d.keys.count > 20 ? ", … (\(d.keys.count) in all)" : "")"
         }
         if depthLimited { what += " (objects nested deeper than \(TorchLimits.maxSearchDepth) levels were not searched)" }
         return bad("checkpoint", what)
