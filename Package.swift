@@ -2,9 +2,9 @@
 import PackageDescription
 import class Foundation.ProcessInfo
 
-// The CLI links the Swift runtime and Foundation statically (start-up, see README "Start-up").
+// The CLI links the Swift runtime and Foundation statically (start-up; see docs/decisions/static-runtime.md).
 // Sanitizer builds need the shared runtime: ThreadSanitizer stops the statically linked CLI with an
-// allocator CHECK failure in its own runtime. RESNET_CONVERT_SHARED_RUNTIME=1 (the README's
+// allocator CHECK failure in its own runtime. RESNET_CONVERT_SHARED_RUNTIME=1 (docs/CONTRIBUTING.md's
 // sanitizer commands set it) links it dynamically.
 let staticRuntime: [String] = ProcessInfo.processInfo.environment["RESNET_CONVERT_SHARED_RUNTIME"] == nil ? ["-static-stdlib"] : []
 
@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(name: "PublicAPITests", dependencies: ["ResNetKit"]),
         // Example loader: classify images from an .npy file with a .rnw model.
         .executableTarget(name: "resnet-classify-example", dependencies: ["ResNetKit"], path: "Examples/classify"),
-        // Measures what checksum verification adds to opening a .rnw (see README).
+        // Measures what checksum verification adds to opening a .rnw (see docs/BENCHMARKS.md).
         .executableTarget(name: "rnw-open-bench", dependencies: ["ResNetKit"], path: "tools/bench/open"),
     ]
 )
