@@ -2,9 +2,9 @@
 import PackageDescription
 import class Foundation.ProcessInfo
 
-// The CLI links the Swift runtime and Foundation statically (start-up, see README "Start-up").
+// The CLI links the Swift runtime and Foundation statically (start-up; see docs/decisions/static-runtime.md).
 // Sanitizer builds need the shared runtime: ThreadSanitizer stops the statically linked CLI with an
-// allocator CHECK failure in its own runtime. RESNET_CONVERT_SHARED_RUNTIME=1 (the README's
+// allocator CHECK failure in its own runtime. RESNET_CONVERT_SHARED_RUNTIME=1 (docs/CONTRIBUTING.md's
 // sanitizer commands set it) links it dynamically.
 let staticRuntime: [String] = ProcessInfo.processInfo.environment["RESNET_CONVERT_SHARED_RUNTIME"] == nil ? ["-static-stdlib"] : []
 
@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", exact: "0.9.20"),
+        // `swift package generate-documentation --target ResNetKit`; a plugin only, nothing is linked.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // libhdf5 (Debian libhdf5-dev). Only Sources/ResNetKit/Keras/HDF5.swift imports it.
@@ -77,7 +79,7 @@ let package = Package(
         .testTarget(name: "PublicAPITests", dependencies: ["ResNetKit"]),
         // Example loader: classify images from an .npy file with a .rnw model.
         .executableTarget(name: "resnet-classify-example", dependencies: ["ResNetKit"], path: "Examples/classify"),
-        // Measures what checksum verification adds to opening a .rnw (see README).
+        // Measures what checksum verification adds to opening a .rnw (see docs/BENCHMARKS.md).
         .executableTarget(name: "rnw-open-bench", dependencies: ["ResNetKit"], path: "tools/bench/open"),
     ]
 )

@@ -5,7 +5,7 @@
 
 Loads `tfkeras2.model.h5` from that folder with tf_keras (the framework that wrote it), runs a
 batch of standard-normal inputs drawn from a fixed seed, and writes `io-<batch>.npz` (input NHWC,
-output, layout) beside it. The dtype size/agreement table in README.md is measured on this file.
+output, layout) beside it. The dtype size/agreement table in docs/BENCHMARKS.md is measured on this file.
 Outputs stay outside the repository (about 20 MB for 32 inputs at 224x224).
 """
 import argparse

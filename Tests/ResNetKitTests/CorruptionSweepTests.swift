@@ -235,7 +235,7 @@ import Testing
 /// Found by the CLI sweep under ASan: one changed byte in an object header makes libhdf5 ask
 /// malloc for about 6.5 EB (`H5C_load_entry`). The allocation fails and libhdf5 reports it, so the
 /// file is refused. A smaller bogus size would be attempted too, in the reader child, where its
-/// address-space limit bounds it (see README, "HDF5: libhdf5 runs in a sandbox").
+/// address-space limit bounds it (see docs/SECURITY.md, "libhdf5 runs in a sandbox").
 @Test func anHDF5ObjectHeaderWithAnAbsurdChunkSizeIsRefused() throws {
     var data = try Data(contentsOf: Paths.fixtures.appendingPathComponent("keras/nested-keras3/keras3.model.h5"))
     data[1783] ^= 0x5A

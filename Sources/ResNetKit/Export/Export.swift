@@ -22,7 +22,7 @@ public enum ExportFormat: String, Sendable, Codable, CaseIterable {
 
 /// Options of an export.
 public struct ExportOptions: Sendable {
-    /// How to read the input (see ``loadModel(path:arch:mapFile:limits:)``).
+    /// How to read the input (see ``loadModel(path:arch:mapFile:weights:limits:)``).
     public var arch: String?
     public var mapFile: String?
     /// ONNX and full-model Keras `.h5`: the input's spatial size [H, W] (ONNX resolves TF `same`

@@ -71,6 +71,7 @@ public final class ForwardPlan: @unchecked Sendable {
     private var schedules: [[Int]: Schedule] = [:]   // by input shape; guarded by scheduleLock
 
     /// Compiles `model`. Throws `ResNetError.mapping` for a missing or misshapen tensor or an invalid op.
+    /// - Parameter model: the canonical model to compile.
     /// - Parameter threads: threads per run; default: the active processor count.
     /// - Parameter parallelism: see ``Parallelism``; `.own` unless measuring.
     public convenience init(_ model: ResNetModel, threads: Int? = nil, parallelism: Parallelism = .own) throws {

@@ -32,6 +32,8 @@ public enum ForwardEngine: String, Sendable, Codable, CaseIterable {
 /// Runs `model` on `input` (N, C, H, W) and returns its output, usually (N, classes).
 ///
 /// - Parameters:
+///   - model: the canonical model.
+///   - input: a float32 batch laid out (N, C, H, W).
 ///   - engine: `.fast` (default) or `.reference`; both follow the same op semantics. Without `capture`,
 ///     `.fast` runs a ``ForwardPlan`` (BN folded, ReLU and additions fused, NHWC), cached for the last
 ///     model seen; with `capture` it runs the unfused im2col path, because a folded conv has no

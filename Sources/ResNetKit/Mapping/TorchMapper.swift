@@ -10,6 +10,7 @@ import Foundation
 /// explicitly ignored.
 ///
 /// - Parameters:
+///   - ckpt: the decoded checkpoint (``readTorchCheckpoint(path:allowModuleRecords:weights:)``).
 ///   - arch: a torch preset from ``Presets/all``: the structure is fixed and the keys are checked against it.
 ///   - mapFile: a JSON naming table for a layout no built-in scheme knows.
 /// - Returns: the model, where each canonical tensor came from, and what was chosen.

@@ -13,7 +13,7 @@ public struct SpecViolation: Error, Sendable, Equatable, CustomStringConvertible
 extension ResNetSpec {
     /// The first rule the forward pass relies on that this spec breaks at every input size, or nil.
     ///
-    /// The forward pass (``forward(_:input:engine:)`` and ``ForwardPlan``) checks each op against
+    /// The forward pass (``forward(_:input:engine:capture:)`` and ``ForwardPlan``) checks each op against
     /// the activation it receives. Everything that does not depend on the input's height and width
     /// is checked here, in one walk over the spec: the numbers of every op (window sizes, strides,
     /// channels, groups, paddings, epsilon) in the ranges the forward pass accepts; the rank of the

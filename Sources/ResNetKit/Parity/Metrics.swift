@@ -47,6 +47,8 @@ public struct ParityReport: Codable, Sendable, Equatable {
     /// Compares `output` with `reference`.
     /// - Throws: `ResNetError.parityFailed` when the shapes differ (nothing can be compared).
     /// - Parameters:
+    ///   - output: what the model produced.
+    ///   - reference: what it should have produced, of the same shape.
     ///   - tolerance: relative tolerance; the default is the project's float32 budget.
     ///   - toleranceNote: why this tolerance applies (e.g. "float16 weights"); a default note names the rule.
     public init(output: Tensor, reference: Tensor, tolerance: Double = ParityReport.defaultTolerance,

@@ -1,5 +1,5 @@
 // How close a model stored at a given dtype must stay to its reference. The values and the
-// reasoning behind them are in the DocC article TolerancePolicy.md; keep the two in step.
+// reasoning behind them are in the DocC article ParityTolerance.md; keep the two in step.
 
 import Foundation
 

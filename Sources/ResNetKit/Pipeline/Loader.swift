@@ -54,7 +54,7 @@ public struct LoadedModel: Sendable {
     public var storageDType: DType = .float32
     /// Structures the file's weights allow when they cannot tell them apart, the first being
     /// `model`'s. Empty when the file determines the structure. ``convert(input:output:options:progress:)``
-    /// and ``verify`` choose among them by parity with goldens, else by BatchNorm plausibility.
+    /// and the CLI's `verify` (through ``settleStructure(_:goldens:arch:progress:)``) choose among them by parity with goldens, else by BatchNorm plausibility.
     public var candidates: [StructureCandidate] = []
 }
 

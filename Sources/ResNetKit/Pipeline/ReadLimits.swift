@@ -6,7 +6,7 @@ import Foundation
 ///
 /// A file that exceeds one is refused with ``ResNetError/invalidInput(file:place:reason:)`` (exit
 /// 3) naming the limit, the value found and the CLI flag that raises it. Readers see the limits
-/// of the innermost ``apply(_:)`` (or ``loadModel(path:arch:mapFile:limits:)``), else ``standard``.
+/// of the innermost ``apply(_:)`` (or ``loadModel(path:arch:mapFile:weights:limits:)``), else ``standard``.
 public struct ReadLimits: Sendable, Equatable {
     /// Bytes of one tensor once decoded to float32 (`--max-tensor-bytes`).
     public var maxTensorBytes: Int
@@ -23,7 +23,7 @@ public struct ReadLimits: Sendable, Equatable {
     public var maxHeaderBytes: Int
     /// What reading one file may allocate (inflated zip members, tensors as float32, decoded
     /// configs and headers, all together) as a multiple of the file's own size, on top of
-    /// ``ReadBudget/allowanceBytes`` every file gets (`--max-expansion`). Real checkpoints need at
+    /// the 64 MiB every file gets (`--max-expansion`). Real checkpoints need at
     /// most 4 (int8 storages read as float32); stride-0 views and zip bombs need hundreds.
     public var maxExpansion: Int = 16
 

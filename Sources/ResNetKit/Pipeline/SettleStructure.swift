@@ -9,7 +9,11 @@ import Foundation
 ///   reading as given but do not single out another candidate: the message lists the candidates and
 ///   how to decide (`--expect`, `--arch`, `--map`).
 ///
-/// - Parameter arch: the preset the file was read with, so a Keras candidate's layer graph is rebuilt the same way.
+/// - Parameters:
+///   - loaded: the model as ``loadModel(path:arch:mapFile:weights:limits:)`` read it, with its candidates.
+///   - goldens: the source framework's outputs to choose by; nil chooses by BatchNorm statistics.
+///   - arch: the preset the file was read with, so a Keras candidate's layer graph is rebuilt the same way.
+///   - progress: called with one line per candidate tried.
 public func settleStructure(_ loaded: LoadedModel, goldens: Goldens?, arch: String? = nil, progress: ((String) -> Void)? = nil) throws -> LoadedModel {
     // Candidates run on synthetic images here; on the goldens, the goldens file is named (checkGoldens).
     try namingFiles(model: loaded.path, input: loaded.path) {

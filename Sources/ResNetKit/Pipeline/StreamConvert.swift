@@ -136,7 +136,7 @@ enum TransposePath: Sendable {
     case avx2
 
     /// AVX2 where the CPU has it: 8×8 register tiles of 16 outputs at a time take the Keras
-    /// ResNet-50 kernels out of a mapped file in less time than the Swift tiles (README, "Conversion").
+    /// ResNet-50 kernels out of a mapped file in less time than the Swift tiles (docs/INTERNALS.md, "Streamed conversion").
     static let best: TransposePath = CPUFeatures.avx2FMA ? .avx2 : .swift
 }
 

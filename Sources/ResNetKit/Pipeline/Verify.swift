@@ -126,6 +126,9 @@ public enum Verifier {
     /// to an equivalent point of the canonical model by ``layerPoint(for:spec:aliases:)``. A name
     /// with no equivalent is listed in ``ParityCheck/notCompared``, never a failure.
     ///
+    /// - Parameter model: the canonical model to run.
+    /// - Parameter goldens: the source framework's input, output and optional `layer:` activations.
+    /// - Parameter policy: the tolerance for the final output.
     /// - Parameter aliases: source-module name → canonical point, for the file the model came from
     ///   (``layerAliases(_:)``); empty resolves canonical, torchvision and keras.applications names only.
     public static func checkGoldens(_ model: ResNetModel, goldens: Goldens, policy: TolerancePolicy = .float32,
@@ -261,6 +264,10 @@ public enum Verifier {
     /// shows here even without goldens.
     ///
     /// - Parameters:
+    ///   - graph: the source file's Keras layer graph, with its weights.
+    ///   - model: the canonical model mapped from the same file.
+    ///   - file: the source file, named in the result.
+    ///   - batch: images in the deterministic input.
     ///   - blockOutputs: canonical block → Keras layer producing its output; each block is compared
     ///     too, so the first block that diverges is named.
     ///   - policy: applies when `model` went through a narrower storage dtype than the graph's weights.

@@ -76,7 +76,7 @@ func xxHash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
 /// `destination`: one pass over the bytes instead of a hash pass and a copy pass. XXH64 is bound
 /// by its 64-bit multiplies and a copy by loads and stores, so the two share a core's ports well;
 /// this is what lets a verified read of a whole file cost little more than an unverified one
-/// (README, "Checksum cost"). `destination` must hold `source.count` bytes and not overlap it.
+/// (docs/BENCHMARKS.md, "Opening a .rnw"). `destination` must hold `source.count` bytes and not overlap it.
 /// Results equal ``xxHash64(_:seed:)`` on every input.
 func xxHash64Copying(_ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, seed: UInt64 = 0) -> UInt64 {
     let n = source.count

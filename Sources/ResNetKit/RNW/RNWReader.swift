@@ -62,8 +62,8 @@ public final class RNWReader: @unchecked Sendable {
     /// Opens `path` and copies every tensor out with every checksum verified, in one pass over the
     /// tensor bytes: a float32 tensor is hashed by the loop that copies it (``xxHash64Copying``),
     /// a narrower one is hashed and then widened while its bytes are still in cache. Opening with
-    /// ``init(path:verifyChecksums:)`` and then calling ``model()`` reads the file twice (README,
-    /// "Checksum cost"). The returned reader skipped tensor checksums itself, but every tensor
+    /// ``init(path:verifyChecksums:)`` and then calling ``model()`` reads the file twice (docs/BENCHMARKS.md,
+    /// "Opening a .rnw"). The returned reader skipped tensor checksums itself, but every tensor
     /// was verified before this returns; on a mismatch it throws, in manifest order, naming the tensor.
     static func openAndRead(path: String) throws -> (reader: RNWReader, model: ResNetModel) {
         let reader = try RNWReader(path: path, verifyChecksums: false)
@@ -307,7 +307,7 @@ private func verifyTensorChecksums(_ entries: [RNWTensorEntry], _ sums: [UInt64]
 /// Every tensor's xxHash64, in manifest order, hashed on up to four threads once the tensors
 /// add up to more than 8 MB. XXH64 runs at about 10 GB/s on one core, so a whole ResNet-50 costs
 /// 10-15 ms on one thread, as much as 15-20% of opening and reading it unverified; a second core
-/// halves that (README, "Checksum cost"). Small files stay on the calling thread, where starting
+/// halves that (docs/BENCHMARKS.md, "Opening a .rnw"). Small files stay on the calling thread, where starting
 /// threads would cost more than it saves. The entries' ranges were checked against the file.
 private func tensorChecksums(_ entries: [RNWTensorEntry], in bytes: UnsafeRawBufferPointer) -> [UInt64] {
     let total = entries.reduce(UInt64(0)) { $0 + $1.length }

@@ -8,6 +8,11 @@ public enum RNWWriter {
     /// Writes `model` to `path`, tensors in the spec's parameter order.
     ///
     /// - Parameters:
+    ///   - model: the model to store.
+    ///   - path: the destination; replaced atomically when it exists.
+    ///   - parity: the parity checks the model passed, stored in the manifest.
+    ///   - provenance: where the weights came from (source file, its SHA-256, tool version).
+    ///   - metadata: free key/value pairs stored in the manifest.
     ///   - dtype: storage type of the conv and dense weights: `.float32` (default, bit-exact),
     ///     `.float16`, `.bfloat16` (round to nearest even) or `.int8` (symmetric, one float32 scale
     ///     per output channel). BatchNorm parameters and biases are always float32. A file with any
