@@ -429,7 +429,8 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 /// Choices the plan makes by measurement, kept in one place so tests can pin them and a profiling run
 /// can override them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
 /// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512),
-/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `winograd-kernel=0|1` (Swift, AVX2), `profile`); the environment is a debugging aid, not an interface.
+/// `gemm-kernel=0|1|2|3` (OpenBLAS, AVX2, AVX-512, AVX-512 6×64), `winograd-kernel=0|1|2` (Swift, AVX2, AVX-512),
+/// `pool-kernel=0|1` (Swift, AVX-512), `profile`); the environment is a debugging aid, not an interface.
 struct PlanTuning: Sendable, Equatable {
     /// Winograd output tile for eligible 3×3 convolutions: 4, 2, or 0 for none.
     var winogradTile = 4
@@ -466,6 +467,8 @@ struct PlanTuning: Sendable, Equatable {
     /// What runs Winograd's input and output tile transforms (the best this CPU runs by default); tests
     /// pin each in turn.
     var winogradKernel = WinogradKernel.best
+    /// What runs max, average and global average pooling (the best this CPU runs by default); tests pin each in turn.
+    var poolKernel = PoolKernel.best
     /// Print per-layer times to stderr after each run.
     var profile = false
 
@@ -485,6 +488,7 @@ struct PlanTuning: Sendable, Equatable {
             case "grouped-kernel": if let value, let k = GroupedKernel(rawValue: value) { t.groupedKernel = k }
             case "gemm-kernel": if let value, let k = GemmKernel(rawValue: value) { t.gemmKernel = k }
             case "winograd-kernel": if let value, let k = WinogradKernel(rawValue: value) { t.winogradKernel = k }
+            case "pool-kernel": if let value, let k = PoolKernel(rawValue: value) { t.poolKernel = k }
             case "profile": t.profile = true
             default: break
             }
@@ -696,6 +700,11 @@ struct Executor {
             let y = Activation(slot: acquire(N * C), n: N, h: 1, w: 1, c: C, flat: true)
             if sizing { return y }
             let (src, dst, HW) = (pointer(x), pointer(y), H * W)
+            if plan.tuning.poolKernel.resolved != .swift, N > 0, HW > 0, C > 0 {
+                plan.tuning.poolKernel.globalAverage(src, dst, N: N, HW: HW, C: C)
+                release(x)
+                return y
+            }
             for n in 0..<N {
                 let out = dst + n * C
                 out.update(repeating: 0, count: C)
@@ -958,7 +967,12 @@ struct Executor {
     private func pool(_ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ g: WindowGeometry, max isMax: Bool, includePad: Bool) {
         let C = g.C
         let OHW = g.OH * g.OW
+        let kernel = plan.tuning.poolKernel
         parallelChunks(g.N * OHW, threads: plan.loopThreads, grain: max(1, 8192 / C)) { rows in
+            if kernel.resolved != .swift {
+                kernel.pool(src, dst, g, max: isMax, includePad: includePad, pixels: rows)
+                return
+            }
             for p in rows {
                 let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
                 let out = dst + p * C
