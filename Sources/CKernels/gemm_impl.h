@@ -2,8 +2,9 @@
 // gemm_avx512.c. Before including, define:
 //   GEMM_TARGET   the target attribute string, e.g. "avx2,fma"
 //   GEMM_ENTRY    the name of the exported function
-//   VT, VL        the vector type and its lanes; NR = 2·VL columns per panel
-//   MR            rows per register tile (MR·2 accumulators, plus two weight vectors and a broadcast)
+//   VT, VL        the vector type and its lanes
+//   NV            vectors per tile row (2, 3 or 4; 2 if not defined): NR = NV·VL columns per panel
+//   MR            rows per register tile, at most 12 (MR·NV accumulators, plus NV weight vectors and a broadcast)
 //   KC, MC        K block (a tile's MR·KC floats of A stay in L1 while it passes every panel) and
 //                 row block (MC rows, each K block of them in turn, before the next MC rows)
 //   V_ZERO, V_LOAD, V_BCAST, V_FMA, V_ADD, V_MAX0, V_STORE, MASK_T, MASK_MAKE, V_MLOAD, V_MSTORE
@@ -19,7 +20,12 @@
 
 #define KT __attribute__((target(GEMM_TARGET)))
 #define INLINE static inline __attribute__((always_inline))
-#define NR (2 * VL)
+#ifndef NV
+#define NV 2
+#endif
+#define NR (NV * VL)
+// Every loop over a tile's rows and vectors is unrolled, so that the accumulators are registers.
+#define UNROLL _Pragma("clang loop unroll(full)")
 
 /// One register tile: M rows (M <= MR, a constant after inlining) × NR columns over kc terms; `next`
 /// (or NULL) is the panel slice the next tiles will read, prefetched one line per term.
@@ -27,63 +33,69 @@
 /// block, so apply bias, shortcut and ReLU; `ncols` < NR: only that many columns exist.
 INLINE KT void tile(const int M, ptrdiff_t kc, const float *a, ptrdiff_t lda, const float *b, const float *next, float *c, ptrdiff_t ldc,
                     int accumulate, int finish, const float *bias, const float *sc, int relu, ptrdiff_t ncols) {
-    VT acc[MR][2];
-    for (int r = 0; r < M; r++) acc[r][0] = acc[r][1] = V_ZERO();
+    VT acc[MR][NV];
+    UNROLL for (int r = 0; r < M; r++) UNROLL for (int v = 0; v < NV; v++) acc[r][v] = V_ZERO();
     if (next) {
         // The first row tile of a block also pulls each next panel slice into L1: in the late layers a slice
         // comes from memory and serves only a few tiles (49 rows at batch 1), and this took the
         // 49×512×2048 product from 74 to 97 GFLOPS on one core (AVX2), the 7×7 stem from 75 to 102.
         for (ptrdiff_t k = 0; k < kc; k++) {
-            for (int l = 0; l < NR; l += 16) _mm_prefetch((const char *)(next + k * NR + l), _MM_HINT_T0);
-            const VT b0 = V_LOAD(b + k * NR), b1 = V_LOAD(b + k * NR + VL);
-            for (int r = 0; r < M; r++) {
+            UNROLL for (int l = 0; l < NR; l += 16) _mm_prefetch((const char *)(next + k * NR + l), _MM_HINT_T0);
+            VT bv[NV];
+            UNROLL for (int v = 0; v < NV; v++) bv[v] = V_LOAD(b + k * NR + v * VL);
+            UNROLL for (int r = 0; r < M; r++) {
                 const VT x = V_BCAST(a + r * lda + k);
-                acc[r][0] = V_FMA(x, b0, acc[r][0]);
-                acc[r][1] = V_FMA(x, b1, acc[r][1]);
+                UNROLL for (int v = 0; v < NV; v++) acc[r][v] = V_FMA(x, bv[v], acc[r][v]);
             }
         }
     } else {
         for (ptrdiff_t k = 0; k < kc; k++) {
-            const VT b0 = V_LOAD(b + k * NR), b1 = V_LOAD(b + k * NR + VL);
-            for (int r = 0; r < M; r++) {
+            VT bv[NV];
+            UNROLL for (int v = 0; v < NV; v++) bv[v] = V_LOAD(b + k * NR + v * VL);
+            UNROLL for (int r = 0; r < M; r++) {
                 const VT x = V_BCAST(a + r * lda + k);
-                acc[r][0] = V_FMA(x, b0, acc[r][0]);
-                acc[r][1] = V_FMA(x, b1, acc[r][1]);
+                UNROLL for (int v = 0; v < NV; v++) acc[r][v] = V_FMA(x, bv[v], acc[r][v]);
             }
         }
     }
     if (ncols == NR) {
-        VT b0 = V_ZERO(), b1 = V_ZERO();
-        if (finish && bias) { b0 = V_LOAD(bias); b1 = V_LOAD(bias + VL); }
-        for (int r = 0; r < M; r++) {
+        VT bb[NV];
+        UNROLL for (int v = 0; v < NV; v++) bb[v] = finish && bias ? V_LOAD(bias + v * VL) : V_ZERO();
+        UNROLL for (int r = 0; r < M; r++) {
             float *cr = c + r * ldc;
-            VT v0 = acc[r][0], v1 = acc[r][1];
-            if (accumulate) { v0 = V_ADD(v0, V_LOAD(cr)); v1 = V_ADD(v1, V_LOAD(cr + VL)); }
-            if (finish) {
-                if (bias) { v0 = V_ADD(v0, b0); v1 = V_ADD(v1, b1); }
-                if (sc) { v0 = V_ADD(v0, V_LOAD(sc + r * ldc)); v1 = V_ADD(v1, V_LOAD(sc + r * ldc + VL)); }
-                if (relu) { v0 = V_MAX0(v0); v1 = V_MAX0(v1); }
+            UNROLL for (int v = 0; v < NV; v++) {
+                VT x = acc[r][v];
+                if (accumulate) x = V_ADD(x, V_LOAD(cr + v * VL));
+                if (finish) {
+                    if (bias) x = V_ADD(x, bb[v]);
+                    if (sc) x = V_ADD(x, V_LOAD(sc + r * ldc + v * VL));
+                    if (relu) x = V_MAX0(x);
+                }
+                V_STORE(cr + v * VL, x);
             }
-            V_STORE(cr, v0);
-            V_STORE(cr + VL, v1);
         }
         return;
     }
     // The right edge: lanes past ncols are neither read nor written (they are the next row's, or past the buffer).
-    const MASK_T m0 = MASK_MAKE(ncols >= VL ? VL : ncols), m1 = MASK_MAKE(ncols >= VL ? ncols - VL : 0);
-    VT b0 = V_ZERO(), b1 = V_ZERO();
-    if (finish && bias) { b0 = V_MLOAD(bias, m0); b1 = V_MLOAD(bias + VL, m1); }
-    for (int r = 0; r < M; r++) {
+    MASK_T mk[NV];
+    VT bb[NV];
+    UNROLL for (int v = 0; v < NV; v++) {
+        const ptrdiff_t left = ncols - v * VL;
+        mk[v] = MASK_MAKE(left >= VL ? VL : left > 0 ? left : 0);
+        bb[v] = finish && bias ? V_MLOAD(bias + v * VL, mk[v]) : V_ZERO();
+    }
+    UNROLL for (int r = 0; r < M; r++) {
         float *cr = c + r * ldc;
-        VT v0 = acc[r][0], v1 = acc[r][1];
-        if (accumulate) { v0 = V_ADD(v0, V_MLOAD(cr, m0)); v1 = V_ADD(v1, V_MLOAD(cr + VL, m1)); }
-        if (finish) {
-            if (bias) { v0 = V_ADD(v0, b0); v1 = V_ADD(v1, b1); }
-            if (sc) { v0 = V_ADD(v0, V_MLOAD(sc + r * ldc, m0)); v1 = V_ADD(v1, V_MLOAD(sc + r * ldc + VL, m1)); }
-            if (relu) { v0 = V_MAX0(v0); v1 = V_MAX0(v1); }
+        UNROLL for (int v = 0; v < NV; v++) {
+            VT x = acc[r][v];
+            if (accumulate) x = V_ADD(x, V_MLOAD(cr + v * VL, mk[v]));
+            if (finish) {
+                if (bias) x = V_ADD(x, bb[v]);
+                if (sc) x = V_ADD(x, V_MLOAD(sc + r * ldc + v * VL, mk[v]));
+                if (relu) x = V_MAX0(x);
+            }
+            V_MSTORE(cr + v * VL, mk[v], x);
         }
-        V_MSTORE(cr, m0, v0);
-        V_MSTORE(cr + VL, m1, v1);
     }
 }
 

@@ -215,8 +215,8 @@ struct WinogradTests {
     func directPacking(m: Int) {
         var rng = SeededRandom(UInt64(1500 + m))
         for kernel in GemmKernel.allCases where kernel.panelWidth > 0 {
-            // O below, at and past a panel width (16 or 32), with a remainder; C odd and even.
-            for (C, O) in [(1, 1), (3, 17), (8, 32), (13, 45)] {
+            // O below, at and past a panel width (16, 32 or 64), with a remainder; C odd and even.
+            for (C, O) in [(1, 1), (3, 17), (8, 32), (13, 45), (5, 64), (6, 77)] {
                 let w = (0..<(O * C * 9)).map { _ in Double(rng.float()) }
                 let weight: (Int, Int, Int, Int) -> Double = { o, c, kh, kw in w[((o * C + c) * 3 + kh) * 3 + kw] }
                 let plain = WinogradWeights(m: m, C: C, O: O, weight: weight)

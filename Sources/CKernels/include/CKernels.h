@@ -9,5 +9,6 @@
 #include "ckernels_grouped.h"
 #include "ckernels_gemm.h"
 #include "ckernels_winograd.h"
+#include "ckernels_pool.h"
 
 #endif

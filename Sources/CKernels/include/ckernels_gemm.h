@@ -7,6 +7,8 @@
 #define CKERNELS_GEMM_NR_AVX2 16
 /// Columns per weight panel of the AVX-512 kernel (two 16-lane vectors).
 #define CKERNELS_GEMM_NR_AVX512 32
+/// Columns per weight panel of the AVX-512 kernel with 6×64 tiles (four 16-lane vectors).
+#define CKERNELS_GEMM_NR_AVX512_WIDE 64
 
 /// One product C = epilogue(A · W) of the plan's convolutions, with W packed once in advance.
 ///
@@ -43,5 +45,11 @@ void ckernels_gemm_avx2(const ckernels_gemm_job *job, ptrdiff_t row_begin, ptrdi
 /// results and preconditions. Call only when ckernels_has_avx512() returned 1.
 void ckernels_gemm_avx512(const ckernels_gemm_job *job, ptrdiff_t row_begin, ptrdiff_t row_end,
                           ptrdiff_t col_begin, ptrdiff_t col_end);
+
+/// `ckernels_gemm_avx512` with 6×64 register tiles (24 accumulators, 4 weight vectors and a broadcast)
+/// and NR = CKERNELS_GEMM_NR_AVX512_WIDE, with the same results and preconditions.
+/// Call only when ckernels_has_avx512() returned 1.
+void ckernels_gemm_avx512_wide(const ckernels_gemm_job *job, ptrdiff_t row_begin, ptrdiff_t row_end,
+                               ptrdiff_t col_begin, ptrdiff_t col_end);
 
 #endif

@@ -41,4 +41,15 @@ void ckernels_winograd_output_avx2(const ckernels_winograd_job *job, const float
                                    const float *shortcut, int relu, float *dst,
                                    ptrdiff_t row_begin, ptrdiff_t row_end);
 
+/// `ckernels_winograd_input_avx2` built for AVX-512 F/DQ/BW/VL (16 channels per vector), with the same
+/// results and preconditions. Call only when ckernels_has_avx512() returned 1.
+void ckernels_winograd_input_avx512(const ckernels_winograd_job *job, const float *src, float *v,
+                                    ptrdiff_t row_begin, ptrdiff_t row_end);
+
+/// `ckernels_winograd_output_avx2` built for AVX-512 F/DQ/BW/VL (16 channels per vector), with the same
+/// results and preconditions. Call only when ckernels_has_avx512() returned 1.
+void ckernels_winograd_output_avx512(const ckernels_winograd_job *job, const float *mm, const float *bias,
+                                     const float *shortcut, int relu, float *dst,
+                                     ptrdiff_t row_begin, ptrdiff_t row_end);
+
 #endif

@@ -18,6 +18,10 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
     case avx2
     /// The same C kernel built for AVX-512: 12×32 register tiles.
     case avx512
+    /// The C kernel built for AVX-512 with 6×64 register tiles. A tile's rows of A are read at a stride of
+    /// K floats; when K·4 bytes is a multiple of 4 KiB (K = 1024, 2048) they share one L1 set, and 12 rows
+    /// outnumber its 8 ways while 6 do not, so this one does not fall back to L2 there.
+    case avx512Wide
 
     /// The choice when nothing is measured (`PlanTuning.measured` empty, as in tests that pin kernels):
     /// AVX2 wherever the CPU has it. Plans built for use measure every available kernel per layer instead
@@ -29,7 +33,7 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
         switch self {
         case .blas: true
         case .avx2: CPUFeatures.avx2FMA
-        case .avx512: CPUFeatures.avx512
+        case .avx512, .avx512Wide: CPUFeatures.avx512
         }
     }
 
@@ -39,6 +43,7 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
         case .blas: nil
         case .avx2: ckernels_gemm_avx2
         case .avx512: ckernels_gemm_avx512
+        case .avx512Wide: ckernels_gemm_avx512_wide
         }
     }
 
@@ -48,6 +53,7 @@ enum GemmKernel: Int, Sendable, Equatable, KernelChoice {
         case .blas: 0
         case .avx2: Int(CKERNELS_GEMM_NR_AVX2)
         case .avx512: Int(CKERNELS_GEMM_NR_AVX512)
+        case .avx512Wide: Int(CKERNELS_GEMM_NR_AVX512_WIDE)
         }
     }
 }

@@ -23,6 +23,8 @@ enum WinogradKernel: Int, Sendable, Equatable, KernelChoice {
     /// The C transforms built for AVX2 and FMA (Sources/CKernels/winograd_avx2.c): 8 channels per vector,
     /// each tile slice transformed in registers without the Swift path's patch copy and second pass.
     case avx2
+    /// The same C transforms built for AVX-512 (Sources/CKernels/winograd_avx512.c): 16 channels per vector.
+    case avx512
 
     /// The fastest this CPU runs.
     static let best: WinogradKernel = CPUFeatures.avx2FMA ? .avx2 : .swift
@@ -32,6 +34,7 @@ enum WinogradKernel: Int, Sendable, Equatable, KernelChoice {
         switch self {
         case .swift: true
         case .avx2: CPUFeatures.avx2FMA
+        case .avx512: CPUFeatures.avx512
         }
     }
 }
@@ -174,8 +177,9 @@ struct WinogradConv {
             let job = ckernels_winograd_job(m: m, H: g.H, W: g.W, C: g.C, OH: g.OH, OW: g.OW, O: g.O, PT: g.PT, PL: g.PL,
                                             TH: TH, TW: TW, rows: rows, first_tile: block.lowerBound)
             parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
-                if kernel == .avx2 {
-                    withUnsafePointer(to: job) { ckernels_winograd_input_avx2($0, src, v, part.lowerBound, part.upperBound) }
+                if kernel != .swift {
+                    let input = kernel == .avx512 ? ckernels_winograd_input_avx512 : ckernels_winograd_input_avx2
+                    withUnsafePointer(to: job) { input($0, src, v, part.lowerBound, part.upperBound) }
                     return
                 }
                 let local = perThread + worker * tileScratch
@@ -187,10 +191,9 @@ struct WinogradConv {
                 }
             }
             parallelChunksIndexed(rows, threads: threads, grain: 2) { worker, part in
-                if kernel == .avx2 {
-                    withUnsafePointer(to: job) {
-                        ckernels_winograd_output_avx2($0, mm, bias, shortcut, relu ? 1 : 0, dst, part.lowerBound, part.upperBound)
-                    }
+                if kernel != .swift {
+                    let output = kernel == .avx512 ? ckernels_winograd_output_avx512 : ckernels_winograd_output_avx2
+                    withUnsafePointer(to: job) { output($0, mm, bias, shortcut, relu ? 1 : 0, dst, part.lowerBound, part.upperBound) }
                     return
                 }
                 let local = perThread + worker * tileScratch

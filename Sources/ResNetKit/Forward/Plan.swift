@@ -674,11 +674,12 @@ func parallelChunksIndexed(_ total: Int, threads: Int, grain: Int, _ body: (Int,
 /// fixed rules for the rest, kept in one place so tests can pin them and a profiling run can override
 /// them through `RESNET_PLAN_TUNING` (comma-separated `winograd=0|2|4`, `wide=N`, `min-tiles=N`,
 /// `max-weights=N`, `grouped=0|1`, `grouped-width=N`, `grouped-kernel=0|1|2` (Swift, AVX2, AVX-512),
-/// `gemm-kernel=0|1|2` (OpenBLAS, AVX2, AVX-512), `winograd-kernel=0|1` (Swift, AVX2), each of which
-/// pins its dimension; `gemm-default=N`, the matrix kernel the fixed rules name without pinning it;
-/// `measure=0`, measure nothing; `split=B:I` or `split=0`, the early blocks' sub-batching; `profile`); the
-/// environment is a debugging aid, not an interface.
-/// `PlanTuning()` measures nothing; plans built through the public initialiser measure every dimension.
+/// `gemm-kernel=0|1|2|3` (OpenBLAS, AVX2, AVX-512 12×32, AVX-512 6×64), `winograd-kernel=0|1|2` (Swift, AVX2,
+/// AVX-512), each of which pins its dimension; `gemm-default=N`, the matrix kernel the fixed rules name
+/// without pinning it; `measure=0`, measure nothing; `split=B:I` or `split=0`, the early blocks'
+/// sub-batching; `pool-kernel=0|1` (Swift, AVX-512); `profile`); the environment is a debugging aid, not
+/// an interface. `PlanTuning()` measures nothing; plans built through the public initialiser measure every
+/// dimension.
 struct PlanTuning: Sendable, Equatable {
     /// What is chosen by timing candidates on the layer; the fixed rules below decide the rest (and
     /// are the tie-break reference when measuring).
@@ -720,6 +721,8 @@ struct PlanTuning: Sendable, Equatable {
     var winogradKernel = WinogradKernel.best
     /// Run the stem and the first `splitBlocks` blocks `splitImages` images at a time (0: not pinned).
     var splitBlocks = 0, splitImages = 0
+    /// What runs max, average and global average pooling (the best this CPU runs by default); tests pin each in turn.
+    var poolKernel = PoolKernel.best
     /// Print per-layer times to stderr after each run.
     var profile = false
 
@@ -748,6 +751,7 @@ struct PlanTuning: Sendable, Equatable {
                 let parts = kv.count == 2 ? kv[1].split(separator: ":").compactMap { Int($0) } : []
                 if parts == [0] { t.measured.remove(.split) }
                 if parts.count == 2, parts[0] > 0, parts[1] > 0 { (t.splitBlocks, t.splitImages) = (parts[0], parts[1]); t.measured.remove(.split) }
+            case "pool-kernel": if let value, let k = PoolKernel(rawValue: value) { t.poolKernel = k }
             case "profile": t.profile = true
             default: break
             }
@@ -1021,6 +1025,11 @@ struct Executor {
             let y = Activation(slot: acquire(N * C), n: N, h: 1, w: 1, c: C, flat: true)
             if sizing { release(x); return y }    // in sizing every op writes a new slot
             let (src, dst, HW) = (pointer(x), pointer(y), H * W)
+            if plan.tuning.poolKernel.resolved != .swift, N > 0, HW > 0, C > 0 {
+                plan.tuning.poolKernel.globalAverage(src, dst, N: N, HW: HW, C: C)
+                release(x)
+                return y
+            }
             for n in 0..<N {
                 let out = dst + n * C
                 out.update(repeating: 0, count: C)
@@ -1321,7 +1330,12 @@ struct Executor {
     private func pool(_ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ g: WindowGeometry, max isMax: Bool, includePad: Bool) {
         let C = g.C
         let OHW = g.OH * g.OW
+        let kernel = plan.tuning.poolKernel
         parallelChunks(g.N * OHW, threads: plan.loopThreads, grain: max(1, 8192 / C)) { rows in
+            if kernel.resolved != .swift {
+                kernel.pool(src, dst, g, max: isMax, includePad: includePad, pixels: rows)
+                return
+            }
             for p in rows {
                 let n = p / OHW, oh = (p % OHW) / g.OW, ow = p % g.OW
                 let out = dst + p * C
