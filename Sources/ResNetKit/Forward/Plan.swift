@@ -693,8 +693,10 @@ struct PlanTuning: Sendable, Equatable {
     /// Below this many tiles (N·⌈OH/m⌉·⌈OW/m⌉) a layer keeps im2col: the transformed weights are
     /// (m+2)²/9 times larger and few tiles cannot pay for reading them.
     var winogradMinTiles = 8
-    /// Largest C·O given transformed weights (memory: (m+2)²·C·O floats per layer).
-    var winogradMaxWeights = 256 * 256
+    /// Largest C·O given transformed weights (memory: (m+2)²·C·O floats per layer, 16 MB for F(2×2) at
+    /// 512×512 channels, kept beside the original 9.4 MB). ResNets' widest 3×3 layers (512×512 at 7×7
+    /// for 224² inputs) are within it, so measurement may pick Winograd there too.
+    var winogradMaxWeights = 512 * 512
     /// Tiles per Winograd block (transformed, multiplied and transformed back before the next); nil:
     /// whole layers up to 1024 tiles. Tests set it small to cover the block seams.
     var winogradBlockRows: Int?
