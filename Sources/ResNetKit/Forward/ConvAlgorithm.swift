@@ -90,13 +90,15 @@ final class ConvWeights: @unchecked Sendable {
     let groups: Int, K: Int, O: Int
     /// Kernel height and width (Winograd layouts need the 3×3 taps back).
     let KH: Int, KW: Int
+    /// Threads for deriving a layout.
+    let threads: Int
     private let lock = NSLock()
     private var layouts: [WeightLayout: LaidOutWeights]
 
     /// - plain: per group (KH·KW·Cg, Og), concatenated over groups.
-    init(plain: [Float], groups: Int, K: Int, O: Int, KH: Int, KW: Int) {
+    init(plain: [Float], groups: Int, K: Int, O: Int, KH: Int, KW: Int, threads: Int = 1) {
         precondition(plain.count == K * O, "plain weights are G × K × Og floats")
-        (self.groups, self.K, self.O, self.KH, self.KW) = (groups, K, O, KH, KW)
+        (self.groups, self.K, self.O, self.KH, self.KW, self.threads) = (groups, K, O, KH, KW, max(1, threads))
         layouts = [.plain: .plain(plain)]
     }
 
@@ -145,7 +147,7 @@ final class ConvWeights: @unchecked Sendable {
             precondition(groups == 1 && KH == 3 && KW == 3, "Winograd layouts are for ungrouped 3×3 convolutions")
             let C = K / 9, O = O
             // plain row (kh·3 + kw)·C + i, column o.
-            return .winograd(WinogradWeights(m: m, C: C, O: O, width: width) { o, i, kh, kw in
+            return .winograd(WinogradWeights(m: m, C: C, O: O, width: width, threads: threads) { o, i, kh, kw in
                 Double(plain[((kh * 3 + kw) * C + i) * O + o])
             })
         }

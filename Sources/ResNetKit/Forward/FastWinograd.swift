@@ -69,7 +69,8 @@ struct WinogradWeights {
     /// - weight: (O, C, 3, 3) folded, in double, as `weight(o, c, kh, kw)`.
     /// - width: a panel width writes each point straight into panels of that width (`points`, the layout
     ///   `packed(width:C:O:)` gives, without the (α², C, O) pass in between); 0 keeps `u` for OpenBLAS.
-    init(m: Int, C: Int, O: Int, width nr: Int = 0, weight: (Int, Int, Int, Int) -> Double) {
+    /// - threads: output channels are transformed on this many threads (the closure is only read).
+    init(m: Int, C: Int, O: Int, width nr: Int = 0, threads: Int = 1, weight: (Int, Int, Int, Int) -> Double) {
         precondition(m == 2 || m == 4, "Winograd tile must be 2 or 4")
         self.m = m
         let a = m + 2
@@ -77,18 +78,24 @@ struct WinogradWeights {
         // Point t's (c, o) goes to u[t·size + index(c, o)]: (C, O) row-major, or the panels of NR columns.
         let size = nr > 0 ? (O + nr - 1) / nr * C * nr : C * O
         var u = [Float](repeating: 0, count: a * a * size)
-        var g = [Double](repeating: 0, count: 9)
-        var gg = [Double](repeating: 0, count: a * 3)          // G·g, (α, 3)
-        for o in 0..<O {
-            for c in 0..<C {
-                for kh in 0..<3 { for kw in 0..<3 { g[kh * 3 + kw] = weight(o, c, kh, kw) } }
-                for i in 0..<a {
-                    for l in 0..<3 { gg[i * 3 + l] = G[i * 3] * g[l] + G[i * 3 + 1] * g[3 + l] + G[i * 3 + 2] * g[6 + l] }
-                }
-                for i in 0..<a {
-                    for j in 0..<a {
-                        let v = gg[i * 3] * G[j * 3] + gg[i * 3 + 1] * G[j * 3 + 1] + gg[i * 3 + 2] * G[j * 3 + 2]
-                        u[(i * a + j) * size + (nr > 0 ? ((o / nr) * C + c) * nr + o % nr : c * O + o)] = Float(v)
+        u.withUnsafeMutableBufferPointer { u in
+            // Each output channel writes its own entries; plan builds measured this transform as their
+            // largest cost for wide layers, so the channels are spread over the plan's threads.
+            parallelChunks(O, threads: threads, grain: max(1, 4096 / max(C, 1))) { channels in
+                var g = [Double](repeating: 0, count: 9)
+                var gg = [Double](repeating: 0, count: a * 3)          // G·g, (α, 3)
+                for o in channels {
+                    for c in 0..<C {
+                        for kh in 0..<3 { for kw in 0..<3 { g[kh * 3 + kw] = weight(o, c, kh, kw) } }
+                        for i in 0..<a {
+                            for l in 0..<3 { gg[i * 3 + l] = G[i * 3] * g[l] + G[i * 3 + 1] * g[3 + l] + G[i * 3 + 2] * g[6 + l] }
+                        }
+                        for i in 0..<a {
+                            for j in 0..<a {
+                                let v = gg[i * 3] * G[j * 3] + gg[i * 3 + 1] * G[j * 3 + 1] + gg[i * 3 + 2] * G[j * 3 + 2]
+                                u[(i * a + j) * size + (nr > 0 ? ((o / nr) * C + c) * nr + o % nr : c * O + o)] = Float(v)
+                            }
+                        }
                     }
                 }
             }

@@ -591,7 +591,7 @@ struct PlanCompiler {
                 }
             }
         }
-        return ConvStep(op: c, place: place, store: ConvWeights(plain: plain, groups: G, K: K, O: O, KH: KH, KW: KW),
+        return ConvStep(op: c, place: place, store: ConvWeights(plain: plain, groups: G, K: K, O: O, KH: KH, KW: KW, threads: threads),
                         bias: bias.map { Float($0) }, relu: relu)
     }
 }
