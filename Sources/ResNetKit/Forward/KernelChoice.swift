@@ -222,14 +222,14 @@ final class KernelTuner {
     }
 
     /// One untimed run (it pages in the candidate's weights and scratch and warms the caches), then one
-    /// timed run; a candidate within 25% of the best so far gets more, the more the shorter the layer
-    /// (a short run is noisier, a long one costs more to repeat: a batch's layers take milliseconds).
-    /// A candidate counts its fastest run, in seconds.
+    /// timed run; a candidate within 25% of the best so far gets one more, four for layers under 0.3 ms,
+    /// whose single runs are noisier. A candidate counts its fastest run, in seconds. (Two more runs for
+    /// every layer under 2 ms took ResNet-50's cold plan build past a second.)
     private func timed(_ c: ConvAlgorithm, best: Double, run: (ConvAlgorithm) -> Double) -> Double {
         _ = run(c)
         var t = run(c)
         if t < 1.25 * best {
-            for _ in 0..<(t < 3e-4 ? 5 : t < 2e-3 ? 2 : 1) { t = min(t, run(c)) }
+            for _ in 0..<(t < 3e-4 ? 4 : 1) { t = min(t, run(c)) }
         }
         return t
     }
