@@ -43,12 +43,20 @@ def read_safetensors(path) -> list[tuple[str, np.ndarray]]:
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
     header.pop("__metadata__", None)
-    dtypes = {"F32": "<f4", "F16": "<f2", "I64": "<i8"}
+    # BF16 comes back as its raw uint16 bits (numpy has no bfloat16); `widen` turns any of these into float32.
+    dtypes = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8"}
     out = []
     for name, h in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
         a, b = h["data_offsets"]
         out.append((name, np.frombuffer(raw[8 + n + a:8 + n + b], dtype=dtypes[h["dtype"]]).reshape(h["shape"])))
     return out
+
+
+def widen(a: np.ndarray) -> np.ndarray:
+    """float32 from float32, float16, or bfloat16 bits held as uint16 (exact in every case)."""
+    if a.dtype == np.uint16:
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32)
 
 
 # -- writing .rnw images with chosen damage -----------------------------------------------------

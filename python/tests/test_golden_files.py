@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnw
-from conftest import GOLDEN_RNW, TORCH_FIXTURES, read_safetensors, run_cli
+from conftest import GOLDEN_RNW, TORCH_FIXTURES, read_safetensors, run_cli, widen
 
 assert GOLDEN_RNW, "fixtures/rnw holds no .rnw files"
 IDS = [p.name for p in GOLDEN_RNW]
@@ -55,17 +55,20 @@ def test_lazy_views_and_load_agree(path):
 
 @pytest.mark.parametrize("path", GOLDEN_RNW, ids=IDS)
 def test_every_tensor_equals_the_swift_reader_bit_for_bit(path, tmp_path):
-    # `export` reads the .rnw with the Swift reader (float32 after widening) and writes each tensor
-    # in the spec's parameter order, adding a num_batches_tracked after each BN.
+    # `export` reads the .rnw with the Swift reader and writes each tensor in the spec's parameter
+    # order, adding a num_batches_tracked after each BN. It keeps f16 and bf16 as stored (int8 and f32
+    # come out as float32), so the Swift reader's float32 is the export widened exactly.
     out = tmp_path / "swift.safetensors"
     run_cli("export", str(path), str(out))
     swift = [(n, a) for n, a in read_safetensors(out) if not n.endswith("num_batches_tracked")]
     loaded = rnw.load(path)
     with rnw.open(path) as f:
         assert len(swift) == len(f)
-        for (swift_name, ref), e in zip(swift, f.infos()):
+        for (swift_name, exported), e in zip(swift, f.infos()):
             assert swift_name.rsplit(".", 1)[1] == e.name.rsplit(".", 1)[1]
-            assert ref.dtype == np.float32 and ref.shape == e.shape, e.name
+            kept = {"f16": np.float16, "bf16": np.uint16}.get(e.dtype, np.float32)
+            assert exported.dtype == kept and exported.shape == e.shape, e.name
+            ref = widen(exported)
             mine = f.float32(e.name)
             assert mine.dtype == np.float32
             assert mine.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes(), e.name
