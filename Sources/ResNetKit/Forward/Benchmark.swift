@@ -73,8 +73,7 @@ private func benchmark(_ model: ResNetModel, modelName: String, engine: Benchmar
 
     let shape = [batch, model.spec.inputChannels, size, size]
     let count = try checkedElementCount(shape) { ResNetError.usage("input \(shape): \($0)") }
-    // A fixed smooth pattern in [-1, 1]: deterministic, and not all zeros (which could hide work).
-    let input = Tensor(shape: shape, data: (0..<count).map { Float(sin(Double($0) * 0.001)) })
+    let input = Tensor(shape: shape, data: syntheticInput(count: count))
 
     let clock = ContinuousClock()
     var plan: ForwardPlan?
@@ -113,10 +112,7 @@ private func benchmark(_ model: ResNetModel, modelName: String, engine: Benchmar
     return result
 }
 
-private func milliseconds(_ d: Duration) -> Double {
-    let c = d.components
-    return Double(c.seconds) * 1000 + Double(c.attoseconds) / 1e15
-}
+private func milliseconds(_ d: Duration) -> Double { seconds(d) * 1000 }
 
 /// Milliseconds to open a `.rnw` file with every checksum verified and nothing else (no tensor is
 /// copied out); nil for other formats. The median of `repeats` opens, so the first one's cold page

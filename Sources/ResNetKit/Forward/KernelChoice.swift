@@ -150,26 +150,34 @@ final class KernelTuner {
             + "p\(g.PT),\(g.PB),\(g.PL),\(g.PR) t\(threads)\(shortcut ? " add" : "")\(relu ? " relu" : "")"
     }
 
+    /// The decision for a layer that needs no timing: its only candidate, or the cache file's choice
+    /// when that is one of its candidates; nil when it must be measured.
+    func settledWithoutTiming(_ g: WindowGeometry, shortcut: Bool, relu: Bool) -> LayerDecision? {
+        let candidates = tuning.candidates(g)
+        if candidates.count == 1 { return LayerDecision(algorithm: candidates[0], times: [], source: .fixed) }
+        if forced == nil, let c = cache?.lookup(Self.key(g, threads: threads, shortcut: shortcut, relu: relu)),
+           candidates.contains(c.algorithm) {
+            return LayerDecision(algorithm: c.algorithm, times: c.times, source: .cached)
+        }
+        return nil
+    }
+
     /// Settles one convolution. `run` computes the layer once with an algorithm and returns its wall
     /// time in seconds; the layer's input stays as it was, so each candidate sees the same data.
     func decide(_ g: WindowGeometry, shortcut: Bool, relu: Bool, run: (ConvAlgorithm) -> Double) -> LayerDecision {
         let key = Self.key(g, threads: threads, shortcut: shortcut, relu: relu)
         if let d = decided[key] { sequence.append((key, d)); return d }
-        let candidates = tuning.candidates(g)
         let decision: LayerDecision
-        if candidates.count == 1 {
-            decision = LayerDecision(algorithm: candidates[0], times: [], source: .fixed)
+        if let settled = settledWithoutTiming(g, shortcut: shortcut, relu: relu) {
+            decision = settled
         } else if let forced {
-            let a = forced(candidates)
+            let a = forced(tuning.candidates(g))
             _ = run(a)
             decision = LayerDecision(algorithm: a, times: [(a, 0)], source: .measured)
-        } else if let cached = cache?.lookup(key), candidates.contains(cached.algorithm) {
-            decision = LayerDecision(algorithm: cached.algorithm, times: cached.times, source: .cached)
         } else {
             let started = ContinuousClock.now
-            decision = measure(candidates, run: run)
-            let d = (ContinuousClock.now - started).components
-            measuringSeconds += Double(d.seconds) + Double(d.attoseconds) / 1e18
+            decision = measure(tuning.candidates(g), run: run)
+            measuringSeconds += seconds(ContinuousClock.now - started)
             cache?.record(key, decision)
         }
         decided[key] = decision
@@ -186,7 +194,7 @@ final class KernelTuner {
         var best = Double.infinity
         func time(_ c: ConvAlgorithm) {
             guard candidates.contains(c), !times.contains(where: { $0.0 == c }) else { return }
-            let t = timed(c, best: best, run: run)
+            let t = fastestRun(best: best) { run(c) }
             times.append((c, t * 1000))
             best = min(best, t)
         }
@@ -216,23 +224,46 @@ final class KernelTuner {
                 }
             }
         }
-        let top = fastest { _ in true }!
-        let chosen = times[0].1 <= top.1 * 1.02 ? times[0].0 : top.0
-        return LayerDecision(algorithm: chosen, times: times, source: .measured)
+        return LayerDecision(algorithm: pickFastest(times), times: times, source: .measured)
     }
+}
 
-    /// One untimed run (it pages in the candidate's weights and scratch and warms the caches), then one
-    /// timed run; a candidate within 25% of the best so far gets one more, four for layers under 0.3 ms,
-    /// whose single runs are noisier. A candidate counts its fastest run, in seconds. (Two more runs for
-    /// every layer under 2 ms took ResNet-50's cold plan build past a second.)
-    private func timed(_ c: ConvAlgorithm, best: Double, run: (ConvAlgorithm) -> Double) -> Double {
-        _ = run(c)
-        var t = run(c)
-        if t < 1.25 * best {
-            for _ in 0..<(t < 3e-4 ? 4 : 1) { t = min(t, run(c)) }
-        }
-        return t
+/// The candidate to keep from timed ones (milliseconds, the reference choice first): the first unless
+/// another is at least 2% faster, so that noise does not flip choices between runs.
+func pickFastest<C>(_ times: [(C, Double)]) -> C {
+    let top = times.min { $0.1 < $1.1 }!
+    return times[0].1 <= top.1 * 1.02 ? times[0].0 : top.0
+}
+
+/// One candidate's time in seconds: one untimed run (it pages in the candidate's weights and scratch
+/// and warms the caches), then one timed run; a candidate within 25% of `best` gets one more, four for
+/// runs under 0.3 ms, whose single times are noisier. Counts the fastest run. Few repeats keep a cold
+/// plan build short; the early cut keeps clear losers from costing more.
+func fastestRun(best: Double, _ run: () throws -> Double) rethrows -> Double {
+    _ = try run()
+    var t = try run()
+    if t < 1.25 * best {
+        for _ in 0..<(t < 3e-4 ? 4 : 1) { t = min(t, try run()) }
     }
+    return t
+}
+
+/// A short hex digest of `text` (the project's xxHash64), for cache keys.
+func hashText(_ text: String) -> String {
+    let bytes = Array(text.utf8)
+    return String(bytes.withUnsafeBytes { xxHash64($0) }, radix: 16)
+}
+
+/// A duration in seconds.
+func seconds(_ d: Duration) -> Double {
+    let c = d.components
+    return Double(c.seconds) + Double(c.attoseconds) / 1e18
+}
+
+/// A deterministic input of `count` floats: a smooth pattern in [-1, 1], not all zeros (which could hide
+/// work), shared by benchmarks and kernel measurement.
+func syntheticInput(count: Int) -> [Float] {
+    (0..<count).map { Float(sin(Double($0) * 0.001)) }
 }
 
 /// Choices measured earlier, in a small JSON file in the user's cache directory, keyed by CPU model and
@@ -291,9 +322,7 @@ final class KernelCache: @unchecked Sendable {
             _ = a
             build = "\(b[.size] as? Int ?? 0) \((b[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
         }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325                 // FNV-1a: only needs to tell machines apart
-        for byte in (cpu + " / " + build).utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return String(hash, radix: 16)
+        return hashText(cpu + " / " + build)
     }
 
     func lookup(_ key: String) -> (algorithm: ConvAlgorithm, times: [(ConvAlgorithm, Double)])? {

@@ -187,34 +187,18 @@ public final class ForwardPlan: @unchecked Sendable {
         var survey = Executor(plan: self, arena: nil, mode: .tune(tuner))
         _ = try survey.runAll(inputShape: shape, input: nil)
         let layers = survey.surveyed
-        var decisions: [LayerDecision] = []
-        for layer in layers {
-            let key = KernelTuner.key(layer.g, threads: loopThreads, shortcut: layer.shortcut, relu: layer.relu)
-            let candidates = tuning.candidates(layer.g)
-            if candidates.count == 1 {
-                decisions.append(LayerDecision(algorithm: candidates[0], times: [], source: .fixed))
-            } else if let c = cache?.lookup(key), candidates.contains(c.algorithm) {
-                decisions.append(LayerDecision(algorithm: c.algorithm, times: c.times, source: .cached))
-            } else {
-                break
-            }
-        }
+        let settled = layers.map { tuner.settledWithoutTiming($0.g, shortcut: $0.shortcut, relu: $0.relu) }
+        var decisions = settled.compactMap { $0 }
         var measuring = 0.0
         var provisional = false
         if decisions.count < layers.count && !mayMeasure {
             // Not measuring yet: the fixed rules for every layer the cache does not settle.
             provisional = true
-            decisions = layers.map { layer in
-                let key = KernelTuner.key(layer.g, threads: loopThreads, shortcut: layer.shortcut, relu: layer.relu)
-                let candidates = tuning.candidates(layer.g)
-                if let c = cache?.lookup(key), candidates.contains(c.algorithm) {
-                    return LayerDecision(algorithm: c.algorithm, times: c.times, source: .cached)
-                }
-                return LayerDecision(algorithm: candidates[0], times: [], source: .fixed)
+            decisions = zip(layers, settled).map { layer, s in
+                s ?? LayerDecision(algorithm: tuning.candidates(layer.g)[0], times: [], source: .fixed)
             }
         } else if decisions.count < layers.count {
-            let count = shape.reduce(1, *)
-            let input = (0..<count).map { Float(sin(Double($0) * 0.001)) }   // smooth, not all zeros
+            let input = syntheticInput(count: shape.reduce(1, *))
             let arena = Arena(activation: survey.maxActivation, columns: survey.maxColumns)
             tuner.otherLayouts = layers.indices.map { i in Set(schedules.values.map { $0.convs[i].algorithm.layout }) }
             var run = Executor(plan: self, arena: arena, mode: .tune(tuner))
@@ -283,9 +267,7 @@ public final class ForwardPlan: @unchecked Sendable {
         func describe(_ c: (blocks: Int, images: Int)?) -> String {
             c.map { "stem and first \($0.blocks) blocks, \($0.images) image\($0.images == 1 ? "" : "s") at a time" } ?? "whole batch"
         }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in layerKeys.joined(separator: ";").utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        let key = "split n\(N) c\(shape[1]) h\(shape[2]) w\(shape[3]) t\(loopThreads) \(String(hash, radix: 16))"
+        let key = "split n\(N) c\(shape[1]) h\(shape[2]) w\(shape[3]) t\(loopThreads) \(hashText(layerKeys.joined(separator: ";")))"
         let shapeText = "first \(last) blocks at batch \(N)"
         if let hit = cache?.lookupSplit(key), let c = candidates.first(where: { name($0) == hit.choice }) {
             return (c, LayerChoice(place: "batch", shape: shapeText, choice: describe(c),
@@ -302,35 +284,29 @@ public final class ForwardPlan: @unchecked Sendable {
             sizes = (max(sizes.activation, sizing.maxActivation), max(sizes.columns, sizing.maxColumns), max(sizes.slots, sizing.maxSlots))
         }
         let arena = Arena(activation: sizes.activation, columns: sizes.columns, slots: sizes.slots)
-        let input = (0..<shape.reduce(1, *)).map { Float(sin(Double($0) * 0.001)) }
+        let input = syntheticInput(count: shape.reduce(1, *))
         var times: [(String, Double)] = []
         var best = Double.infinity
         try input.withUnsafeBufferPointer { x in
             for c in candidates {
-                func once() throws -> Double {
+                let t = try fastestRun(best: best) {
                     var run = Executor(plan: self, arena: arena, mode: .schedule(base))
                     run.split = c
                     run.stopAfterBlocks = last
                     let t0 = ContinuousClock.now
                     _ = try run.runAll(inputShape: shape, input: x.baseAddress!)
-                    let d = (ContinuousClock.now - t0).components
-                    return Double(d.seconds) + Double(d.attoseconds) / 1e18
+                    return seconds(ContinuousClock.now - t0)
                 }
-                _ = try once()
-                var t = try once()
-                if t < 1.1 * best { t = min(t, try once()) }
                 times.append((name(c), t * 1000))
                 best = min(best, t)
             }
         }
-        let fastest = times.min { $0.1 < $1.1 }!
-        let chosenName = times[0].1 <= fastest.1 * 1.02 ? times[0].0 : fastest.0
+        let chosenName = pickFastest(times)
         let chosen = candidates.first { name($0) == chosenName }!
         cache?.recordSplit(key, choice: chosenName, times: times)
-        let d = (ContinuousClock.now - started).components
         return (chosen, LayerChoice(place: "batch", shape: shapeText, choice: describe(chosen),
                                     candidates: times.map { .init(name: $0.0, milliseconds: $0.1) }, source: "measured"),
-                Double(d.seconds) + Double(d.attoseconds) / 1e18)
+                seconds(ContinuousClock.now - started))
     }
 
     private func takeArena(activation: Int, columns: Int, slots: Int) -> Arena {
@@ -814,7 +790,7 @@ struct Executor {
         let available = arena?.slotCount ?? Arena.maxSlots
         guard let i = references.prefix(available).firstIndex(of: 0) else { preconditionFailure("arena slots exhausted") }
         references[i] = 1
-        maxSlots = max(maxSlots, references.filter { $0 > 0 }.count)
+        if sizing { maxSlots = max(maxSlots, references.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }) }
         return i
     }
 
@@ -1151,9 +1127,8 @@ struct Executor {
             let started = clock.now
             compute(c, g, chosen.algorithm, chosen.weights, src: src, shortcut: shortcut, relu: relu, dst: dst)
             if plan.tuning.profile {
-                let d = (clock.now - started).components
                 profile.append(("\(c.place) \(g.C)->\(g.O) \(g.KH)x\(g.KW)/\(g.SH) \(g.OH)x\(g.OW) \(chosen.algorithm)",
-                                Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15))
+                                seconds(clock.now - started) * 1000))
             }
         case let .tune(tuner):
             let me = self
@@ -1162,9 +1137,8 @@ struct Executor {
                 let weights = c.store.get(algorithm.layout)
                 let started = clock.now
                 me.compute(c, g, algorithm, weights, src: src, shortcut: shortcut, relu: relu, dst: dst)
-                let d = (clock.now - started).components
                 ran = true
-                return Double(d.seconds) + Double(d.attoseconds) / 1e18
+                return seconds(clock.now - started)
             }
             // Settled without running (same shape met earlier, or cached): the layers after it need its output.
             if !ran {
