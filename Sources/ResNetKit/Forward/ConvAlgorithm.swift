@@ -4,6 +4,8 @@
 // chosen algorithms read — panels for a C matrix kernel, transformed Winograd points — when a schedule
 // first needs them. Which algorithm a layer runs is chosen per input shape (KernelChoice.swift).
 
+import Foundation
+
 /// One way to compute a convolution.
 enum ConvAlgorithm: Hashable, Sendable, CustomStringConvertible {
     /// im2col (or the activation as it lies, for 1×1 stride-1 layers) times the weights: a C kernel on
@@ -153,5 +155,3 @@ final class ConvWeights: @unchecked Sendable {
         }
     }
 }
-
-import Foundation
