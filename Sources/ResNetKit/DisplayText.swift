@@ -110,13 +110,21 @@ public enum DisplayText {
         }
     }
 
+    /// Characters beyond the C0 controls that a terminal acts on: C1 controls, bidirectional controls
+    /// and the line and paragraph separators. Everything that escapes text for a terminal uses this one list.
+    public static func isTerminalFormatting(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0x80 ... 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069: true
+        default: false
+        }
+    }
+
     /// The length in UTF-8 bytes of ``escaped(_:)``, without building it.
     static func escapedWidth(_ s: Unicode.Scalar) -> Int {
         switch s.value {
         case 0x00, 0x09, 0x0A, 0x0D: return 2
         case 0x01 ... 0x1F, 0x7F: return 4
-        case 0x80 ... 0x9F: return 6
-        case 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069: return 4 + String(s.value, radix: 16).count
+        case _ where isTerminalFormatting(s): return 4 + String(s.value, radix: 16).count
         default: return UTF8.width(s)
         }
     }
@@ -128,7 +136,7 @@ public enum DisplayText {
         case 0x0A: return "\\n"
         case 0x0D: return "\\r"
         case 0x01 ... 0x1F, 0x7F: return "\\x" + hex(UInt8(s.value))
-        case 0x80 ... 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069:
+        case _ where isTerminalFormatting(s):
             return "\\u{" + String(s.value, radix: 16) + "}"
         default: return String(s)
         }

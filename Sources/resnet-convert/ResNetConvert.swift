@@ -125,11 +125,11 @@ enum Terminal {
         var out = ""
         out.reserveCapacity(json.utf8.count)
         for s in json.unicodeScalars {
-            switch s.value {
-            case 0x7F ... 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A ... 0x202E, 0x2066 ... 0x2069:
+            if s.value == 0x7F || DisplayText.isTerminalFormatting(s) {
                 let hex = String(s.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(s)
+            } else {
+                out.unicodeScalars.append(s)
             }
         }
         return out

@@ -17,7 +17,7 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var source: SourceOptions
 
-    @Flag(help: "Print the result as JSON.")
+    @Flag(help: "Print the result as JSON (on failure: a JSON error object).")
     var json = false
 
     @Option(help: "Also write a self-contained HTML report (verdict, numbers, per-layer error plot).")

@@ -305,10 +305,9 @@ private func verifyTensorChecksums(_ entries: [RNWTensorEntry], _ sums: [UInt64]
 }
 
 /// Every tensor's xxHash64, in manifest order, hashed on up to four threads once the tensors
-/// add up to more than 8 MB. XXH64 runs at about 10 GB/s on one core, so a whole ResNet-50 costs
-/// 10-15 ms on one thread, as much as 15-20% of opening and reading it unverified; a second core
-/// halves that (docs/BENCHMARKS.md, "Opening a .rnw"). Small files stay on the calling thread, where starting
-/// threads would cost more than it saves. The entries' ranges were checked against the file.
+/// add up to more than 8 MB: hashing a whole model is a visible share of opening it, and it splits
+/// evenly over cores (docs/BENCHMARKS.md, "Opening a .rnw"). Small files stay on the calling thread,
+/// where starting threads would cost more than it saves. The entries' ranges were checked against the file.
 private func tensorChecksums(_ entries: [RNWTensorEntry], in bytes: UnsafeRawBufferPointer) -> [UInt64] {
     let total = entries.reduce(UInt64(0)) { $0 + $1.length }
     let workers = total > 8 << 20 ? max(1, min(4, ProcessInfo.processInfo.activeProcessorCount)) : 1
