@@ -383,13 +383,10 @@ static inline void chdf5_sb_dataset_info(int fd, chdf5_sb_buf_t *b, hid_t loc, c
 static inline void chdf5_sb_dataset_read(int fd, chdf5_sb_buf_t *b, hid_t fid, hid_t did, const char *path, uint64_t count) {
     // Statuses: OK with count float32 values; 16 element count differs (u64 found);
     // 17 read failed (str stack, i64 missing filter id or -1, str filter name).
-    int opened = 0;
     if (did < 0) {
         did = H5Dopen2(fid, path, H5P_DEFAULT);
         if (did < 0) { chdf5_sb_error(fd, b, "cannot open dataset"); return; }
-        opened = 1;
     }
-    (void)opened;
     hid_t sid = H5Dget_space(did);
     if (sid < 0) { chdf5_sb_error(fd, b, "cannot read dataset dataspace"); H5Dclose(did); return; }
     hssize_t points = H5Sget_simple_extent_npoints(sid);
@@ -579,14 +576,16 @@ static inline void chdf5_sb_child(int fd, const char *path, const void *image, s
     }
     struct rlimit none = { 0, 0 };
     (void)setrlimit(RLIMIT_CORE, &none);
+    // A child whose memory or CPU cannot be bounded does not read the file (3: cannot confine).
     uint64_t base = chdf5_sb_address_space();
-    if (base > 0 && address_space_extra > 0) {
+    if (address_space_extra > 0) {
+        if (base == 0) _exit(3);
         struct rlimit as = { (rlim_t)(base + address_space_extra), (rlim_t)(base + address_space_extra) };
-        (void)setrlimit(RLIMIT_AS, &as);
+        if (setrlimit(RLIMIT_AS, &as) != 0) _exit(3);
     }
     if (cpu_seconds > 0) {
         struct rlimit cpu = { (rlim_t)cpu_seconds, (rlim_t)cpu_seconds + 2 };
-        (void)setrlimit(RLIMIT_CPU, &cpu);
+        if (setrlimit(RLIMIT_CPU, &cpu) != 0) _exit(3);
     }
     if (chdf5_sb_install_filter(fd, image == NULL) != 0) _exit(3);
     (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

@@ -255,9 +255,11 @@ import Testing
 /// stands in for one.) A good file passes the pre-flight.
 @Test func anHDF5PreflightThatTimesOutRefusesTheFile() throws {
     let path = Paths.fixtures.appendingPathComponent("bad/good.h5").path
-    try HDF5File.preflight(name: path, path: path, image: nil)
+    let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+    let budget = ReadBudget(file: path, fileBytes: size)
+    try HDF5File.preflight(name: path, path: path, image: nil, budget: budget)
     #expect {
-        try HDF5File.preflight(name: path, path: path, image: nil, timeout: 0)
+        try HDF5File.preflight(name: path, path: path, image: nil, budget: budget, timeout: 0)
     } throws: { error in
         guard let e = error as? ResNetError else { return false }
         return e.exitCode == 3 && e.description.contains("did not finish parsing the file's metadata within 0.0 s")

@@ -191,7 +191,7 @@ final class HDF5File {
         // libhdf5 opens the file by its path again: it must still be a regular file (a FIFO
         // swapped in would block its open).
         try InputFile.requireRegular(path)
-        try HDF5File.preflight(name: path, path: path, image: nil)
+        try HDF5File.preflight(name: path, path: path, image: nil, budget: budget)
         sandbox = try HDF5Sandbox(name: path, path: path, image: nil, budget: budget, limits: limits)
         PhaseTrace.mark("preflight done")
         rawPath = superblock == 0 ? path : nil
@@ -225,7 +225,7 @@ final class HDF5File {
         // The child gets the image with the rest of the address space at fork and copies it into
         // libhdf5; `bytes` need not outlive this call.
         sandbox = try bytes.withUnsafeBytes {
-            try HDF5File.preflight(name: name, path: libraryName, image: $0)
+            try HDF5File.preflight(name: name, path: libraryName, image: $0, budget: budget)
             return try HDF5Sandbox(name: name, path: libraryName, image: $0, budget: budget, limits: limits)
         }
     }
@@ -236,11 +236,11 @@ final class HDF5File {
     /// datatype, dataspace and chunk index; no raw data) in a sandboxed child of its own before the
     /// child that serves the reader starts, so that a file that makes libhdf5 crash or hang is
     /// refused up front, as one whose metadata is malformed. Only how the child ended matters:
-    /// errors libhdf5 reports are left to the reader, which words them better.
-    static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?,
+    /// errors libhdf5 reports are left to the reader, which words them better. `budget` is the
+    /// reader's, so both children get the same memory and CPU limits.
+    static func preflight(name: String, path: String, image: UnsafeRawBufferPointer?, budget: ReadBudget,
                           timeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
-        let size = image?.count ?? Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
-        _ = try HDF5Sandbox(name: name, path: path, image: image, budget: ReadBudget(file: name, fileBytes: size),
+        _ = try HDF5Sandbox(name: name, path: path, image: image, budget: budget,
                             limits: .current, walkOnly: true, startTimeout: timeout)
     }
 
@@ -410,8 +410,8 @@ final class HDF5File {
         case 19:
             let isScalar = try answer.u32() != 0
             let count = try answer.count(max: HDF5Limits.maxAttributeElements, what: "string count")
-            // A String per element, before the strings themselves (whose bytes the answer holds).
-            try budget.charge(count * 24, place: place, what: "a string attribute of \(count) elements")
+            // A String per element and a decoded copy of the strings' bytes, before either is made.
+            try budget.charge(count * 24 + answer.bytes.count, place: place, what: "a string attribute of \(count) elements")
             var strings: [String] = []
             strings.reserveCapacity(count)
             var total = 0
@@ -460,7 +460,8 @@ final class HDF5File {
             try budget.charge(count * 8, place: place, what: "a numeric attribute of \(count) elements")
             let raw = try answer.bytes(count * 8)
             try answer.finish()
-            return .numbers(raw.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) })
+            // The values start at an offset that need not be 8-byte aligned.
+            return .numbers(raw.withUnsafeBytes { r in (0 ..< count).map { r.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } })
         case 24:
             throw limits.exceeded(.headerBytes, file: name, place: place, found: "numeric attribute of \(try answer.u64()) elements (8 bytes each)")
         case CHDF5_ANSWER_ERROR:
@@ -768,6 +769,8 @@ final class HDF5Sandbox {
     let addressSpaceExtra: Int
     /// Most bytes of one answer that is not a dataset's values.
     private let maxAnswerBytes: Int
+    /// The file's read budget: every answer is charged before it is allocated here.
+    private let budget: ReadBudget
     /// How long one answer may take, in wall time: the child's whole CPU allowance plus 10 s, so
     /// that only a child that is stuck (not one that is working) runs into it. Settable for tests.
     var requestTimeoutMilliseconds: Int
@@ -779,6 +782,7 @@ final class HDF5Sandbox {
     init(name: String, path: String, image: UnsafeRawBufferPointer?, budget: ReadBudget, limits: ReadLimits,
          walkOnly: Bool = false, startTimeout: Int32 = HDF5Limits.preflightTimeoutMilliseconds) throws {
         self.name = name
+        self.budget = budget
         let (extra, overflow) = budget.capacity.addingReportingOverflow(256 << 20)
         addressSpaceExtra = overflow ? Int.max : extra
         cpuSeconds = min(30 + budget.capacity / (64 << 20), 3600)
@@ -897,6 +901,8 @@ final class HDF5Sandbox {
         guard length <= UInt64(maxAnswerBytes) else {
             throw fail(place: place, malformed: "an answer of \(length) bytes, at most \(maxAnswerBytes) expected")
         }
+        // A small file can make libhdf5 answer with much more (many elements naming one heap object).
+        try budget.charge(Int(length), place: place, what: "an answer of \(length) bytes from the libhdf5 child")
         var bytes = [UInt8](repeating: 0, count: Int(length))
         if length > 0 {
             let r = bytes.withUnsafeMutableBytes { chdf5_sandbox_receive(child.fd, $0.baseAddress, $0.count, deadline) }

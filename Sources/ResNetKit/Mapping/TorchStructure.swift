@@ -131,7 +131,6 @@ private struct TorchRecovery {
     var tensors: [String: Tensor] = [:]
     var origins: [TensorOrigin] = []
     var notes: [String] = []
-    /// Parameter-free shortcuts used, for the notes.
 
     /// Whether names ending in a number (`stack1`) count as numbered for finding blocks.
     let suffixedNames: Bool
@@ -164,10 +163,8 @@ private struct TorchRecovery {
 
     // MARK: Grouping by names
 
-    /// Block prefixes: the deepest numbered subtrees that hold at least two convolutions, in file order.
-    func blockPrefixes() -> [String] { blockPrefixNodes().map { trie.path($0) } }
-
-    /// The trie nodes of ``blockPrefixes()``. Linear in the keys' total length.
+    /// Block prefixes as trie nodes: the deepest numbered subtrees that hold at least two convolutions,
+    /// in file order. Linear in the keys' total length.
     func blockPrefixNodes() -> [Int] {
         var convs: [Int: Int] = [:]
         var firstOrder: [Int: Int] = [:]
