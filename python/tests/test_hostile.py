@@ -97,6 +97,9 @@ CASES = {
     "huge shape": (lambda m: _entry(m).update(shape=[1 << 62, 1 << 62]), "does not equal"),
     "negative dimension": (lambda m: _entry(m).update(shape=[-1] + _entry(m)["shape"][1:]), "dimension 0 is -1"),
     "a million dimensions": (lambda m: _entry(m).update(shape=[1] * 100_000), "does not equal"),
+    # Large dimensions: the length check stops multiplying once the product passes the length (a big-
+    # integer product of all of them took seconds at this size and grows with its square).
+    "many huge dimensions": (lambda m: _entry(m).update(shape=[1 << 62] * 50_000), "does not equal"),
     "unknown dtype": (lambda m: _entry(m).update(dtype=99), "unknown dtype value 99"),
     "int8 without scales": (lambda m: _entry(m, 4).update(scales=[]), "one scale per output channel"),
     "int8 NaN scale": (lambda m: _entry(m, 4)["scales"].__setitem__(0, float("nan")), "finite"),
@@ -130,6 +133,14 @@ def test_spec_rule_breaks_are_refused(tmp_path):
         spec["stem"][0]["groups"] = 0
         m["spec_json"] = json.dumps(spec, separators=(",", ":"), sort_keys=True).encode()
     refused(tmp_path, _mutated(tmp_path, bad_channels), "spec_json", "groups")
+
+    def huge_epsilon(m):
+        # Valid JSON whose integer no float holds: refused, not an OverflowError.
+        text = m["spec_json"].decode()
+        at = text.index('"epsilon":') + len('"epsilon":')
+        end = min(i for i in (text.find(",", at), text.find("}", at)) if i >= 0)
+        m["spec_json"] = (text[:at] + "1" + "0" * 400 + text[end:]).encode()
+    refused(tmp_path, _mutated(tmp_path, huge_epsilon), "spec_json", "epsilon")
 
 
 def test_header_fields(tmp_path):

@@ -38,6 +38,8 @@ SUPPORTED_MINOR = 1
 DTYPES = {1: "f32", 2: "f16", 3: "bf16", 4: "i8"}
 #: Bytes per element of each dtype.
 DTYPE_SIZE = {"f32": 4, "f16": 2, "bf16": 2, "i8": 1}
+# The most bytes of manifest read (the Swift reader's default header limit, 256 MiB).
+MAX_MANIFEST_BYTES = 256 << 20
 #: numpy dtype of the stored values (bfloat16 as its 16-bit pattern).
 STORED_NUMPY = {"f32": "<f4", "f16": "<f2", "bf16": "<u2", "i8": "i1"}
 
@@ -184,6 +186,9 @@ class RNWFile:
             raise fail("header", f"flags {flags:#x} are not defined in format {SUPPORTED_MAJOR}.{SUPPORTED_MINOR}")
         if mlen > size - HEADER_SIZE:
             raise fail("manifest", f"length {mlen} runs past the end of the {size}-byte file: truncated")
+        if mlen > MAX_MANIFEST_BYTES:
+            # The Swift reader's header limit: decoded, a manifest takes many times its bytes.
+            raise fail("manifest", f"{mlen} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit on a manifest")
         mend = HEADER_SIZE + mlen
         mbytes = bytes(data[HEADER_SIZE:mend])
         computed = xxh64(mbytes)
@@ -210,7 +215,9 @@ class RNWFile:
             raise fail("manifest", f"says format {m['format_major']}.{m['format_minor']} but the header says {major}.{minor}")
         try:
             spec = json.loads(m["spec_json"].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        except RecursionError:
+            raise fail("manifest spec_json", "nested too deeply") from None
+        except (UnicodeDecodeError, ValueError) as e:
             raise fail("manifest spec_json", f"not valid UTF-8 JSON: {str(e)[:200]}") from None
         try:
             expected = spec_parameters(spec)
@@ -227,11 +234,17 @@ class RNWFile:
             if e.name in seen_names:
                 raise fail(place, "name appears more than once in the manifest")
             seen_names.add(e.name)
-            count = 1
+            # The product stops growing past what the stated length holds, so a long shape of large
+            # dimensions costs linear time, not big-integer products.
+            limit = e.length // DTYPE_SIZE[e.dtype]
+            count = 0 if 0 in e.shape else 1
             for d in e.shape:
                 count *= d
+                if count > limit:
+                    break
             if count * DTYPE_SIZE[e.dtype] != e.length:
-                raise fail(place, f"length {e.length} does not equal {list(e.shape)} x {DTYPE_SIZE[e.dtype]} bytes ({e.dtype})")
+                shown = str(list(e.shape[:8]))[:-1] + (", …]" if len(e.shape) > 8 else "]")
+                raise fail(place, f"length {e.length} does not equal {shown} x {DTYPE_SIZE[e.dtype]} bytes ({e.dtype})")
             if e.offset % ALIGNMENT:
                 raise fail(place, f"offset {e.offset} is not a multiple of {ALIGNMENT}")
             if e.offset < mend:

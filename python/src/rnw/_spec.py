@@ -130,7 +130,12 @@ class _Walker:
             name = _str(op, "name", path)
             channels = _int(op, "channels", path)
             eps = op.get("epsilon")
-            if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+            # float() of a huge JSON integer overflows: such an epsilon is refused like any other bad one.
+            try:
+                finite = isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(float(eps))
+            except OverflowError:
+                finite = False
+            if not finite or eps < 0:
                 raise SpecError(f"{path}.epsilon: {eps!r} is not a finite non-negative number"[:300])
             scale, center = _bool(op, "scale", path), _bool(op, "center", path)
             _range(channels, 1, MAX_CHANNELS, f"{path}.channels")

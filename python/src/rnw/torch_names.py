@@ -206,11 +206,14 @@ def to_torch_state_dict(f, names: str = "auto", tensors: str = "auto") -> Ordere
     def put(key, value):
         out[key] = torch.from_numpy(value) if torch is not None else value
 
+    by_module = {}                     # grouped once: linear in ops + tensors
+    for n in f.names():
+        by_module.setdefault(n.rsplit(".", 1)[0], []).append(n)
     for op in all_ops(f.spec):
         if op["op"] not in ("conv", "batch_norm", "dense"):
             continue
         module = renames.get(op["name"], op["name"])
-        owned = [n for n in f.names() if n.rsplit(".", 1)[0] == op["name"]]
+        owned = by_module.get(op["name"], [])
         for n in owned:
             put(module + "." + n.rsplit(".", 1)[1], f.float32(n))
         if op["op"] == "batch_norm":
