@@ -154,7 +154,10 @@ extension String {
 }
 
 /// The first `limit` items joined by `separator`, saying how many were left out when the list is longer.
-func firstItems(_ items: [String], _ limit: Int, separator: String = ", ") -> String {
+/// - total: how many there are, when `items` holds only the first few of them; `noun` names them in
+///   the count ("classes").
+func firstItems(_ items: [String], _ limit: Int, separator: String = ", ", total: Int? = nil, noun: String = "") -> String {
+    let all = total ?? items.count
     let shown = items.prefix(limit).joined(separator: separator)
-    return items.count > limit ? "\(shown)\(separator)… (\(items.count) in all)" : shown
+    return all > min(limit, items.count) ? "\(shown)\(separator)… (\(all)\(noun.isEmpty ? "" : " " + noun) in all)" : shown
 }

@@ -277,9 +277,7 @@ private func check(_ spec: ResNetSpec, against preset: TorchSchemes.Preset, buil
 }
 
 /// A list for a message, cut after 24 entries.
-func listed(_ items: [String]) -> String {
-    items.count <= 24 ? items.joined(separator: ", ") : items.prefix(24).joined(separator: ", ") + " … and \(items.count - 24) more"
-}
+func listed(_ items: [String]) -> String { firstItems(items, 24) }
 
 /// One canonical module and the source tensors that fill it.
 struct TorchModuleRecord: Sendable {

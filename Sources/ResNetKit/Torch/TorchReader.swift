@@ -57,10 +57,7 @@ func readTorchCheckpoint(image: MappedFile, name: String, allowModuleRecords: Bo
     try unwrapper.unwrap(decoded.root)
     var notes = decoded.notes + unwrapper.notes
     // A pickle may name any number of classes; the note lists the first few and the count.
-    func listed(_ names: [String]) -> String {
-        let shown = names.prefix(40).joined(separator: ", ")
-        return names.count > 40 ? "\(shown), … (\(names.count) classes in all)" : shown
-    }
+    func listed(_ names: [String]) -> String { firstItems(names, 40, noun: "classes") }
     if !decoded.recordClasses.isEmpty {
         notes.append("module classes decoded as inert records (never called): \(listed(decoded.recordClasses))")
     }

@@ -320,8 +320,7 @@ struct TorchUnwrapper {
         }
         if ignored.count > 1000 { ignored = Array(ignored.prefix(1000)) + ["… \(ignored.count - 1000) more"] }
         if !described.isEmpty {
-            let shown = described.prefix(24).joined(separator: ", ")
-            notes.append("not weights, ignored: \(shown)\(described.count > 24 ? ", … (\(described.count) in all)" : "")")
+            notes.append("not weights, ignored: \(firstItems(described, 24))")
         }
     }
 
@@ -418,7 +417,7 @@ struct TorchUnwrapper {
                 if case let .string(s) = k { key = s }
                 return "\(name) (\(kind(v, key: key)))"
             }
-            what = "no state dict (a dict of tensors) or nn.Module found; keys are: \(keys.joined(separator: ", "))\(d.keys.count > 20 ? ", … (\(d.keys.count) in all)" : "")"
+            what = "no state dict (a dict of tensors) or nn.Module found; keys are: \(firstItems(keys, 20, total: d.keys.count))"
         }
         if depthLimited { what += " (objects nested deeper than \(TorchLimits.maxSearchDepth) levels were not searched)" }
         return bad("checkpoint", what)
